@@ -1,0 +1,1 @@
+"""Benchmarks behind `mppi-ros bench ...`; each returns one JSON-serialisable dict."""

@@ -1,0 +1,105 @@
+"""`mppi-ros bench latency`: per controller, step time p50 / p99 on this machine, with the
+ratio to classic MPPI (K = 16384, H = 40 unless changed) measured in the same run.
+
+Each timed call is the fused observation + controller step, jit-compiled, after
+``block_until_ready``; compilation and warm-up calls are excluded.
+
+JSON: ``{"device": str, "results": {name: {"controller", "num_samples", "horizon", "p50_ms",
+"p99_ms", "ratio_to_mppi"}}}``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from mppi_ros.core.controllers import make_controller
+from mppi_ros.core.policy import make_policy_step
+from mppi_ros.core.tracks import load_track
+from mppi_ros.sim.closed_loop import start_state
+
+BASELINE = ("mppi", 16384, 40)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyBench:
+    controllers: tuple[str, ...] = ("mppi",)
+    num_samples: tuple[int, ...] = (1024, 16384)
+    horizon: int = 40
+    baseline_samples: int = BASELINE[1]
+    baseline_horizon: int = BASELINE[2]
+    iterations: int = 100
+    max_seconds_per_entry: float = 20.0
+    track: str = "default"
+    reference_speed: float = 10.0
+
+
+def entry_name(controller: str, num_samples: int, horizon: int | None) -> str:
+    return f"{controller}_k{num_samples}" + (f"_h{horizon}" if horizon else "")
+
+
+def time_controller(ctrl, track, iterations: int, max_seconds: float,
+                    reference_speed: float) -> np.ndarray:
+    """Step times (ms) of the jitted fused policy step on a fixed realistic state."""
+    arrays = track.arrays()
+    step = jax.jit(make_policy_step(ctrl, arrays))
+    tuning = ctrl.default_tuning().replace(
+        reference_speed=np.float32(reference_speed)
+    )
+    x = jax.numpy.asarray(start_state(ctrl.model, track, reference_speed))
+    key = jax.random.PRNGKey(0)
+    cstate = ctrl.init(key)
+    for _ in range(3):  # compile + warm caches
+        key, sub = jax.random.split(key)
+        _, cstate, _, _ = jax.block_until_ready(step(cstate, x, tuning, sub))
+    times = []
+    deadline = time.perf_counter() + max_seconds
+    for _ in range(iterations):
+        key, sub = jax.random.split(key)
+        tic = time.perf_counter()
+        action, cstate, _, _ = step(cstate, x, tuning, sub)
+        jax.block_until_ready(action)
+        times.append((time.perf_counter() - tic) * 1e3)
+        if time.perf_counter() > deadline and len(times) >= 10:
+            break
+    return np.asarray(times)
+
+
+def run(bench: LatencyBench) -> dict[str, Any]:
+    track = load_track(bench.track)
+    entries: list[tuple[str, int, int | None]] = [
+        ("mppi", bench.baseline_samples, bench.baseline_horizon)
+    ]
+    for name in bench.controllers:
+        for k in bench.num_samples:
+            horizon = bench.horizon if name == "mppi" else None
+            if (name, k, horizon) not in entries:
+                entries.append((name, k, horizon))
+    results: dict[str, Any] = {}
+    for name, k, horizon in entries:
+        overrides = {"num_samples": k}
+        if horizon is not None:
+            overrides["horizon"] = horizon
+        ctrl = make_controller(name, **overrides)
+        times = time_controller(ctrl, track, bench.iterations, bench.max_seconds_per_entry,
+                                bench.reference_speed)
+        results[entry_name(name, k, horizon)] = {
+            "controller": name,
+            "num_samples": k,
+            "horizon": horizon if horizon is not None else getattr(ctrl, "reference_horizon", 1),
+            "p50_ms": float(np.percentile(times, 50)),
+            "p99_ms": float(np.percentile(times, 99)),
+            "iterations": int(len(times)),
+        }
+    base = results[entry_name("mppi", bench.baseline_samples, bench.baseline_horizon)]["p50_ms"]
+    for entry in results.values():
+        entry["ratio_to_mppi"] = entry["p50_ms"] / base
+    return {
+        "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
+        "baseline": entry_name("mppi", bench.baseline_samples, bench.baseline_horizon),
+        "results": results,
+    }

@@ -1,0 +1,55 @@
+"""Matplotlib figures for closed-loop runs (Agg backend, PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mppi_ros.core.tracks import Track
+from mppi_ros.sim import SimResult
+
+
+def plot_closed_loop(track: Track, results: dict[str, SimResult], path: str | Path) -> Path:
+    """Paths on the track (coloured by speed when one controller) and lateral error vs time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_map, ax_err) = plt.subplots(
+        1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [1.2, 1.0]}
+    )
+    left, right = track.border_polylines()
+    for edge in (left, right):
+        loop = np.vstack([edge, edge[:1]])
+        ax_map.plot(loop[:, 0], loop[:, 1], color="0.3", lw=1.0)
+    race = np.vstack([track.xy, track.xy[:1]])
+    ax_map.plot(race[:, 0], race[:, 1], "--", color="0.6", lw=0.8, label="raceline")
+    single = len(results) == 1
+    for name, res in results.items():
+        if len(res.states) == 0:
+            continue
+        xy = res.states[:, :2]
+        if single and res.states.shape[1] > 3:
+            sc = ax_map.scatter(xy[:, 0], xy[:, 1], c=res.states[:, 3], s=2, cmap="viridis")
+            fig.colorbar(sc, ax=ax_map, label="speed (m/s)")
+        else:
+            ax_map.plot(xy[:, 0], xy[:, 1], lw=1.2, label=name)
+        ax_err.plot(res.time, res.lateral_error, lw=1.0, label=name)
+    ax_map.set_aspect("equal")
+    ax_map.set_title(f"track {track.name}")
+    ax_map.set_xlabel("x (m)")
+    ax_map.set_ylabel("y (m)")
+    ax_map.legend(loc="best", fontsize=8)
+    ax_err.axhline(0.0, color="0.5", lw=0.5)
+    ax_err.set_xlabel("time (s)")
+    ax_err.set_ylabel("lateral error to raceline (m)")
+    ax_err.set_title("tracking error")
+    ax_err.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

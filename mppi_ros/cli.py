@@ -1,0 +1,202 @@
+"""The `mppi-ros` command: benchmarks, demo, track tools.
+
+    mppi-ros bench closed-loop --track default --controllers mppi --laps 2 --json out.json
+    mppi-ros bench latency --controllers mppi --num-samples 1024,16384 --json lat.json
+    mppi-ros demo
+    mppi-ros tracks list | generate [--out DIR] | show NAME --plot FILE.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in _csv_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def _emit(report: dict[str, Any], json_path: str | None) -> None:
+    text = json.dumps(report, indent=2)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(text + "\n")
+    print(text)
+
+
+def _add_closed_loop_args(p: argparse.ArgumentParser, laps: int) -> None:
+    p.add_argument("--track", default="default",
+                   help="built-in name, procedural:SEED, or a raceline/centerline CSV")
+    p.add_argument("--controllers", type=_csv_list, default=("mppi",))
+    p.add_argument("--laps", type=int, default=laps)
+    p.add_argument("--reference-speed", type=float, default=10.0, help="m/s")
+    p.add_argument("--friction-scale", type=float, default=1.0)
+    p.add_argument("--plant-dt", type=float, default=0.01)
+    p.add_argument("--control-period", type=float, default=0.05,
+                   help="seconds between controller calls (a multiple of --plant-dt)")
+    p.add_argument("--steer-delay-steps", type=int, default=2,
+                   help="plant steps between a steering command and its effect")
+    p.add_argument("--num-samples", type=int, default=None)
+    p.add_argument("--horizon", type=int, default=None, help="classic MPPI horizon")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the JSON report here")
+    p.add_argument("--plot", default=None, help="write a PNG of paths and errors here")
+
+
+def _closed_loop(args: argparse.Namespace) -> dict[str, Any]:
+    from mppi_ros.bench import closed_loop
+    from mppi_ros.bench.plots import plot_closed_loop
+    from mppi_ros.core.tracks import load_track
+
+    bench = closed_loop.ClosedLoopBench(
+        track=args.track,
+        controllers=tuple(args.controllers),
+        laps=args.laps,
+        reference_speed=args.reference_speed,
+        friction_scale=args.friction_scale,
+        plant_dt=args.plant_dt,
+        control_period=args.control_period,
+        steer_delay_steps=args.steer_delay_steps,
+        num_samples=args.num_samples,
+        horizon=args.horizon,
+        seed=args.seed,
+    )
+    report, raw = closed_loop.run(bench, show_progress=sys.stderr.isatty())
+    if args.plot:
+        report["plot"] = str(plot_closed_loop(load_track(args.track), raw, args.plot))
+    return report
+
+
+def cmd_bench_closed_loop(args: argparse.Namespace) -> int:
+    _emit(_closed_loop(args), args.json)
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from mppi_ros.bench import latency
+
+    bench = latency.LatencyBench(
+        controllers=tuple(args.controllers),
+        num_samples=tuple(args.num_samples),
+        horizon=args.horizon,
+        baseline_samples=args.baseline_samples,
+        baseline_horizon=args.baseline_horizon,
+        iterations=args.iterations,
+        track=args.track,
+    )
+    _emit(latency.run(bench), args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    report = _closed_loop(args)
+    _emit(report, args.json)
+    print(_demo_summary(report), file=sys.stderr)
+    return 0 if all(r["laps_completed"] >= args.laps for r in report["results"].values()) else 1
+
+
+def _demo_summary(report: dict[str, Any]) -> str:
+    lines = [f"\n=== mppi-ros demo: track {report['track']} ({report['track_length_m']} m) ==="]
+    for name, r in report["results"].items():
+        lap = f"{r['lap_time_s']:.2f} s" if r["lap_time_s"] else "n/a"
+        lines.append(
+            f"{name:>12}: laps {r['laps_completed']}, lap time {lap}, "
+            f"tracking error mean {r['tracking_error_mean_m']:.3f} m / "
+            f"max {r['tracking_error_max_m']:.3f} m, border violations "
+            f"{r['border_violations']}, step time p50 {r['step_time_p50_ms']:.2f} ms / "
+            f"p99 {r['step_time_p99_ms']:.2f} ms"
+        )
+    if "plot" in report:
+        lines.append(f"plot: {report['plot']}")
+    return "\n".join(lines)
+
+
+def cmd_tracks(args: argparse.Namespace) -> int:
+    from mppi_ros.core import tracks
+
+    if args.tracks_cmd == "list":
+        for name in tracks.builtin_track_names():
+            t = tracks.load_track(name)
+            print(f"{name}: {t.length:.1f} m, {len(t.xy)} points")
+        return 0
+    if args.tracks_cmd == "generate":
+        for path in tracks.generate_builtin_tracks(args.out):
+            print(path)
+        return 0
+    if args.tracks_cmd == "show":
+        from mppi_ros.bench.plots import plot_closed_loop
+
+        t = tracks.load_track(args.track)
+        print(f"{t.name}: {t.length:.1f} m, {len(t.xy)} points")
+        if args.plot:
+            print(plot_closed_loop(t, {}, args.plot))
+        return 0
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mppi-ros", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="benchmarks (JSON to stdout and --json FILE)")
+    bench_sub = bench.add_subparsers(dest="bench_cmd", required=True)
+    cl = bench_sub.add_parser("closed-loop", help="laps, tracking error, violations, step time")
+    _add_closed_loop_args(cl, laps=2)
+    cl.set_defaults(func=cmd_bench_closed_loop)
+
+    lat = bench_sub.add_parser("latency", help="controller step time p50/p99, ratio to MPPI")
+    lat.add_argument("--controllers", type=_csv_list, default=("mppi",))
+    lat.add_argument("--num-samples", type=_int_list, default=(1024, 16384))
+    lat.add_argument("--horizon", type=int, default=40)
+    lat.add_argument("--baseline-samples", type=int, default=16384)
+    lat.add_argument("--baseline-horizon", type=int, default=40)
+    lat.add_argument("--iterations", type=int, default=100)
+    lat.add_argument("--track", default="default")
+    lat.add_argument("--json", default=None)
+    lat.set_defaults(func=cmd_bench_latency)
+
+    demo = sub.add_parser("demo", help="the main job: a closed-loop run with a plot")
+    _add_closed_loop_args(demo, laps=2)
+    demo.set_defaults(func=cmd_demo, plot="demo_output/demo.png", reference_speed=8.0,
+                      num_samples=1024)
+
+    trk = sub.add_parser("tracks", help="list, generate or show tracks")
+    trk_sub = trk.add_subparsers(dest="tracks_cmd", required=True)
+    trk_sub.add_parser("list", help="built-in tracks")
+    gen = trk_sub.add_parser("generate", help="regenerate the built-in track CSVs")
+    gen.add_argument("--out", default=None, help="directory (default: the package's)")
+    show = trk_sub.add_parser("show", help="print a track and optionally plot it")
+    show.add_argument("track")
+    show.add_argument("--plot", default=None)
+    trk.set_defaults(func=cmd_tracks)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from mppi_ros.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+    try:
+        return args.func(args)
+    except ValueError as err:  # bad user input: one clear line, no traceback
+        print(f"mppi-ros: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""What every controller shares: the observation, the live tuning pytree, the stage cost and
+the functional interface ``init`` / ``step``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from mppi_ros.core.costs import penalty_cost, tracking_cost
+from mppi_ros.core.dynamics import DynamicsModel
+
+Array = jax.Array
+
+
+@struct.dataclass
+class Observation:
+    """What a controller sees at one control step.
+
+    Attributes:
+        state: ``(nx,)`` measured state.
+        reference: ``(H, nx)`` reference states for the predicted states ``x_1 .. x_H``.
+        border: ``(H, 4)`` border half-planes ``(a, b, c_left, c_right)`` per reference point.
+    """
+
+    state: Array
+    reference: Array
+    border: Array
+
+
+@struct.dataclass
+class TrackingTuning:
+    """Values that may change while the controller runs (ROS parameters); never recompile.
+
+    Attributes:
+        temperature: Softmax temperature lambda.
+        noise_std: ``(nu,)`` sampling standard deviation (nominal; controllers may scale it).
+        q_weights: ``(nx,)`` diagonal state-error weights.
+        r_weights: ``(nu,)`` diagonal control weights.
+        border_weight: Weight of the squared border violation.
+        border_margin: Safety margin (m) subtracted from the track half-widths.
+        box_weight: Weight of the squared state-box violation.
+        state_min: ``(nx,)`` lower state limits (``-inf`` where free).
+        state_max: ``(nx,)`` upper state limits (``+inf`` where free).
+        reference_speed: Speed (m/s) at which the reference window advances.
+        model_params: Parameters of the prediction model (e.g. friction).
+    """
+
+    temperature: Array
+    noise_std: Array
+    q_weights: Array
+    r_weights: Array
+    border_weight: Array
+    border_margin: Array
+    box_weight: Array
+    state_min: Array
+    state_max: Array
+    reference_speed: Array
+    model_params: Any
+
+
+def default_state_box(model: DynamicsModel, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """State limits implied by a model's parameters (steering angle and speed for vehicles)."""
+    lo = np.full(model.state_dim, -np.inf, np.float32)
+    hi = np.full(model.state_dim, np.inf, np.float32)
+    if hasattr(params, "delta_min") and "delta" in model.state_names:
+        i = model.state_names.index("delta")
+        lo[i], hi[i] = params.delta_min, params.delta_max
+    if hasattr(params, "v_min") and model.speed_index is not None:
+        lo[model.speed_index], hi[model.speed_index] = params.v_min, params.v_max
+    return lo, hi
+
+
+def make_tuning(model: DynamicsModel, **values: Any) -> TrackingTuning:
+    """Builds a float32 tuning pytree with vehicle defaults (REFERENCE.md section 4).
+
+    Defaults: Q = diag(10, 10, 0, 0, 0.1, 0, 0) on position and heading (for other models,
+    10 on position), R = 0.1 I, temperature 1, border weight 1e3, margin 0.3 m.
+    """
+    nx, nu = model.state_dim, model.control_dim
+    q = np.zeros(nx, np.float32)
+    if model.position_indices is not None:
+        q[list(model.position_indices)] = 10.0
+    if model.heading_index is not None:
+        q[model.heading_index] = 0.1
+    params = values.pop("model_params", model.default_params)
+    lo, hi = default_state_box(model, params)
+    base = dict(
+        temperature=1.0,
+        noise_std=np.ones(nu, np.float32),
+        q_weights=q,
+        r_weights=np.full(nu, 0.1, np.float32),
+        border_weight=1e3,
+        border_margin=0.3,
+        box_weight=1e3,
+        state_min=lo,
+        state_max=hi,
+        reference_speed=10.0,
+    )
+    unknown = set(values) - set(base)
+    if unknown:
+        raise ValueError(
+            f"unknown tuning field(s) {sorted(unknown)}; valid fields: {sorted(base)}"
+        )
+    base.update(values)
+    arrays = {k: jnp.asarray(v, jnp.float32) for k, v in base.items()}
+    tuning = TrackingTuning(
+        model_params=jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params), **arrays
+    )
+    return update_tuning(tuning)  # validates shapes
+
+
+def update_tuning(tuning: TrackingTuning, **changes: Any) -> TrackingTuning:
+    """Returns ``tuning`` with fields replaced, cast to the existing dtype and shape.
+
+    Keeping dtypes and shapes fixed is what guarantees that a live change never recompiles.
+
+    Raises:
+        ValueError: For an unknown field, a shape mismatch, a non-finite value where one is not
+            allowed, or a non-positive temperature / negative noise or weight.
+    """
+    fields = {f for f in tuning.__dataclass_fields__ if f != "model_params"}
+    out = {}
+    for name, value in changes.items():
+        if name == "model_params":
+            out[name] = jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype),
+                                     tuning.model_params, value)
+            continue
+        if name not in fields:
+            raise ValueError(f"unknown tuning field {name!r}; valid fields: {sorted(fields)}")
+        old = getattr(tuning, name)
+        new = jnp.asarray(value, old.dtype)
+        if new.shape != old.shape:
+            raise ValueError(f"{name} must have shape {old.shape}, got {new.shape}")
+        out[name] = new
+    tuning = tuning.replace(**out)
+    _check_tuning(tuning)
+    return tuning
+
+
+def _check_tuning(t: TrackingTuning) -> None:
+    checks = [
+        ("temperature", t.temperature, lambda v: np.isfinite(v) & (v > 0), "finite and > 0"),
+        ("noise_std", t.noise_std, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+        ("q_weights", t.q_weights, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+        ("r_weights", t.r_weights, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+        ("border_weight", t.border_weight, lambda v: np.isfinite(v) & (v >= 0), "finite, >= 0"),
+        ("border_margin", t.border_margin, np.isfinite, "finite"),
+        ("box_weight", t.box_weight, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+        ("reference_speed", t.reference_speed, np.isfinite, "finite"),
+    ]
+    for name, value, ok, what in checks:
+        if isinstance(value, jax.core.Tracer):
+            return
+        if not np.all(ok(np.asarray(value))):
+            raise ValueError(f"{name} must be {what}, got {np.asarray(value).tolist()}")
+    if np.any(np.asarray(t.state_min) > np.asarray(t.state_max)):
+        raise ValueError("state_min must not exceed state_max")
+
+
+def stage_cost(
+    model: DynamicsModel, x_next: Array, u: Array, ref: Array, border: Array, t: TrackingTuning
+) -> Array:
+    """Tracking cost of ``x_next`` against ``ref`` plus control cost and soft constraints."""
+    return tracking_cost(
+        x_next, u, ref, t.q_weights, t.r_weights, model.angle_indices
+    ) + penalty_cost(
+        x_next,
+        border,
+        model.position_indices,
+        t.border_weight,
+        t.border_margin,
+        t.box_weight,
+        t.state_min,
+        t.state_max,
+    )
+
+
+class Controller(Protocol):
+    """The functional interface shared by mppi, step_mppi, soft_mpcritic and dpc."""
+
+    name: str
+    model: DynamicsModel
+
+    @property
+    def reference_horizon(self) -> int:
+        """How many reference points the observation must hold."""
+
+    @property
+    def dt(self) -> float:
+        """Time step of the prediction model (spacing of the reference points)."""
+
+    def default_tuning(self) -> TrackingTuning: ...
+
+    def init(self, key: Array) -> Any: ...
+
+    def step(
+        self, cstate: Any, obs: Observation, tuning: TrackingTuning, key: Array | None = None
+    ) -> tuple[Array, Any, Any]: ...

@@ -1,0 +1,208 @@
+"""Classic multi-step MPPI with warm start and optional EM covariance adaptation.
+
+One call of :meth:`MPPI.step` samples ``K`` control sequences around the warm-start plan,
+rolls them through the prediction model with one ``lax.scan``, weights them by
+``softmax(-cost / temperature)`` and returns the first control of the weighted mean. With
+``adapt_covariance`` the per-step sampling scale is updated by the weighted second moment
+(the EM M-step, Step-MPPI paper eq. 12 / seed 004), blended with the previous scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mppi_ros.core.controllers.base import (
+    Observation,
+    TrackingTuning,
+    make_tuning,
+    stage_cost,
+)
+from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class MPPIConfig:
+    """Static settings: changing any of them recompiles the step.
+
+    Attributes:
+        dynamics: Registry name of the prediction model.
+        num_samples: Number of sampled control sequences K.
+        horizon: Prediction horizon H (steps).
+        dt: Prediction step (s).
+        integrator: ``"rk4"`` or ``"euler"`` for the prediction model.
+        substeps: Integration substeps per prediction step (stiff low-speed dynamics).
+        adapt_covariance: Update the sampling scale by the weighted second moment.
+        covariance_rate: Blend factor of the new scale (0 keeps the old, 1 takes the new).
+        min_scale: Lower clamp of the adapted scale relative to ``noise_std``.
+        max_scale: Upper clamp of the adapted scale relative to ``noise_std``.
+        include_nominal: Keep the unperturbed warm-start plan as sample 0.
+    """
+
+    dynamics: str = "single_track"
+    num_samples: int = 1024
+    horizon: int = 40
+    dt: float = 0.05
+    integrator: str = "rk4"
+    substeps: int = 1
+    adapt_covariance: bool = False
+    covariance_rate: float = 0.5
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+    include_nominal: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.horizon < 1 or self.substeps < 1:
+            raise ValueError("num_samples, horizon and substeps must be >= 1")
+        if not self.dt > 0:
+            raise ValueError(f"dt must be positive, got {self.dt}")
+        if not 0.0 <= self.covariance_rate <= 1.0:
+            raise ValueError("covariance_rate must lie in [0, 1]")
+
+
+@struct.dataclass
+class MPPIState:
+    """Warm start carried between steps (no hidden mutable state anywhere else).
+
+    Attributes:
+        plan: ``(H, nu)`` mean control sequence, shifted by one step after each call.
+        scale: ``(H, nu)`` multiplier of ``tuning.noise_std`` (1 unless adapted).
+        key: PRNG key used when ``step`` is called without one.
+        steps: Number of steps taken.
+    """
+
+    plan: Array
+    scale: Array
+    key: Array
+    steps: Array
+
+
+@struct.dataclass
+class MPPIInfo:
+    """Diagnostics of one step."""
+
+    cost_min: Array
+    cost_mean: Array
+    effective_samples: Array
+    predicted_states: Array  # (H + 1, nx): rollout of the new plan from the measured state
+
+
+def rollout(
+    step_fn, model: DynamicsModel, x0: Array, controls: Array, obs: Observation,
+    tuning: TrackingTuning
+) -> tuple[Array, Array]:
+    """Rolls one control sequence out; returns (total cost, visited states ``(H, nx)``)."""
+
+    def body(x: Array, inputs: tuple[Array, Array, Array]) -> tuple[Array, tuple[Array, Array]]:
+        u, ref, border = inputs
+        x_next = step_fn(x, u, tuning.model_params)
+        return x_next, (x_next, stage_cost(model, x_next, u, ref, border, tuning))
+
+    _, (states, costs) = jax.lax.scan(body, x0, (controls, obs.reference, obs.border))
+    return jnp.sum(costs), states
+
+
+def shift_plan(plan: Array, fill: Array) -> Array:
+    """Drops the executed first step and appends ``fill`` at the end."""
+    return jnp.concatenate([plan[1:], fill[None]], axis=0)
+
+
+def safe_softmax_weights(costs: Array, temperature: Array) -> Array:
+    """Softmax of ``-cost / temperature``; non-finite costs get zero weight."""
+    costs = jnp.where(jnp.isfinite(costs), costs, jnp.inf)
+    shifted = (costs - jnp.min(costs)) / temperature
+    return jax.nn.softmax(-shifted)
+
+
+@dataclasses.dataclass(frozen=True)
+class MPPI:
+    """Classic MPPI on the shared functional interface (see ``Controller``)."""
+
+    config: MPPIConfig = MPPIConfig()
+    name: str = "mppi"
+
+    @property
+    def model(self) -> DynamicsModel:
+        return get_dynamics(self.config.dynamics)
+
+    @property
+    def reference_horizon(self) -> int:
+        return self.config.horizon
+
+    @property
+    def dt(self) -> float:
+        return self.config.dt
+
+    def default_tuning(self) -> TrackingTuning:
+        return make_tuning(self.model, noise_std=jnp.array([1.0, 3.0])[: self.model.control_dim])
+
+    def init(self, key: Array) -> MPPIState:
+        shape = (self.config.horizon, self.model.control_dim)
+        return MPPIState(
+            plan=jnp.zeros(shape), scale=jnp.ones(shape), key=key, steps=jnp.zeros((), jnp.int32)
+        )
+
+    def _step_fn(self):
+        base = self.model.discrete(self.config.dt / self.config.substeps, self.config.integrator)
+        if self.config.substeps == 1:
+            return base
+
+        def multi(x: Array, u: Array, params) -> Array:
+            return jax.lax.fori_loop(0, self.config.substeps, lambda _, xs: base(xs, u, params), x)
+
+        return multi
+
+    def step(
+        self,
+        cstate: MPPIState,
+        obs: Observation,
+        tuning: TrackingTuning,
+        key: Array | None = None,
+    ) -> tuple[Array, MPPIState, MPPIInfo]:
+        """One MPPI iteration; returns ``(action, next_state, info)``."""
+        cfg, model = self.config, self.model
+        if key is None:
+            next_key, key = jax.random.split(cstate.key)
+        else:
+            next_key = cstate.key
+        u_min, u_max = model.control_bounds(tuning.model_params)
+        sigma = tuning.noise_std * cstate.scale
+        eps = jax.random.normal(key, (cfg.num_samples, cfg.horizon, model.control_dim))
+        if cfg.include_nominal:
+            eps = eps.at[0].set(0.0)
+        controls = jnp.clip(cstate.plan + sigma * eps, u_min, u_max)
+
+        step_fn = self._step_fn()
+        costs, _ = jax.vmap(rollout, in_axes=(None, None, None, 0, None, None))(
+            step_fn, model, obs.state, controls, obs, tuning
+        )
+        weights = safe_softmax_weights(costs, tuning.temperature)
+        plan = jnp.einsum("k,khu->hu", weights, controls)
+
+        scale = cstate.scale
+        if cfg.adapt_covariance:
+            var = jnp.einsum("k,khu->hu", weights, (controls - plan) ** 2)
+            nominal = jnp.maximum(tuning.noise_std, 1e-6)
+            target = jnp.sqrt(var) / nominal
+            scale = (1.0 - cfg.covariance_rate) * scale + cfg.covariance_rate * target
+            scale = jnp.clip(scale, cfg.min_scale, cfg.max_scale)
+
+        _, predicted = rollout(step_fn, model, obs.state, plan, obs, tuning)
+        info = MPPIInfo(
+            cost_min=jnp.min(costs),
+            cost_mean=jnp.mean(jnp.where(jnp.isfinite(costs), costs, 0.0)),
+            effective_samples=1.0 / jnp.sum(weights**2),
+            predicted_states=jnp.concatenate([obs.state[None], predicted], axis=0),
+        )
+        next_state = MPPIState(
+            plan=shift_plan(plan, plan[-1]),
+            scale=shift_plan(scale, jnp.ones_like(scale[-1])),
+            key=next_key,
+            steps=cstate.steps + 1,
+        )
+        return plan[0], next_state, info

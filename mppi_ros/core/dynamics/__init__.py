@@ -1,0 +1,62 @@
+"""Dynamics registry: ``get_dynamics(name)`` and ``register_dynamics(model)``.
+
+Every model is a :class:`DynamicsModel` whose ``derivative(x, u, params)`` is pure; its
+``discrete(dt, method)`` gives the ``f(x, u, params) -> x_next`` used by controllers and the
+simulator.
+"""
+
+from __future__ import annotations
+
+from mppi_ros.core.dynamics.base import DynamicsModel, discretize, wrap_angle
+from mppi_ros.core.dynamics.simple import (
+    DOUBLE_INTEGRATOR,
+    KINEMATIC_BICYCLE,
+    DoubleIntegratorParams,
+)
+from mppi_ros.core.dynamics.single_track import SINGLE_TRACK, SingleTrackParams
+
+_REGISTRY: dict[str, DynamicsModel] = {}
+
+
+def register_dynamics(model: DynamicsModel, *, overwrite: bool = False) -> None:
+    """Adds a model to the registry.
+
+    Raises:
+        ValueError: If the name is taken and ``overwrite`` is false.
+    """
+    if model.name in _REGISTRY and not overwrite:
+        raise ValueError(f"dynamics {model.name!r} is already registered")
+    _REGISTRY[model.name] = model
+
+
+def get_dynamics(name: str) -> DynamicsModel:
+    """Looks a model up by name.
+
+    Raises:
+        ValueError: For an unknown name; the message lists the valid names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dynamics {name!r}; valid names: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def dynamics_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+for _model in (SINGLE_TRACK, KINEMATIC_BICYCLE, DOUBLE_INTEGRATOR):
+    register_dynamics(_model)
+
+__all__ = [
+    "DoubleIntegratorParams",
+    "DynamicsModel",
+    "SingleTrackParams",
+    "discretize",
+    "dynamics_names",
+    "get_dynamics",
+    "register_dynamics",
+    "wrap_angle",
+]

@@ -1,0 +1,151 @@
+"""CommonRoad dynamic single-track ("ST") model with F1TENTH parameters.
+
+State ``x = [px, py, delta, v, yaw, yaw_rate, beta]``, control ``u = [steering_rate, accel]``.
+Below a low speed the slip dynamics (1/v terms) are replaced by the kinematic bicycle with
+slip; the two are blended with a C1 smoothstep over a small speed band so that the model and
+its gradients stay finite and continuous at every speed, including v = 0.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mppi_ros.core.dynamics.base import DynamicsModel
+
+Array = jax.Array
+GRAVITY = 9.81
+
+
+@struct.dataclass
+class SingleTrackParams:
+    """Vehicle parameters (defaults: F1TENTH, REFERENCE.md section 2). All leaves are live."""
+
+    mu: float = 1.0489
+    c_sf: float = 4.718
+    c_sr: float = 5.4562
+    lf: float = 0.15875
+    lr: float = 0.17145
+    h: float = 0.074
+    m: float = 3.74
+    inertia: float = 0.04712
+    delta_min: float = -0.4189
+    delta_max: float = 0.4189
+    sv_min: float = -3.2
+    sv_max: float = 3.2
+    v_min: float = -5.0
+    v_max: float = 20.0
+    v_switch: float = 7.319
+    a_max: float = 9.51
+    width: float = 0.31
+    length: float = 0.58
+    # Blend band (m/s) between the kinematic and dynamic branches; F1TENTH gym switches at 0.5.
+    kinematic_blend_low: float = 0.4
+    kinematic_blend_high: float = 0.6
+
+
+def constrain_steering_rate(delta: Array, steering_rate: Array, p: SingleTrackParams) -> Array:
+    """Zero when the steering angle is at a limit and the rate pushes further, else clipped."""
+    at_limit = ((delta <= p.delta_min) & (steering_rate <= 0.0)) | (
+        (delta >= p.delta_max) & (steering_rate >= 0.0)
+    )
+    return jnp.where(at_limit, 0.0, jnp.clip(steering_rate, p.sv_min, p.sv_max))
+
+
+def constrain_accel(v: Array, accel: Array, p: SingleTrackParams) -> Array:
+    """Zero at a speed limit pushing further; else clipped to [-a_max, a_pos(v)]."""
+    safe_v = jnp.maximum(v, p.v_switch)
+    a_pos = jnp.where(v > p.v_switch, p.a_max * p.v_switch / safe_v, p.a_max)
+    at_limit = ((v <= p.v_min) & (accel <= 0.0)) | ((v >= p.v_max) & (accel >= 0.0))
+    return jnp.where(at_limit, 0.0, jnp.clip(accel, -p.a_max, a_pos))
+
+
+def _smoothstep(z: Array) -> Array:
+    z = jnp.clip(z, 0.0, 1.0)
+    return z * z * (3.0 - 2.0 * z)
+
+
+def single_track_derivative(x: Array, u: Array, p: SingleTrackParams) -> Array:
+    """Time derivative of the single-track state with input constraints applied."""
+    delta, v, yaw, yaw_rate, beta = x[2], x[3], x[4], x[5], x[6]
+    sv = constrain_steering_rate(delta, u[0], p)
+    acc = constrain_accel(v, u[1], p)
+    wheelbase = p.lf + p.lr
+
+    # Dynamic branch, evaluated with a speed kept away from zero so 1/v never blows up
+    # (its result is discarded below the blend band; the safe value keeps gradients finite).
+    v_floor = p.kinematic_blend_low
+    v_dyn = jnp.where(jnp.abs(v) < v_floor, jnp.where(v < 0.0, -v_floor, v_floor), v)
+    front_load = GRAVITY * p.lr - acc * p.h
+    rear_load = GRAVITY * p.lf + acc * p.h
+    yaw_acc = (
+        p.mu
+        * p.m
+        / (p.inertia * wheelbase)
+        * (
+            p.lf * p.c_sf * front_load * delta
+            + (p.lr * p.c_sr * rear_load - p.lf * p.c_sf * front_load) * beta
+            - (p.lf**2 * p.c_sf * front_load + p.lr**2 * p.c_sr * rear_load) * yaw_rate / v_dyn
+        )
+    )
+    beta_rate = (
+        p.mu
+        / (v_dyn * wheelbase)
+        * (
+            p.c_sf * front_load * delta
+            - (p.c_sr * rear_load + p.c_sf * front_load) * beta
+            + (p.c_sr * rear_load * p.lr - p.c_sf * front_load * p.lf) * yaw_rate / v_dyn
+        )
+        - yaw_rate
+    )
+    dynamic = jnp.stack(
+        [v * jnp.cos(yaw + beta), v * jnp.sin(yaw + beta), sv, acc, yaw_rate, yaw_acc, beta_rate]
+    )
+
+    # Kinematic bicycle with slip (F1TENTH gym's low-speed branch).
+    tan_d = jnp.tan(delta)
+    cos_d2 = jnp.cos(delta) ** 2
+    ratio = p.lr / wheelbase
+    beta_k = jnp.arctan(tan_d * ratio)
+    beta_k_rate = ratio * sv / (cos_d2 * (1.0 + (tan_d * ratio) ** 2))
+    yaw_rate_k = v * jnp.cos(beta_k) * tan_d / wheelbase
+    yaw_acc_k = (
+        acc * jnp.cos(beta_k) * tan_d
+        - v * jnp.sin(beta_k) * beta_k_rate * tan_d
+        + v * jnp.cos(beta_k) * sv / cos_d2
+    ) / wheelbase
+    kinematic = jnp.stack(
+        [
+            v * jnp.cos(yaw + beta_k),
+            v * jnp.sin(yaw + beta_k),
+            sv,
+            acc,
+            yaw_rate_k,
+            yaw_acc_k,
+            beta_k_rate,
+        ]
+    )
+
+    blend = _smoothstep(
+        (jnp.abs(v) - p.kinematic_blend_low) / (p.kinematic_blend_high - p.kinematic_blend_low)
+    )
+    return blend * dynamic + (1.0 - blend) * kinematic
+
+
+def single_track_bounds(p: SingleTrackParams) -> tuple[Array, Array]:
+    return jnp.array([p.sv_min, -p.a_max]), jnp.array([p.sv_max, p.a_max])
+
+
+SINGLE_TRACK = DynamicsModel(
+    name="single_track",
+    state_names=("px", "py", "delta", "v", "yaw", "yaw_rate", "beta"),
+    control_names=("steering_rate", "accel"),
+    derivative=single_track_derivative,
+    default_params=SingleTrackParams(),
+    control_bounds=single_track_bounds,
+    angle_indices=(4,),
+    position_indices=(0, 1),
+    heading_index=4,
+    speed_index=3,
+)

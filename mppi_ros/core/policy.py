@@ -1,0 +1,88 @@
+"""Glue between a track and a controller: observations, a fused jit-able policy step, and the
+NumPy convenience wrapper :func:`load_controller`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mppi_ros.core.controllers import Controller, Observation, TrackingTuning, make_controller
+from mppi_ros.core.tracks import ReferenceWindow, Track, TrackArrays, load_track, reference_window
+
+Array = jax.Array
+PolicyStep = Callable[[Any, Array, TrackingTuning, Array], tuple[Array, Any, Any, ReferenceWindow]]
+
+
+def observe(
+    ctrl: Controller, track: TrackArrays, state: Array, tuning: TrackingTuning
+) -> tuple[Observation, ReferenceWindow]:
+    """Builds the controller's observation for ``state`` on ``track`` (pure, jit-able)."""
+    model = ctrl.model
+    window = reference_window(
+        track,
+        state,
+        horizon=ctrl.reference_horizon,
+        dt=ctrl.dt,
+        reference_speed=tuning.reference_speed,
+        state_dim=model.state_dim,
+        position_indices=model.position_indices or (0, 1),
+        heading_index=model.heading_index,
+        speed_index=model.speed_index,
+    )
+    return Observation(state=state, reference=window.states, border=window.border), window
+
+
+def make_policy_step(ctrl: Controller, track: TrackArrays) -> PolicyStep:
+    """``(cstate, state, tuning, key) -> (action, cstate, info, window)``, observation built in.
+
+    The track arrays are closed over (they are data of the deployment, not tunable), the
+    tuning is an argument. Wrap the result in ``jax.jit``.
+    """
+
+    def policy_step(cstate: Any, state: Array, tuning: TrackingTuning, key: Array):
+        obs, window = observe(ctrl, track, state, tuning)
+        action, cstate, info = ctrl.step(cstate, obs, tuning, key)
+        return action, cstate, info, window
+
+    return policy_step
+
+
+class NumpyController:
+    """Stateful NumPy wrapper for examples and external harnesses: ``u = ctrl(x)``.
+
+    The warm start lives in ``self.cstate`` (explicit, inspectable); ``reset()`` clears it.
+    """
+
+    def __init__(
+        self, ctrl: Controller, track: Track, tuning: TrackingTuning | None = None, seed: int = 0
+    ) -> None:
+        self.controller = ctrl
+        self.track = track
+        self.tuning = tuning if tuning is not None else ctrl.default_tuning()
+        self._seed = seed
+        self._step = jax.jit(make_policy_step(ctrl, track.arrays()))
+        self.reset()
+
+    def reset(self) -> None:
+        self._key = jax.random.PRNGKey(self._seed)
+        self._key, init_key = jax.random.split(self._key)
+        self.cstate = self.controller.init(init_key)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self._key, key = jax.random.split(self._key)
+        action, self.cstate, self.last_info, _ = self._step(
+            self.cstate, jnp.asarray(x, jnp.float32), self.tuning, key
+        )
+        return np.asarray(action)
+
+
+def load_controller(
+    name_or_path: str, track: Track | str = "default", seed: int = 0, **overrides: Any
+) -> NumpyController:
+    """A ready-to-call controller: ``load_controller("mppi", track="default")(x) -> u``."""
+    if isinstance(track, str):
+        track = load_track(track)
+    return NumpyController(make_controller(name_or_path, **overrides), track, seed=seed)
