@@ -80,8 +80,8 @@ class PlantState:
     command_history: Array
 
 
-def plant_params(model: DynamicsModel, friction_scale: float) -> Any:
-    params = model.default_params
+def plant_params(model: DynamicsModel, friction_scale: float, dt: float) -> Any:
+    params = model.params_for_step(model.default_params, dt)
     if hasattr(params, "mu"):
         params = params.replace(mu=params.mu * friction_scale)
     return jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
@@ -98,7 +98,7 @@ class Plant:
                 f"command_delay_steps needs {self.model.control_dim} entries "
                 f"({', '.join(self.model.control_names)}), got {config.command_delay_steps}"
             )
-        self.params = plant_params(self.model, config.friction_scale)
+        self.params = plant_params(self.model, config.friction_scale, config.plant_dt)
         self.track = track
         self._delays = jnp.asarray(config.command_delay_steps, jnp.int32)
         noise = config.process_noise_std

@@ -113,8 +113,9 @@ def shift_plan(plan: Array, fill: Array) -> Array:
 
 
 def safe_softmax_weights(costs: Array, temperature: Array) -> Array:
-    """Softmax of ``-cost / temperature``; non-finite costs get zero weight."""
-    costs = jnp.where(jnp.isfinite(costs), costs, jnp.inf)
+    """Softmax of ``-cost / temperature``; non-finite costs get zero weight (all weights are
+    uniform if every cost is non-finite, so the result stays finite)."""
+    costs = jnp.where(jnp.isfinite(costs), costs, jnp.finfo(costs.dtype).max / 4)
     shifted = (costs - jnp.min(costs)) / temperature
     return jax.nn.softmax(-shifted)
 
@@ -139,7 +140,14 @@ class MPPI:
         return self.config.dt
 
     def default_tuning(self) -> TrackingTuning:
-        return make_tuning(self.model, noise_std=jnp.array([1.0, 3.0])[: self.model.control_dim])
+        model = self.model
+        step = self.config.dt / self.config.substeps
+        return make_tuning(
+            model,
+            noise_std=jnp.array([1.0, 3.0])[: model.control_dim],
+            temperature=10.0,
+            model_params=model.params_for_step(model.default_params, step),
+        )
 
     def init(self, key: Array) -> MPPIState:
         shape = (self.config.horizon, self.model.control_dim)

@@ -41,6 +41,13 @@ class DynamicsModel:
     position_indices: tuple[int, int] | None = None
     heading_index: int | None = None
     speed_index: int | None = None
+    stable_params: Callable[[Any, float], Any] | None = None
+
+    def params_for_step(self, params: Any, dt: float) -> Any:
+        """Parameters adjusted so that an explicit integrator with step ``dt`` stays stable
+        (e.g. the single-track model hands over to its kinematic branch at a higher speed
+        when the step is long). Identity for models that need no adjustment."""
+        return params if self.stable_params is None else self.stable_params(params, dt)
 
     @property
     def state_dim(self) -> int:

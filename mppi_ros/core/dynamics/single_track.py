@@ -137,6 +137,27 @@ def single_track_bounds(p: SingleTrackParams) -> tuple[Array, Array]:
     return jnp.array([p.sv_min, -p.a_max]), jnp.array([p.sv_max, p.a_max])
 
 
+# RK4's stability limit on the negative real axis is about -2.78; keep a margin.
+_RK4_STABLE_STEP = 2.5
+
+
+def stable_blend_params(p: SingleTrackParams, dt: float) -> SingleTrackParams:
+    """Raises the kinematic/dynamic blend band so RK4 with step ``dt`` stays stable.
+
+    The yaw-rate equation has a pole at about ``-k / v`` with
+    ``k = mu m (lf^2 C_Sf g lr + lr^2 C_Sr g lf) / (I L)`` (~113 for F1TENTH): explicit RK4
+    diverges when ``k dt / v > 2.78``, e.g. below ~2.3 m/s at dt = 0.05 s. Below that speed the
+    kinematic branch (no 1/v terms, accurate at low speed) takes over.
+    """
+    k = (
+        p.mu * p.m / (p.inertia * (p.lf + p.lr))
+        * (p.lf**2 * p.c_sf * GRAVITY * p.lr + p.lr**2 * p.c_sr * GRAVITY * p.lf)
+    )
+    low = max(float(p.kinematic_blend_low), float(k) * dt / _RK4_STABLE_STEP)
+    width = float(p.kinematic_blend_high) - float(p.kinematic_blend_low)
+    return p.replace(kinematic_blend_low=low, kinematic_blend_high=low + max(width, 0.2 * low))
+
+
 SINGLE_TRACK = DynamicsModel(
     name="single_track",
     state_names=("px", "py", "delta", "v", "yaw", "yaw_rate", "beta"),
@@ -148,4 +169,5 @@ SINGLE_TRACK = DynamicsModel(
     position_indices=(0, 1),
     heading_index=4,
     speed_index=3,
+    stable_params=stable_blend_params,
 )

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` (main job) and `make test` (full suite).
+# Both create .venv, install the pinned dependencies and the package (editable), then run.
+
+PYTHON_SYSTEM ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install install-gpu test test-fast demo lint bench clean tracks
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
+	$(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PIP) install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+install-gpu: install
+	$(PIP) install -r requirements-gpu.txt
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/mppi-ros demo
+
+lint: install
+	$(VENV)/bin/ruff check mppi_ros test
+
+tracks: install
+	$(VENV)/bin/mppi-ros tracks generate
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo_output bench_output .pytest_cache
