@@ -1,9 +1,9 @@
 """The `mppi-ros` command: benchmarks, demo, track tools.
 
-    mppi-ros bench closed-loop --track default --controllers mppi --laps 2 --json out.json
-    mppi-ros bench latency --controllers mppi --num-samples 1024,16384 --json lat.json
-    mppi-ros demo
-    mppi-ros tracks list | generate [--out DIR] | show NAME --plot FILE.png
+mppi-ros bench closed-loop --track default --controllers mppi --laps 2 --json out.json
+mppi-ros bench latency --controllers mppi --num-samples 1024,16384 --json lat.json
+mppi-ros demo
+mppi-ros tracks list | generate [--out DIR] | show NAME --plot FILE.png
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -26,7 +27,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(t) for t in _csv_list(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def _emit(report: dict[str, Any], json_path: str | None) -> None:
@@ -38,17 +41,28 @@ def _emit(report: dict[str, Any], json_path: str | None) -> None:
 
 
 def _add_closed_loop_args(p: argparse.ArgumentParser, laps: int) -> None:
-    p.add_argument("--track", default="default",
-                   help="built-in name, procedural:SEED, or a raceline/centerline CSV")
+    p.add_argument(
+        "--track",
+        default="default",
+        help="built-in name, procedural:SEED, or a raceline/centerline CSV",
+    )
     p.add_argument("--controllers", type=_csv_list, default=("mppi",))
     p.add_argument("--laps", type=int, default=laps)
     p.add_argument("--reference-speed", type=float, default=10.0, help="m/s")
     p.add_argument("--friction-scale", type=float, default=1.0)
     p.add_argument("--plant-dt", type=float, default=0.01)
-    p.add_argument("--control-period", type=float, default=0.05,
-                   help="seconds between controller calls (a multiple of --plant-dt)")
-    p.add_argument("--steer-delay-steps", type=int, default=2,
-                   help="plant steps between a steering command and its effect")
+    p.add_argument(
+        "--control-period",
+        type=float,
+        default=0.05,
+        help="seconds between controller calls (a multiple of --plant-dt)",
+    )
+    p.add_argument(
+        "--steer-delay-steps",
+        type=int,
+        default=2,
+        help="plant steps between a steering command and its effect",
+    )
     p.add_argument("--num-samples", type=int, default=None)
     p.add_argument("--horizon", type=int, default=None, help="classic MPPI horizon")
     p.add_argument("--seed", type=int, default=0)
@@ -148,8 +162,9 @@ def cmd_tracks(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mppi-ros", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mppi-ros", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON to stdout and --json FILE)")
@@ -171,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job: a closed-loop run with a plot")
     _add_closed_loop_args(demo, laps=2)
-    demo.set_defaults(func=cmd_demo, plot="demo_output/demo.png", reference_speed=8.0,
-                      num_samples=1024)
+    demo.set_defaults(
+        func=cmd_demo, plot="demo_output/demo.png", reference_speed=8.0, num_samples=1024
+    )
 
     trk = sub.add_parser("tracks", help="list, generate or show tracks")
     trk_sub = trk.add_subparsers(dest="tracks_cmd", required=True)

@@ -24,8 +24,13 @@ def test_heading_error_is_wrapped_before_squaring():
 
 
 def test_tracking_cost_is_weighted_quadratic():
-    cost = tracking_cost(jnp.array([1.0, 2.0]), jnp.array([3.0]), jnp.zeros(2),
-                         jnp.array([10.0, 0.5]), jnp.array([0.1]))
+    cost = tracking_cost(
+        jnp.array([1.0, 2.0]),
+        jnp.array([3.0]),
+        jnp.zeros(2),
+        jnp.array([10.0, 0.5]),
+        jnp.array([0.1]),
+    )
     assert float(cost) == pytest.approx(10.0 + 2.0 + 0.9)
 
 

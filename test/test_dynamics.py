@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-
 from mppi_ros.core.dynamics import (
     SingleTrackParams,
     discretize,
@@ -24,19 +23,33 @@ ST = get_dynamics("single_track")
 def reference_st_derivative(x, u):
     """REFERENCE.md section 2 written out longhand in plain floats (dynamic branch)."""
     g = 9.81
-    mu, csf, csr, lf, lr, h, m, inertia = 1.0489, 4.718, 5.4562, 0.15875, 0.17145, 0.074, 3.74, 0.04712
+    mu, csf, csr, lf, lr = 1.0489, 4.718, 5.4562, 0.15875, 0.17145
+    h, m, inertia = 0.074, 3.74, 0.04712
     big_l = lf + lr
     delta, v, yaw, r, beta = x[2], x[3], x[4], x[5], x[6]
     sv, a = u
     fl = g * lr - a * h
     rl = g * lf + a * h
-    yaw_acc = mu * m / (inertia * big_l) * (
-        lf * csf * fl * delta + (lr * csr * rl - lf * csf * fl) * beta
-        - (lf**2 * csf * fl + lr**2 * csr * rl) * r / v
+    yaw_acc = (
+        mu
+        * m
+        / (inertia * big_l)
+        * (
+            lf * csf * fl * delta
+            + (lr * csr * rl - lf * csf * fl) * beta
+            - (lf**2 * csf * fl + lr**2 * csr * rl) * r / v
+        )
     )
-    beta_rate = mu / (v * big_l) * (
-        csf * fl * delta - (csr * rl + csf * fl) * beta + (csr * rl * lr - csf * fl * lf) * r / v
-    ) - r
+    beta_rate = (
+        mu
+        / (v * big_l)
+        * (
+            csf * fl * delta
+            - (csr * rl + csf * fl) * beta
+            + (csr * rl * lr - csf * fl * lf) * r / v
+        )
+        - r
+    )
     return [v * math.cos(yaw + beta), v * math.sin(yaw + beta), sv, a, r, yaw_acc, beta_rate]
 
 
@@ -87,8 +100,8 @@ def test_steering_rate_constraints():
     assert float(constrain_steering_rate(jnp.array(P.delta_max), jnp.array(1.0), P)) == 0.0
     assert float(constrain_steering_rate(jnp.array(P.delta_max), jnp.array(-1.0), P)) == -1.0
     assert float(constrain_steering_rate(jnp.array(P.delta_min), jnp.array(-1.0), P)) == 0.0
-    assert float(constrain_steering_rate(jnp.array(0.0), jnp.array(10.0), P)) == pytest.approx(3.2)
-    assert float(constrain_steering_rate(jnp.array(0.0), jnp.array(-10.0), P)) == pytest.approx(-3.2)
+    clipped = [float(constrain_steering_rate(jnp.array(0.0), jnp.array(r), P)) for r in (10, -10)]
+    assert clipped == pytest.approx([3.2, -3.2])
 
 
 def test_accel_constraints():
@@ -123,9 +136,11 @@ def test_rk4_is_fourth_order_and_euler_first_order():
     with jax.enable_x64(True):  # float32 round-off would hide RK4's truncation error
         exact = integrate("rk4", 0.001)
         rk_ratio = np.linalg.norm(integrate("rk4", 0.08) - exact) / np.linalg.norm(
-            integrate("rk4", 0.04) - exact)
+            integrate("rk4", 0.04) - exact
+        )
         eu_ratio = np.linalg.norm(integrate("euler", 0.08) - exact) / np.linalg.norm(
-            integrate("euler", 0.04) - exact)
+            integrate("euler", 0.04) - exact
+        )
     assert 1.6 < eu_ratio < 2.5
     assert rk_ratio > 10.0  # 16 in the asymptotic limit
 
@@ -143,16 +158,18 @@ def test_kinematic_bicycle_circles_with_wheelbase_radius():
 
 def test_double_integrator_rk4_exact_for_constant_accel():
     di = get_dynamics("double_integrator")
-    x = di.discrete(0.1)(jnp.array([1.0, 2.0, 0.5, -1.0]), jnp.array([1.0, 10.0]),
-                         di.default_params)
+    x = di.discrete(0.1)(
+        jnp.array([1.0, 2.0, 0.5, -1.0]), jnp.array([1.0, 10.0]), di.default_params
+    )
     # ay clipped to a_max = 5.
-    np.testing.assert_allclose(np.asarray(x), [1.0 + 0.05 + 0.005, 2.0 - 0.1 + 0.025,
-                                               0.6, -0.5], atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(x), [1.0 + 0.05 + 0.005, 2.0 - 0.1 + 0.025, 0.6, -0.5], atol=1e-6
+    )
 
 
 def test_registry_rejects_unknown_names_listing_valid_ones():
     assert {"single_track", "kinematic_bicycle", "double_integrator"} <= set(dynamics_names())
-    with pytest.raises(ValueError, match="valid names: .*single_track"):
+    with pytest.raises(ValueError, match=r"valid names: .*single_track"):
         get_dynamics("unicycle")
     with pytest.raises(ValueError, match="unknown integration method"):
         discretize(ST.derivative, 0.1, "midpoint")

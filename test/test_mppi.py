@@ -25,10 +25,16 @@ def _point_goal_obs(state, goal, horizon):
 
 @pytest.fixture(scope="module")
 def di_mppi():
-    ctrl = make_controller("mppi", dynamics="double_integrator", num_samples=256, horizon=20,
-                           dt=0.1)
-    tuning = update_tuning(ctrl.default_tuning(), noise_std=[2.0, 2.0], temperature=1.0,
-                           q_weights=[10.0, 10.0, 0.5, 0.5], r_weights=[0.01, 0.01])
+    ctrl = make_controller(
+        "mppi", dynamics="double_integrator", num_samples=256, horizon=20, dt=0.1
+    )
+    tuning = update_tuning(
+        ctrl.default_tuning(),
+        noise_std=[2.0, 2.0],
+        temperature=1.0,
+        q_weights=[10.0, 10.0, 0.5, 0.5],
+        r_weights=[0.01, 0.01],
+    )
     return ctrl, tuning, jax.jit(ctrl.step)
 
 
@@ -107,8 +113,9 @@ def test_warm_start_shifts_the_plan(di_mppi):
     for t in range(20):
         x = f(x, optimised[t], ctrl.model.default_params)
         states.append(x)
-    np.testing.assert_allclose(np.asarray(info.predicted_states), np.asarray(jnp.stack(states)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(info.predicted_states), np.asarray(jnp.stack(states)), atol=1e-5
+    )
     # The last step is repeated to fill the shifted plan.
     np.testing.assert_allclose(np.asarray(nxt.plan[-1]), np.asarray(nxt.plan[-2]))
 
@@ -124,8 +131,16 @@ def test_key_inside_state_is_used_when_no_key_given(di_mppi):
 
 
 def test_covariance_adaptation_shrinks_scale_on_a_converged_problem():
-    ctrl = make_controller("mppi", dynamics="double_integrator", num_samples=256, horizon=10,
-                           dt=0.1, adapt_covariance=True, covariance_rate=0.5)
+    ctrl = make_controller(
+        "mppi",
+        dynamics="double_integrator",
+        num_samples=256,
+        horizon=10,
+        dt=0.1,
+        adapt_covariance=True,
+        covariance_rate=0.5,
+        min_scale=0.1,
+    )
     tuning = update_tuning(ctrl.default_tuning(), noise_std=[2.0, 2.0], temperature=0.05)
     step = jax.jit(ctrl.step)
     cstate = ctrl.init(jax.random.PRNGKey(0))
@@ -139,15 +154,16 @@ def test_covariance_adaptation_shrinks_scale_on_a_converged_problem():
 
 def test_non_finite_costs_get_zero_weight_and_never_poison_the_plan():
     w = safe_softmax_weights(jnp.array([1.0, jnp.nan, jnp.inf, 2.0]), jnp.float32(1.0))
-    np.testing.assert_allclose(np.asarray(w), [1 / (1 + np.exp(-1)), 0, 0,
-                                               np.exp(-1) / (1 + np.exp(-1))], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(w), [1 / (1 + np.exp(-1)), 0, 0, np.exp(-1) / (1 + np.exp(-1))], rtol=1e-5
+    )
     w_all_bad = safe_softmax_weights(jnp.array([jnp.nan, jnp.inf]), jnp.float32(1.0))
     np.testing.assert_allclose(np.asarray(w_all_bad), [0.5, 0.5])
 
 
 def test_registry_and_config_validation():
     assert "mppi" in controller_names()
-    with pytest.raises(ValueError, match="valid names: .*mppi"):
+    with pytest.raises(ValueError, match=r"valid names: .*mppi"):
         make_controller("ilqr")
     with pytest.raises(ValueError, match=r"unknown MPPIConfig field\(s\) \['samples'\]"):
         make_controller("mppi", samples=10)

@@ -73,21 +73,27 @@ def _write(tmp_path, name, lines):
     return path
 
 
-CIRCLE = [f"{10 * math.cos(a):.4f}, {10 * math.sin(a):.4f}, 1.1, 1.1"
-          for a in np.linspace(0, 2 * np.pi, 120, endpoint=False)]
+CIRCLE = [
+    f"{10 * math.cos(a):.4f}, {10 * math.sin(a):.4f}, 1.1, 1.1"
+    for a in np.linspace(0, 2 * np.pi, 120, endpoint=False)
+]
 
 
 @pytest.mark.parametrize(
     "lines,message",
     [
-        (["# x_m, y_m, w_tr_right_m, w_tr_left_m", *CIRCLE[:5], "1.0, 2.0, 1.1", *CIRCLE[5:]],
-         r"bad\.csv:7: expected 4 ','-separated columns"),
+        (
+            ["# x_m, y_m, w_tr_right_m, w_tr_left_m", *CIRCLE[:5], "1.0, 2.0, 1.1", *CIRCLE[5:]],
+            r"bad\.csv:7: expected 4 ','-separated columns",
+        ),
         (["# header", *CIRCLE[:9], "nan, 1.0, 1.1, 1.1", *CIRCLE[9:]], r"bad\.csv:11: NaN"),
         (["# header", *CIRCLE[:3], "a, 1.0, 1.1, 1.1", *CIRCLE[3:]], r"bad\.csv:5: non-numeric"),
         (["# header", *CIRCLE[:2]], r"at least 3 points, found 2"),
         (["# header", *CIRCLE[:60]], r"not a closed loop"),
-        (["# header", *CIRCLE[:2], "10.0, 0.0, -1.0, 1.1", *CIRCLE[3:]],
-         r"bad\.csv:4: track widths must be positive"),
+        (
+            ["# header", *CIRCLE[:2], "10.0, 0.0, -1.0, 1.1", *CIRCLE[3:]],
+            r"bad\.csv:4: track widths must be positive",
+        ),
     ],
 )
 def test_bad_centerline_files_name_file_and_line(tmp_path, lines, message):
@@ -114,8 +120,7 @@ def test_unknown_track_lists_builtin_names():
 
 def test_speed_profile_respects_curvature_and_accel_limits():
     t = load_track("sprint")
-    v = speed_profile(t.s, t.kappa, t.length, 15.0, lateral_accel=6.0, max_accel=3.0,
-                      max_decel=4.0)
+    v = speed_profile(t.s, t.kappa, t.length, 15.0, lateral_accel=6.0, max_accel=3.0, max_decel=4.0)
     assert np.all(v <= 15.0 + 1e-9)
     assert np.all(v**2 * np.abs(t.kappa) <= 6.0 + 1e-6)
     ds = np.diff(np.concatenate([t.s, [t.length]]))
@@ -142,16 +147,18 @@ def test_reference_window_spacing_and_wrap(default_track):
     arrays = default_track.arrays()
     x = np.zeros(7, np.float32)
     x[:2] = default_track.xy[-3]  # just before the start line: the window must wrap
-    win = reference_window(arrays, jnp.asarray(x), horizon=20, dt=0.05,
-                           reference_speed=jnp.float32(8.0), state_dim=7)
+    win = reference_window(
+        arrays, jnp.asarray(x), horizon=20, dt=0.05, reference_speed=jnp.float32(8.0), state_dim=7
+    )
     pts = np.asarray(win.states[:, :2])
     step = np.linalg.norm(np.diff(pts, axis=0), axis=1)
     np.testing.assert_allclose(step, 0.4, atol=0.01)
     assert np.linalg.norm(pts[-1] - default_track.xy[37]) < 0.3
     chords = np.diff(pts, axis=0)
     chord_heading = np.arctan2(chords[:, 1], chords[:, 0])
-    np.testing.assert_allclose(np.cos(np.asarray(win.states[:-1, 4]) - chord_heading), 1.0,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        np.cos(np.asarray(win.states[:-1, 4]) - chord_heading), 1.0, atol=1e-3
+    )
     np.testing.assert_allclose(np.asarray(win.states[:, 3]), 8.0)
 
 

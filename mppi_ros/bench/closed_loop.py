@@ -41,8 +41,9 @@ def controller_overrides(name: str, num_samples: int | None, horizon: int | None
     return overrides
 
 
-def run(bench: ClosedLoopBench, show_progress: bool = False
-        ) -> tuple[dict[str, Any], dict[str, SimResult]]:
+def run(
+    bench: ClosedLoopBench, show_progress: bool = False
+) -> tuple[dict[str, Any], dict[str, SimResult]]:
     """Runs every controller; returns the JSON dict and the raw results (for plots)."""
     track = load_track(bench.track)
     sim = SimConfig(
@@ -56,8 +57,7 @@ def run(bench: ClosedLoopBench, show_progress: bool = False
     raw: dict[str, SimResult] = {}
     results: dict[str, Any] = {}
     for name in bench.controllers:
-        ctrl = make_controller(name, **controller_overrides(name, bench.num_samples,
-                                                             bench.horizon))
+        ctrl = make_controller(name, **controller_overrides(name, bench.num_samples, bench.horizon))
         tuning = update_tuning(ctrl.default_tuning(), reference_speed=bench.reference_speed)
         bar = _progress_bar(f"{name} on {track.name}", show_progress)
         res = run_closed_loop(ctrl, track, tuning, sim, progress=bar.update_to)

@@ -42,14 +42,13 @@ def entry_name(controller: str, num_samples: int, horizon: int | None) -> str:
     return f"{controller}_k{num_samples}" + (f"_h{horizon}" if horizon else "")
 
 
-def time_controller(ctrl, track, iterations: int, max_seconds: float,
-                    reference_speed: float) -> np.ndarray:
+def time_controller(
+    ctrl, track, iterations: int, max_seconds: float, reference_speed: float
+) -> np.ndarray:
     """Step times (ms) of the jitted fused policy step on a fixed realistic state."""
     arrays = track.arrays()
     step = jax.jit(make_policy_step(ctrl, arrays))
-    tuning = ctrl.default_tuning().replace(
-        reference_speed=np.float32(reference_speed)
-    )
+    tuning = ctrl.default_tuning().replace(reference_speed=np.float32(reference_speed))
     x = jax.numpy.asarray(start_state(ctrl.model, track, reference_speed))
     key = jax.random.PRNGKey(0)
     cstate = ctrl.init(key)
@@ -85,15 +84,16 @@ def run(bench: LatencyBench) -> dict[str, Any]:
         if horizon is not None:
             overrides["horizon"] = horizon
         ctrl = make_controller(name, **overrides)
-        times = time_controller(ctrl, track, bench.iterations, bench.max_seconds_per_entry,
-                                bench.reference_speed)
+        times = time_controller(
+            ctrl, track, bench.iterations, bench.max_seconds_per_entry, bench.reference_speed
+        )
         results[entry_name(name, k, horizon)] = {
             "controller": name,
             "num_samples": k,
             "horizon": horizon if horizon is not None else getattr(ctrl, "reference_horizon", 1),
             "p50_ms": float(np.percentile(times, 50)),
             "p99_ms": float(np.percentile(times, 99)),
-            "iterations": int(len(times)),
+            "iterations": len(times),
         }
     base = results[entry_name("mppi", bench.baseline_samples, bench.baseline_horizon)]["p50_ms"]
     for entry in results.values():

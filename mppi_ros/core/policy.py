@@ -3,7 +3,8 @@ NumPy convenience wrapper :func:`load_controller`."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

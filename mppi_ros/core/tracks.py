@@ -131,7 +131,7 @@ def _resample_closed(xy: np.ndarray, spacing: float) -> np.ndarray:
     dense_t = np.linspace(0.0, _arc_length(loop)[-1], 20 * len(loop))
     dense = spline(dense_t)
     s = _arc_length(dense)
-    n = max(int(round(s[-1] / spacing)), 3)
+    n = max(round(s[-1] / spacing), 3)
     return spline(np.interp(np.linspace(0.0, s[-1], n, endpoint=False), s, dense_t))
 
 
@@ -345,8 +345,9 @@ def load_centerline_csv(path: str | Path, max_speed: float = 10.0) -> Track:
         raise TrackFormatError(f"{path}:{line}: track widths must be positive")
     xy = _check_closed(path, data[:, :2])
     n = len(xy)
-    return track_from_centerline(path.stem.removesuffix("_centerline"), xy, data[:n, 2],
-                                 data[:n, 3], max_speed=max_speed)
+    return track_from_centerline(
+        path.stem.removesuffix("_centerline"), xy, data[:n, 2], data[:n, 3], max_speed=max_speed
+    )
 
 
 def load_raceline_csv(path: str | Path, centerline: str | Path | None = None) -> Track:
@@ -403,11 +404,11 @@ def save_track(track: Track, directory: str | Path) -> tuple[Path, Path]:
     race_rows = np.column_stack(
         [track.s, track.xy, track.psi, track.kappa, track.speed, track.accel]
     )
-    np.savetxt(race, race_rows, delimiter="; ", fmt="%.6f",
-               header="; ".join(RACELINE_COLUMNS))
+    np.savetxt(race, race_rows, delimiter="; ", fmt="%.6f", header="; ".join(RACELINE_COLUMNS))
     center_rows = np.column_stack([track.center_xy, track.width_right, track.width_left])
-    np.savetxt(center, center_rows, delimiter=", ", fmt="%.6f",
-               header=", ".join(CENTERLINE_COLUMNS))
+    np.savetxt(
+        center, center_rows, delimiter=", ", fmt="%.6f", header=", ".join(CENTERLINE_COLUMNS)
+    )
     return race, center
 
 
@@ -434,9 +435,11 @@ def load_track(spec: str | Path) -> Track:
         return load_raceline_csv(builtin_track_dir() / f"{spec}_raceline.csv")
     if spec.startswith(PROCEDURAL_PREFIX):
         try:
-            seed = int(spec[len(PROCEDURAL_PREFIX):])
+            seed = int(spec[len(PROCEDURAL_PREFIX) :])
         except ValueError:
-            raise TrackFormatError(f"procedural track needs an integer seed, got {spec!r}") from None
+            raise TrackFormatError(
+                f"procedural track needs an integer seed, got {spec!r}"
+            ) from None
         return generate_track(seed)
     path = Path(spec)
     if not path.suffix == ".csv" or not path.exists():
@@ -444,8 +447,14 @@ def load_track(spec: str | Path) -> Track:
             f"unknown track {spec!r}: not a built-in name ({', '.join(builtin_track_names())}), "
             f"not '{PROCEDURAL_PREFIX}SEED', and not an existing .csv file"
         )
-    first = next((ln for ln in path.read_text().splitlines()
-                  if ln.strip() and not ln.strip().startswith("#")), "")
+    first = next(
+        (
+            ln
+            for ln in path.read_text().splitlines()
+            if ln.strip() and not ln.strip().startswith("#")
+        ),
+        "",
+    )
     if ";" in first:
         return load_raceline_csv(path)
     return load_centerline_csv(path)
@@ -503,7 +512,9 @@ def project(track: TrackArrays, position: Array) -> Projection:
     prev = onto_segment((i - 1) % n)
     nxt = onto_segment(i)
     pick_next = nxt[0] <= prev[0]
-    progress, lateral, heading = (jnp.where(pick_next, a, b) for a, b in zip(nxt[1:], prev[1:]))
+    progress, lateral, heading = (
+        jnp.where(pick_next, a, b) for a, b in zip(nxt[1:], prev[1:], strict=True)
+    )
     return Projection(
         progress=jnp.mod(progress, track.length), lateral_error=lateral, heading=heading
     )

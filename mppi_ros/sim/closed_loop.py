@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -240,8 +241,9 @@ def run_closed_loop(
     pstate = plant.initial_state(start_state(plant.model, track, speed0))
     # Compile and warm up outside the timed loop; the result is discarded.
     jax.block_until_ready(policy_step(cstate, pstate.x, tuning, warm_key))
-    jax.block_until_ready(plant.advance(pstate, jnp.zeros(plant.model.control_dim), key,
-                                        plant.params))
+    jax.block_until_ready(
+        plant.advance(pstate, jnp.zeros(plant.model.control_dim), key, plant.params)
+    )
 
     pos_idx = list(plant.model.position_indices or (0, 1))
     log: dict[str, list] = {k: [] for k in ("t", "x", "u", "s", "e", "viol", "ms")}
@@ -255,7 +257,7 @@ def run_closed_loop(
     while t < max_time:
         key, step_key, noise_key = jax.random.split(key, 3)
         tic = time.perf_counter()
-        action, cstate, info, window = policy_step(cstate, pstate.x, tuning, step_key)
+        action, cstate, info, _ = policy_step(cstate, pstate.x, tuning, step_key)
         action = jax.block_until_ready(action)
         elapsed_ms = (time.perf_counter() - tic) * 1e3
         u = np.asarray(action)
@@ -273,6 +275,7 @@ def run_closed_loop(
         for name, value in zip(
             ("t", "x", "u", "s", "e", "viol", "ms"),
             (t, x_before, u, unwrapped, float(proj.lateral_error), float(violation), elapsed_ms),
+            strict=True,
         ):
             log[name].append(value)
         if keep_infos:

@@ -12,7 +12,8 @@ The caller decides where to jit (``jax.jit(ctrl.step)``); tuning values are argu
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mppi_ros.core.controllers.base import (
     Controller,

@@ -103,9 +103,7 @@ def make_tuning(model: DynamicsModel, **values: Any) -> TrackingTuning:
     )
     unknown = set(values) - set(base)
     if unknown:
-        raise ValueError(
-            f"unknown tuning field(s) {sorted(unknown)}; valid fields: {sorted(base)}"
-        )
+        raise ValueError(f"unknown tuning field(s) {sorted(unknown)}; valid fields: {sorted(base)}")
     base.update(values)
     arrays = {k: jnp.asarray(v, jnp.float32) for k, v in base.items()}
     tuning = TrackingTuning(
@@ -127,8 +125,9 @@ def update_tuning(tuning: TrackingTuning, **changes: Any) -> TrackingTuning:
     out = {}
     for name, value in changes.items():
         if name == "model_params":
-            out[name] = jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype),
-                                     tuning.model_params, value)
+            out[name] = jax.tree.map(
+                lambda old, new: jnp.asarray(new, old.dtype), tuning.model_params, value
+            )
             continue
         if name not in fields:
             raise ValueError(f"unknown tuning field {name!r}; valid fields: {sorted(fields)}")

@@ -51,8 +51,8 @@ class MPPIConfig:
     integrator: str = "rk4"
     substeps: int = 1
     adapt_covariance: bool = False
-    covariance_rate: float = 0.5
-    min_scale: float = 0.1
+    covariance_rate: float = 0.1
+    min_scale: float = 0.5
     max_scale: float = 2.0
     include_nominal: bool = True
 
@@ -93,8 +93,12 @@ class MPPIInfo:
 
 
 def rollout(
-    step_fn, model: DynamicsModel, x0: Array, controls: Array, obs: Observation,
-    tuning: TrackingTuning
+    step_fn,
+    model: DynamicsModel,
+    x0: Array,
+    controls: Array,
+    obs: Observation,
+    tuning: TrackingTuning,
 ) -> tuple[Array, Array]:
     """Rolls one control sequence out; returns (total cost, visited states ``(H, nx)``)."""
 

@@ -150,7 +150,9 @@ def stable_blend_params(p: SingleTrackParams, dt: float) -> SingleTrackParams:
     kinematic branch (no 1/v terms, accurate at low speed) takes over.
     """
     k = (
-        p.mu * p.m / (p.inertia * (p.lf + p.lr))
+        p.mu
+        * p.m
+        / (p.inertia * (p.lf + p.lr))
         * (p.lf**2 * p.c_sf * GRAVITY * p.lr + p.lr**2 * p.c_sr * GRAVITY * p.lf)
     )
     low = max(float(p.kinematic_blend_low), float(k) * dt / _RK4_STABLE_STEP)
