@@ -28,13 +28,13 @@ test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/mppi-ros demo
+	$(PY) -m mppi_ros.cli demo
 
 lint: install
 	$(VENV)/bin/ruff check mppi_ros test
 
 tracks: install
-	$(VENV)/bin/mppi-ros tracks generate
+	$(PY) -m mppi_ros.cli tracks generate
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_output bench_output .pytest_cache

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mppi_ros.core.controllers.base import (
@@ -23,6 +24,7 @@ from mppi_ros.core.controllers.base import (
     update_tuning,
 )
 from mppi_ros.core.controllers.mppi import MPPI, MPPIConfig
+from mppi_ros.core.controllers.step_mppi import DPC, StepMPPI, StepMPPIConfig
 
 ControllerFactory = Callable[..., Controller]
 _REGISTRY: dict[str, ControllerFactory] = {}
@@ -40,12 +42,20 @@ def controller_names() -> list[str]:
 
 
 def make_controller(name: str, **overrides: Any) -> Controller:
-    """Builds a registered controller; ``overrides`` replace fields of its static config.
+    """Builds a registered controller, or one from a model bundle folder.
+
+    ``overrides`` replace fields of the static config (for a bundle: only fields that do not
+    change the network, e.g. ``num_samples``).
 
     Raises:
-        ValueError: For an unknown controller (the message lists valid names) or an unknown
-            config field (the message lists valid fields).
+        ValueError: For an unknown controller (the message lists valid names), an unknown
+            config field (the message lists valid fields), or a bad bundle
+            (:class:`mppi_ros.core.bundle.BundleError`).
     """
+    if name not in _REGISTRY and (Path(name) / "manifest.json").exists():
+        from mppi_ros.core.bundle import controller_from_bundle
+
+        return controller_from_bundle(name, **overrides)
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown controller {name!r}; valid names: {', '.join(controller_names())}"
@@ -65,12 +75,17 @@ def config_with(config_cls: type, **overrides: Any) -> Any:
 
 
 register_controller("mppi", lambda **kw: MPPI(config_with(MPPIConfig, **kw)))
+register_controller("step_mppi", lambda **kw: StepMPPI(config_with(StepMPPIConfig, **kw)))
+register_controller("dpc", lambda **kw: DPC(config_with(StepMPPIConfig, **kw)))
 
 __all__ = [
+    "DPC",
     "MPPI",
     "Controller",
     "MPPIConfig",
     "Observation",
+    "StepMPPI",
+    "StepMPPIConfig",
     "TrackingTuning",
     "config_with",
     "controller_names",

@@ -148,7 +148,7 @@ class MPPI:
         step = self.config.dt / self.config.substeps
         return make_tuning(
             model,
-            noise_std=jnp.array([1.0, 3.0])[: model.control_dim],
+            noise_std=jnp.array([1.5, 2.0])[: model.control_dim],
             temperature=10.0,
             model_params=model.params_for_step(model.default_params, step),
         )

@@ -1,0 +1,315 @@
+"""Model bundles: a folder with ``manifest.json`` and ``params.msgpack`` (and optionally
+``controller.onnx``). Saving records the SHA-256 of every file; loading validates the schema,
+the checksums, the controller and dynamics names, and every weight's shape and dtype against
+the architecture, and fails with one sentence that names the problem.
+
+Weights are Flax msgpack (``flax.serialization``): plain arrays and dicts, never pickle, never
+code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+from mppi_ros.core.controllers.step_mppi import PolicyWeights, StepMPPIConfig
+from mppi_ros.core.dynamics import get_dynamics
+from mppi_ros.core.networks import feature_dim
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PARAMS = "params.msgpack"
+LEARNED_CONTROLLERS = ("step_mppi", "dpc")
+_REQUIRED = {
+    "format_version": int,
+    "controller": str,
+    "dynamics": dict,
+    "dt": (int, float),
+    "config": dict,
+    "inputs": dict,
+    "outputs": dict,
+    "architecture": dict,
+    "training": dict,
+    "created": str,
+    "files": dict,
+}
+
+
+class BundleError(ValueError):
+    """A model bundle that must not be loaded; the message names the bundle and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """A validated bundle: its manifest, the controller config and the weights."""
+
+    path: Path
+    manifest: dict[str, Any]
+    config: StepMPPIConfig
+    weights: PolicyWeights
+
+    @property
+    def controller(self) -> str:
+        return self.manifest["controller"]
+
+    @property
+    def model_id(self) -> str:
+        """Short identifier: bundle name plus the first 12 hex digits of the weights' hash."""
+        return f"{self.path.name}@{self.manifest['files'][PARAMS]['sha256'][:12]}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return np.asarray(value).tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def save_bundle(
+    directory: str | Path,
+    controller: str,
+    config: StepMPPIConfig,
+    weights: PolicyWeights,
+    training: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Writes a bundle folder and returns its path.
+
+    Args:
+        directory: Target folder (created).
+        controller: ``step_mppi`` or ``dpc``.
+        config: Static controller config (architecture, K, dt, dynamics).
+        weights: Network parameters and input normalisation.
+        training: Training command, config and metrics to record.
+        extra_files: Other files to include (e.g. ``controller.onnx``), hashed too.
+    """
+    if controller not in LEARNED_CONTROLLERS:
+        raise BundleError(f"cannot bundle controller {controller!r}; valid: {LEARNED_CONTROLLERS}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = get_dynamics(config.dynamics)
+    lo, hi = model.control_bounds(model.default_params)
+    (directory / PARAMS).write_bytes(serialization.to_bytes(_weights_state(weights)))
+    for name, data in (extra_files or {}).items():
+        (directory / name).write_bytes(data)
+    files = {
+        name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+        for name in [PARAMS, *sorted(extra_files or {})]
+    }
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "controller": controller,
+        "dynamics": {
+            "name": model.name,
+            "params": _jsonable(dataclasses.asdict(model.default_params)),
+            "state_names": list(model.state_names),
+        },
+        "dt": config.dt,
+        "config": _jsonable(dataclasses.asdict(config)),
+        "inputs": {
+            "features": feature_dim(model),
+            "description": "track-frame features (mppi_ros.core.networks.policy_features)",
+            "normalisation": "z-score with input_mean / input_std stored in params.msgpack",
+        },
+        "outputs": {
+            "names": list(model.control_names),
+            "units": ["rad/s", "m/s^2"] if model.name != "double_integrator" else ["m/s^2"] * 2,
+            "low": _jsonable(lo),
+            "high": _jsonable(hi),
+        },
+        "architecture": {
+            "network": "DistributionPolicy" if controller == "step_mppi" else "DeterministicPolicy",
+            "hidden": list(config.hidden),
+            "activation": config.activation,
+            "full_covariance": config.full_covariance,
+        },
+        "training": _jsonable(training or {}),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return directory
+
+
+def _weights_state(weights: PolicyWeights) -> dict[str, Any]:
+    return {
+        "params": jax.tree.map(np.asarray, weights.params),
+        "input_mean": np.asarray(weights.input_mean),
+        "input_std": np.asarray(weights.input_std),
+    }
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Reads and schema-checks ``manifest.json`` (no weights loaded)."""
+    path = Path(path)
+    where = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"model bundle {path} does not exist or is not a folder")
+    try:
+        manifest = json.loads(where.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"model bundle {path} has no {MANIFEST}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"model bundle {path}: {MANIFEST} is not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"model bundle {path}: {MANIFEST} must hold a JSON object")
+    for key, kind in _REQUIRED.items():
+        if key not in manifest:
+            raise BundleError(f"model bundle {path}: {MANIFEST} lacks the field {key!r}")
+        if not isinstance(manifest[key], kind):
+            raise BundleError(f"model bundle {path}: {MANIFEST} field {key!r} has the wrong type")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise BundleError(
+            f"model bundle {path} has format version {manifest['format_version']}, this "
+            f"mppi_ros reads version {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
+    """Every file listed in the manifest exists and matches its SHA-256."""
+    if PARAMS not in manifest["files"]:
+        raise BundleError(f"model bundle {path}: the manifest does not list {PARAMS}")
+    for name, entry in manifest["files"].items():
+        file = path / name
+        if Path(name).name != name:
+            raise BundleError(f"model bundle {path}: file name {name!r} must not contain a path")
+        if not file.is_file():
+            raise BundleError(f"model bundle {path} is missing {name}")
+        if sha256_file(file) != entry.get("sha256"):
+            raise BundleError(
+                f"model bundle {path}: {name} does not match its SHA-256 in the manifest "
+                f"(corrupt or modified file)"
+            )
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Loads and fully validates a bundle.
+
+    Raises:
+        BundleError: One sentence naming the bundle and what is wrong.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_checksums(path, manifest)
+    controller = manifest["controller"]
+    if controller not in LEARNED_CONTROLLERS:
+        raise BundleError(
+            f"model bundle {path} is for controller {controller!r}; valid: "
+            f"{', '.join(LEARNED_CONTROLLERS)}"
+        )
+    try:
+        model = get_dynamics(manifest["dynamics"].get("name", ""))
+    except ValueError as err:
+        raise BundleError(f"model bundle {path}: {err}") from None
+    fields = {f.name for f in dataclasses.fields(StepMPPIConfig)}
+    cfg = {k: v for k, v in manifest["config"].items() if k in fields}
+    cfg["hidden"] = tuple(cfg.get("hidden", ()))
+    try:
+        config = StepMPPIConfig(**cfg)
+    except (TypeError, ValueError) as err:
+        raise BundleError(f"model bundle {path}: invalid controller config ({err})") from None
+    if config.dynamics != model.name:
+        raise BundleError(
+            f"model bundle {path}: config dynamics {config.dynamics!r} does not match manifest "
+            f"dynamics {model.name!r}"
+        )
+    expected_inputs = feature_dim(model)
+    if manifest["inputs"].get("features") != expected_inputs:
+        raise BundleError(
+            f"model bundle {path} expects {manifest['inputs'].get('features')} input features, "
+            f"but dynamics {model.name!r} provides {expected_inputs}"
+        )
+    from mppi_ros.core.controllers import make_controller
+
+    template = make_controller(controller, **dataclasses.asdict(config)).init_weights(
+        jax.random.PRNGKey(0)
+    )
+    try:
+        state = serialization.msgpack_restore((path / PARAMS).read_bytes())
+    except (ValueError, TypeError) as err:  # msgpack's errors derive from ValueError
+        raise BundleError(
+            f"model bundle {path}: {PARAMS} is not readable msgpack ({err})"
+        ) from None
+    weights = _check_against_template(path, state, _weights_state(template))
+    return Bundle(
+        path=path,
+        manifest=manifest,
+        config=config,
+        weights=PolicyWeights(
+            params=weights["params"],
+            input_mean=weights["input_mean"],
+            input_std=weights["input_std"],
+        ),
+    )
+
+
+def _check_against_template(path: Path, state: Any, template: dict[str, Any]) -> dict[str, Any]:
+    """Same tree, shapes and float32 dtype as the architecture; returns jnp arrays."""
+    flat_t = dict(_flatten(template))
+    flat_s = dict(_flatten(state)) if isinstance(state, dict) else {}
+    missing = sorted(set(flat_t) - set(flat_s))
+    extra = sorted(set(flat_s) - set(flat_t))
+    if missing or extra:
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise BundleError(f"model bundle {path}: weights do not match the architecture ({what})")
+    for key, ref in flat_t.items():
+        got = flat_s[key]
+        if not isinstance(got, np.ndarray) or got.shape != ref.shape:
+            shape = getattr(got, "shape", type(got).__name__)
+            raise BundleError(
+                f"model bundle {path}: weight {key} has shape {shape}, the architecture "
+                f"needs {ref.shape}"
+            )
+        if got.dtype != np.float32:
+            raise BundleError(f"model bundle {path}: weight {key} is {got.dtype}, not float32")
+        if not np.all(np.isfinite(got)):
+            raise BundleError(f"model bundle {path}: weight {key} contains NaN or infinity")
+    std = np.asarray(flat_s["input_std"])
+    if np.any(std <= 0):
+        raise BundleError(f"model bundle {path}: input_std must be positive")
+    return jax.tree.map(lambda a: jax.numpy.asarray(a), state)
+
+
+def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        out: list[tuple[str, Any]] = []
+        for key, value in tree.items():
+            out += _flatten(value, f"{prefix}/{key}" if prefix else str(key))
+        return out
+    return [(prefix, tree)]
+
+
+def controller_from_bundle(path: str | Path, **overrides: Any):
+    """A Step-MPPI or DPC controller carrying the bundle's weights (``ctrl.init`` uses them)."""
+    from mppi_ros.core.controllers.step_mppi import DPC, StepMPPI
+
+    bundle = load_bundle(path)
+    architecture = {"dynamics", "hidden", "activation", "full_covariance", "dt"}
+    bad = sorted(set(overrides) & architecture)
+    if bad:
+        raise BundleError(f"model bundle {path}: {bad} are fixed by the trained network")
+    config = dataclasses.replace(bundle.config, **overrides)
+    cls = StepMPPI if bundle.controller == "step_mppi" else DPC
+    return cls(config=config, weights=bundle.weights)
