@@ -161,6 +161,19 @@ def cmd_tracks(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from mppi_ros.core.bundle import load_bundle
+
+    bundle = load_bundle(args.model)  # validates schema, checksums, shapes
+    print(json.dumps(bundle.manifest, indent=2))
+    print(
+        f"OK: {bundle.model_id}: checksums of {len(bundle.manifest['files'])} file(s) verified, "
+        f"weights match the architecture",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mppi-ros", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: a closed-loop run with a plot")
     _add_closed_loop_args(demo, laps=2)
     demo.set_defaults(
-        func=cmd_demo, plot="demo_output/demo.png", reference_speed=8.0, num_samples=1024
+        func=cmd_demo, plot="demo_output/demo.png", reference_speed=6.0, num_samples=1024
     )
+
+    insp = sub.add_parser("inspect", help="print a model bundle's manifest, verify checksums")
+    insp.add_argument("model", help="bundle folder (models/<name>)")
+    insp.set_defaults(func=cmd_inspect)
 
     trk = sub.add_parser("tracks", help="list, generate or show tracks")
     trk_sub = trk.add_subparsers(dest="tracks_cmd", required=True)

@@ -154,3 +154,19 @@ def test_bad_bundles_fail_with_one_clear_sentence(good_bundle, tmp_path, damage,
 def test_missing_folder(tmp_path):
     with pytest.raises(BundleError, match="does not exist"):
         load_bundle(tmp_path / "nope")
+
+
+def test_inspect_command_verifies_and_prints(good_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "mppi_ros.cli", "inspect"]
+    out = subprocess.run([*cli, str(good_bundle[0])], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["controller"] == "step_mppi"
+    assert "checksums of 1 file(s) verified" in out.stderr
+    bad = _copy(good_bundle[0], tmp_path)
+    _corrupt_params(bad)
+    out = subprocess.run([*cli, str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "does not match its SHA-256" in out.stderr and "Traceback" not in out.stderr

@@ -149,7 +149,7 @@ class MPPI:
         return make_tuning(
             model,
             noise_std=jnp.array([1.5, 2.0])[: model.control_dim],
-            temperature=10.0,
+            temperature=100.0,
             model_params=model.params_for_step(model.default_params, step),
         )
 
