@@ -245,12 +245,13 @@ def run_closed_loop(
         plant.advance(pstate, jnp.zeros(plant.model.control_dim), key, plant.params)
     )
 
-    pos_idx = list(plant.model.position_indices or (0, 1))
+    pos_idx = jnp.array(plant.model.position_indices or (0, 1))
+    project_position = jax.jit(lambda x: project(arrays, x[pos_idx]))
     log: dict[str, list] = {k: [] for k in ("t", "x", "u", "s", "e", "viol", "ms")}
     infos: list[Any] = []
     lap_times: list[float] = []
     unwrapped = 0.0
-    last_progress = float(project(arrays, pstate.x[jnp.array(pos_idx)]).progress)
+    last_progress = float(project_position(pstate.x).progress)
     lap_start = 0.0
     t = 0.0
     stop_reason = "time_limit"
@@ -268,7 +269,7 @@ def run_closed_loop(
         pstate, violation, _ = plant.advance(pstate, action, noise_key, plant.params)
         t += config.control_period
         x_now = np.asarray(pstate.x)
-        proj = project(arrays, pstate.x[jnp.array(pos_idx)])
+        proj = project_position(pstate.x)
         s_now = float(proj.progress)
         unwrapped += (s_now - last_progress + length / 2.0) % length - length / 2.0
         last_progress = s_now
