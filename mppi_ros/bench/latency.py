@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mppi_ros.core.controllers import make_controller
+from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.policy import make_policy_step
 from mppi_ros.core.tracks import load_track
 from mppi_ros.sim.closed_loop import start_state
@@ -48,7 +48,7 @@ def time_controller(
     """Step times (ms) of the jitted fused policy step on a fixed realistic state."""
     arrays = track.arrays()
     step = jax.jit(make_policy_step(ctrl, arrays))
-    tuning = ctrl.default_tuning().replace(reference_speed=np.float32(reference_speed))
+    tuning = update_tuning(ctrl.default_tuning(), reference_speed=reference_speed)
     x = jax.numpy.asarray(start_state(ctrl.model, track, reference_speed))
     key = jax.random.PRNGKey(0)
     cstate = ctrl.init(key)

@@ -161,6 +161,18 @@ def _check_tuning(t: TrackingTuning) -> None:
         raise ValueError("state_min must not exceed state_max")
 
 
+def step_keys(state_key: Array, key: Array | None) -> tuple[Array, Array]:
+    """``(key for this step, key to store in the next controller state)``.
+
+    With an explicit ``key`` the stored key is left as it is; without one, the stored key is
+    split, so repeated calls with ``key=None`` draw fresh noise.
+    """
+    if key is None:
+        next_key, key = jax.random.split(state_key)
+        return key, next_key
+    return key, state_key
+
+
 def stage_cost(
     model: DynamicsModel, x_next: Array, u: Array, ref: Array, border: Array, t: TrackingTuning
 ) -> Array:

@@ -20,6 +20,7 @@ from mppi_ros.core.controllers.base import (
     TrackingTuning,
     make_tuning,
     stage_cost,
+    step_keys,
 )
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
 
@@ -178,10 +179,7 @@ class MPPI:
     ) -> tuple[Array, MPPIState, MPPIInfo]:
         """One MPPI iteration; returns ``(action, next_state, info)``."""
         cfg, model = self.config, self.model
-        if key is None:
-            next_key, key = jax.random.split(cstate.key)
-        else:
-            next_key = cstate.key
+        key, next_key = step_keys(cstate.key, key)
         u_min, u_max = model.control_bounds(tuning.model_params)
         sigma = tuning.noise_std * cstate.scale
         eps = jax.random.normal(key, (cfg.num_samples, cfg.horizon, model.control_dim))

@@ -22,7 +22,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mppi_ros.core.controllers.base import Observation, TrackingTuning, make_tuning, stage_cost
+from mppi_ros.core.controllers.base import (
+    Observation,
+    TrackingTuning,
+    make_tuning,
+    stage_cost,
+    step_keys,
+)
 from mppi_ros.core.controllers.mppi import safe_softmax_weights
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
 from mppi_ros.core.networks import (
@@ -197,12 +203,6 @@ class _LearnedController:
     def normalised_features(self, weights: PolicyWeights, obs: Observation) -> Array:
         return (self.features(obs) - weights.input_mean) / weights.input_std
 
-    def _split_key(self, cstate: LearnedState, key: Array | None) -> tuple[Array, Array]:
-        if key is None:
-            next_key, key = jax.random.split(cstate.key)
-            return key, next_key
-        return key, cstate.key
-
 
 @dataclasses.dataclass(frozen=True)
 class StepMPPI(_LearnedController):
@@ -234,7 +234,7 @@ class StepMPPI(_LearnedController):
         tuning: TrackingTuning,
         key: Array | None = None,
     ) -> tuple[Array, LearnedState, StepMPPIInfo]:
-        key, next_key = self._split_key(cstate, key)
+        key, next_key = step_keys(cstate.key, key)
         model = self.model
         mu, chol = self.distribution(cstate.weights, obs, tuning)
         # tuning.noise_std scales the learned spread live (1 = as trained).
@@ -276,7 +276,7 @@ class DPC(_LearnedController):
         tuning: TrackingTuning,
         key: Array | None = None,
     ) -> tuple[Array, LearnedState, dict]:
-        _, next_key = self._split_key(cstate, key)
+        _, next_key = step_keys(cstate.key, key)
         lo, hi = self.model.control_bounds(tuning.model_params)
         w = cstate.weights
         action = self.network().apply(
