@@ -2,6 +2,7 @@
 
 mppi-ros bench closed-loop --track default --controllers mppi --laps 2 --json out.json
 mppi-ros bench latency --controllers mppi --num-samples 1024,16384 --json lat.json
+mppi-ros train step-mppi|dpc --config config/train/f1tenth_step_mppi.yaml --out models/NAME
 mppi-ros demo
 mppi-ros tracks list | generate [--out DIR] | show NAME --plot FILE.png
 """
@@ -46,7 +47,13 @@ def _add_closed_loop_args(p: argparse.ArgumentParser, laps: int) -> None:
         default="default",
         help="built-in name, procedural:SEED, or a raceline/centerline CSV",
     )
-    p.add_argument("--controllers", type=_csv_list, default=("mppi",))
+    p.add_argument(
+        "--controllers",
+        type=_csv_list,
+        default=("mppi",),
+        help="comma-separated NAME[@SAMPLES]: mppi, step_mppi, dpc (shipped weights) or a "
+        "bundle folder, e.g. mppi@16384,step_mppi,step_mppi@256,dpc",
+    )
     p.add_argument("--laps", type=int, default=laps)
     p.add_argument("--reference-speed", type=float, default=10.0, help="m/s")
     p.add_argument("--friction-scale", type=float, default=1.0)
@@ -54,8 +61,9 @@ def _add_closed_loop_args(p: argparse.ArgumentParser, laps: int) -> None:
     p.add_argument(
         "--control-period",
         type=float,
-        default=0.05,
-        help="seconds between controller calls (a multiple of --plant-dt)",
+        default=None,
+        help="seconds between controller calls, a multiple of --plant-dt (default: every plant "
+        "step)",
     )
     p.add_argument(
         "--steer-delay-steps",
@@ -174,6 +182,43 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from mppi_ros.training import TrainingError, load_config, train
+
+    controller = args.controller.replace("-", "_")
+    config = load_config(args.config, controller=controller, seed=args.seed)
+    if args.epochs is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, epochs=args.epochs)
+    try:
+        result = train(
+            config,
+            args.out,
+            extra_tracks=tuple(args.track or ()),
+            resume=args.resume,
+            progress=not args.no_progress,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except TrainingError as err:
+        print(f"mppi-ros train: error: {err}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {
+                "bundle": str(result.bundle),
+                "epochs": result.epochs,
+                "best_epoch": result.best_epoch,
+                "best_val_cost": result.best_val_cost,
+                "wall_s": round(result.wall_s, 1),
+                "stop_reason": result.stop_reason,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mppi-ros", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--track", default="default")
     lat.add_argument("--json", default=None)
     lat.set_defaults(func=cmd_bench_latency)
+
+    tr = sub.add_parser("train", help="train Step-MPPI or DPC weights into a model bundle")
+    tr.add_argument("controller", choices=("step-mppi", "dpc"))
+    tr.add_argument("--config", required=True, help="YAML training config (config/train/)")
+    tr.add_argument(
+        "--track",
+        action="append",
+        help="extra training track: built-in name, procedural:SEED or CSV (repeatable)",
+    )
+    tr.add_argument("--out", required=True, help="bundle folder to write (models/<name>)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    tr.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    tr.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
 
     demo = sub.add_parser("demo", help="the main job: a closed-loop run with a plot")
     _add_closed_loop_args(demo, laps=2)

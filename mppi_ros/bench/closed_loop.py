@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from mppi_ros.core.bundle import LEARNED_CONTROLLERS, shipped_model_path
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.tracks import load_track
 from mppi_ros.sim import SimConfig, SimResult, run_closed_loop
@@ -17,7 +18,12 @@ from mppi_ros.sim import SimConfig, SimResult, run_closed_loop
 
 @dataclasses.dataclass(frozen=True)
 class ClosedLoopBench:
-    """What to run. Controller overrides (``num_samples``, ``horizon``) apply where valid."""
+    """What to run. Controller overrides (``num_samples``, ``horizon``) apply where valid.
+
+    ``controllers`` entries are ``NAME[@K]``: a registry name (``step_mppi`` and ``dpc`` load
+    the shipped ``models/f1tenth_<name>`` bundle) or a bundle folder, optionally with its own
+    sample count, e.g. ``step_mppi@256``. ``control_period`` None replans every plant step.
+    """
 
     track: str = "default"
     controllers: tuple[str, ...] = ("mppi",)
@@ -25,7 +31,7 @@ class ClosedLoopBench:
     reference_speed: float = 10.0
     friction_scale: float = 1.0
     plant_dt: float = 0.01
-    control_period: float = 0.05
+    control_period: float | None = None
     steer_delay_steps: int = 2
     num_samples: int | None = None
     horizon: int | None = None
@@ -34,11 +40,29 @@ class ClosedLoopBench:
 
 def controller_overrides(name: str, num_samples: int | None, horizon: int | None) -> dict:
     overrides: dict[str, Any] = {}
-    if num_samples is not None:
+    if num_samples is not None and name != "dpc":
         overrides["num_samples"] = num_samples
     if horizon is not None and name == "mppi":
         overrides["horizon"] = horizon
     return overrides
+
+
+def build_controller(
+    spec: str, num_samples: int | None, horizon: int | None, replan_period: float
+) -> Any:
+    """Controller for a ``NAME[@K]`` entry (see :class:`ClosedLoopBench`)."""
+    name, _, k = spec.partition("@")
+    if k:
+        try:
+            num_samples = int(k)
+        except ValueError:
+            raise ValueError(f"bad controller entry {spec!r}: expected NAME@SAMPLES") from None
+    overrides = controller_overrides(name, num_samples, horizon)
+    if name == "mppi":
+        overrides["replan_period"] = replan_period
+    if name in LEARNED_CONTROLLERS:
+        return make_controller(str(shipped_model_path(name)), **overrides)
+    return make_controller(name, **overrides)
 
 
 def run(
@@ -46,9 +70,10 @@ def run(
 ) -> tuple[dict[str, Any], dict[str, SimResult]]:
     """Runs every controller; returns the JSON dict and the raw results (for plots)."""
     track = load_track(bench.track)
+    period = bench.control_period if bench.control_period is not None else bench.plant_dt
     sim = SimConfig(
         plant_dt=bench.plant_dt,
-        control_period=bench.control_period,
+        control_period=period,
         command_delay_steps=(bench.steer_delay_steps, 0),
         friction_scale=bench.friction_scale,
         laps=bench.laps,
@@ -57,7 +82,7 @@ def run(
     raw: dict[str, SimResult] = {}
     results: dict[str, Any] = {}
     for name in bench.controllers:
-        ctrl = make_controller(name, **controller_overrides(name, bench.num_samples, bench.horizon))
+        ctrl = build_controller(name, bench.num_samples, bench.horizon, period)
         tuning = update_tuning(ctrl.default_tuning(), reference_speed=bench.reference_speed)
         bar = _progress_bar(f"{name} on {track.name}", show_progress)
         res = run_closed_loop(ctrl, track, tuning, sim, progress=bar.update_to)

@@ -66,6 +66,51 @@ class Bundle:
         return f"{self.path.name}@{self.manifest['files'][PARAMS]['sha256'][:12]}"
 
 
+SHIPPED_PREFIX = "f1tenth_"
+
+
+def model_search_paths() -> list[Path]:
+    """Where named models are looked up: ``$MPPI_ROS_MODELS`` (``:``-separated), the source
+    checkout's ``models/``, then the installed ``share/mppi_ros/models``."""
+    import os
+    import sys
+
+    paths = [Path(p) for p in os.environ.get("MPPI_ROS_MODELS", "").split(os.pathsep) if p]
+    paths.append(Path(__file__).resolve().parents[2] / "models")
+    paths.append(Path(sys.prefix) / "share" / "mppi_ros" / "models")
+    return paths
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A bundle folder from a path or a model name (``f1tenth_step_mppi``, or ``step_mppi`` /
+    ``dpc`` for the shipped weights).
+
+    Raises:
+        BundleError: Naming every place that was searched.
+    """
+    path = Path(name_or_path)
+    if (path / MANIFEST).exists():
+        return path
+    name = str(name_or_path)
+    candidates = [name] if name.startswith(SHIPPED_PREFIX) else [name, SHIPPED_PREFIX + name]
+    searched = []
+    for root in model_search_paths():
+        for candidate in candidates:
+            if (root / candidate / MANIFEST).exists():
+                return root / candidate
+            searched.append(str(root / candidate))
+    raise BundleError(
+        f"no model bundle {name!r}: no {MANIFEST} in {path} or in {', '.join(searched)}"
+    )
+
+
+def shipped_model_path(controller: str) -> Path:
+    """The shipped bundle of a learned controller (``models/f1tenth_<controller>``)."""
+    if controller not in LEARNED_CONTROLLERS:
+        raise BundleError(f"no shipped weights for {controller!r}; valid: {LEARNED_CONTROLLERS}")
+    return resolve_model(SHIPPED_PREFIX + controller)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

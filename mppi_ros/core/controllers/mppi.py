@@ -43,6 +43,9 @@ class MPPIConfig:
         min_scale: Lower clamp of the adapted scale relative to ``noise_std``.
         max_scale: Upper clamp of the adapted scale relative to ``noise_std``.
         include_nominal: Keep the unperturbed warm-start plan as sample 0.
+        replan_period: Seconds between calls (default ``dt``); the warm start advances by
+            ``replan_period / dt`` steps per call, so replanning faster than ``dt`` stays
+            time-aligned.
     """
 
     dynamics: str = "single_track"
@@ -56,6 +59,7 @@ class MPPIConfig:
     min_scale: float = 0.5
     max_scale: float = 2.0
     include_nominal: bool = True
+    replan_period: float | None = None
 
     def __post_init__(self) -> None:
         if self.num_samples < 1 or self.horizon < 1 or self.substeps < 1:
@@ -64,6 +68,10 @@ class MPPIConfig:
             raise ValueError(f"dt must be positive, got {self.dt}")
         if not 0.0 <= self.covariance_rate <= 1.0:
             raise ValueError("covariance_rate must lie in [0, 1]")
+        if self.replan_period is not None and not 0 < self.replan_period <= self.horizon * self.dt:
+            raise ValueError(
+                f"replan_period must lie in (0, horizon * dt], got {self.replan_period}"
+            )
 
 
 @struct.dataclass
@@ -112,9 +120,21 @@ def rollout(
     return jnp.sum(costs), states
 
 
-def shift_plan(plan: Array, fill: Array) -> Array:
-    """Drops the executed first step and appends ``fill`` at the end."""
-    return jnp.concatenate([plan[1:], fill[None]], axis=0)
+def shift_plan(plan: Array, fill: Array, steps: float = 1.0) -> Array:
+    """Advances the plan by ``steps`` model steps (may be fractional), padding with ``fill``.
+
+    With ``steps = 1`` this drops the executed first step; a controller called every
+    ``period < dt`` shifts by ``period / dt`` and interpolates linearly between plan steps.
+    """
+    padded = jnp.concatenate([plan, fill[None]], axis=0)
+    if float(steps).is_integer():
+        n = int(steps)
+        return jnp.concatenate([padded[n:], jnp.repeat(fill[None], n - 1, axis=0)], axis=0)
+    t = jnp.arange(plan.shape[0]) + steps
+    i0 = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, plan.shape[0])
+    i1 = jnp.clip(i0 + 1, 0, plan.shape[0])
+    frac = (t - jnp.floor(t))[:, None]
+    return (1.0 - frac) * padded[i0] + frac * padded[i1]
 
 
 def safe_softmax_weights(costs: Array, temperature: Array) -> Array:
@@ -143,6 +163,12 @@ class MPPI:
     @property
     def dt(self) -> float:
         return self.config.dt
+
+    @property
+    def shift_steps(self) -> float:
+        """Plan steps the warm start advances per call."""
+        period = self.config.replan_period
+        return 1.0 if period is None else round(period / self.config.dt, 6)
 
     def default_tuning(self) -> TrackingTuning:
         model = self.model
@@ -210,8 +236,8 @@ class MPPI:
             predicted_states=jnp.concatenate([obs.state[None], predicted], axis=0),
         )
         next_state = MPPIState(
-            plan=shift_plan(plan, plan[-1]),
-            scale=shift_plan(scale, jnp.ones_like(scale[-1])),
+            plan=shift_plan(plan, plan[-1], self.shift_steps),
+            scale=shift_plan(scale, jnp.ones_like(scale[-1]), self.shift_steps),
             key=next_key,
             steps=cstate.steps + 1,
         )

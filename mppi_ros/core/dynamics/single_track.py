@@ -73,10 +73,10 @@ def single_track_derivative(x: Array, u: Array, p: SingleTrackParams) -> Array:
     acc = constrain_accel(v, u[1], p)
     wheelbase = p.lf + p.lr
 
-    # Dynamic branch, evaluated with a speed kept away from zero so 1/v never blows up
-    # (its result is discarded below the blend band; the safe value keeps gradients finite).
-    v_floor = p.kinematic_blend_low
-    v_dyn = jnp.where(jnp.abs(v) < v_floor, jnp.where(v < 0.0, -v_floor, v_floor), v)
+    # Dynamic branch, evaluated with a speed kept above the blend band so 1/v never blows up
+    # (its result is discarded there; the safe value keeps gradients finite). Reversing always
+    # uses the kinematic branch: with v < 0 the ST yaw-rate pole -k/v turns unstable.
+    v_dyn = jnp.maximum(v, p.kinematic_blend_low)
     front_load = GRAVITY * p.lr - acc * p.h
     rear_load = GRAVITY * p.lf + acc * p.h
     yaw_acc = (
@@ -128,7 +128,7 @@ def single_track_derivative(x: Array, u: Array, p: SingleTrackParams) -> Array:
     )
 
     blend = _smoothstep(
-        (jnp.abs(v) - p.kinematic_blend_low) / (p.kinematic_blend_high - p.kinematic_blend_low)
+        (v - p.kinematic_blend_low) / (p.kinematic_blend_high - p.kinematic_blend_low)
     )
     return blend * dynamic + (1.0 - blend) * kinematic
 

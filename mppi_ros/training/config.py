@@ -1,0 +1,212 @@
+"""Training configuration: small frozen dataclasses grouped by concern, loaded from YAML.
+
+Unknown keys are errors that list the valid ones, so a typo in a config file never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TRAINABLE_CONTROLLERS = ("step_mppi", "dpc")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Policy architecture (static: part of the bundle)."""
+
+    hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
+    activation: str = "gelu"
+    full_covariance: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class InitialStateConfig:
+    """Uniform initial-state distribution around a random raceline point (REFERENCE.md s.4).
+
+    Attributes:
+        position: Half-range (m) of the x and y offsets from the reference point.
+        heading: Half-range (rad) of the heading offset from the raceline heading.
+        speed: Range (m/s) of the initial speed.
+        steering: Half-range (rad) of the steering angle.
+        yaw_rate: Half-range (rad/s).
+        slip: Half-range (rad) of the slip angle.
+    """
+
+    position: float = 2.0
+    heading: float = math.pi / 4
+    speed: tuple[float, float] = (1.0, 10.0)
+    steering: float = math.pi / 8
+    yaw_rate: float = math.pi / 2
+    slip: float = math.pi / 16
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which tracks to train and validate on, and the driving conditions.
+
+    Attributes:
+        train_tracks: Number of procedural training tracks (seeds ``train_seed`` onwards).
+        train_seed: First procedural seed for training.
+        validation_tracks: Number of procedural validation tracks (held out from training).
+        validation_seed: First procedural seed for validation.
+        extra_tracks: More training tracks: built-in names, ``procedural:SEED`` or CSV paths.
+        reference_speed: Speed (m/s) at which the reference advances.
+        friction_scale: Range of the friction multiplier drawn per rollout (1, 1 = nominal).
+        initial_state: Distribution of rollout start states.
+    """
+
+    train_tracks: int = 12
+    train_seed: int = 100
+    validation_tracks: int = 3
+    validation_seed: int = 900
+    extra_tracks: tuple[str, ...] = ()
+    reference_speed: float = 10.0
+    friction_scale: tuple[float, float] = (1.0, 1.0)
+    initial_state: InitialStateConfig = InitialStateConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Loss = stage cost + scheduled constraint penalties - entropy_weight * entropy.
+
+    Attributes:
+        entropy_weight: gamma (Step-MPPI only; DPC has no distribution).
+        border_weight: Initial weight of the squared border violation in the loss.
+        penalty_growth: Factor applied to the penalty weights after every epoch.
+        max_penalty_weight: Cap of the scheduled penalty weight.
+        temperature: MPPI-layer temperature during training (the bundle's default tuning).
+    """
+
+    entropy_weight: float = 0.1
+    border_weight: float = 1e3
+    penalty_growth: float = 1.1
+    max_penalty_weight: float = 1e5
+    temperature: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam(W) with gradient clipping, reduce-on-plateau and early stopping (per epoch)."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    grad_clip: float = 3.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    min_learning_rate: float = 1e-6
+    early_stopping_patience: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; ``seed`` fixes every random draw.
+
+    Attributes:
+        controller: ``step_mppi`` or ``dpc``.
+        dynamics: Prediction model (and training plant).
+        dt: Model step (s); the controller's step and the reference spacing.
+        rollout_steps: N, closed-loop steps per BPTT rollout.
+        num_samples: K samples of the MPPI layer during training.
+        deploy_samples: K written to the bundle (used online).
+        batch_size: Rollouts per gradient step (split across local devices).
+        validation_batch: Rollouts per validation (fixed start states).
+        epochs: Maximum epochs.
+        steps_per_epoch: Gradient steps per epoch.
+        checkpoint_every: Epochs between checkpoints (the last epoch is always saved).
+    """
+
+    controller: str = "step_mppi"
+    seed: int = 0
+    dynamics: str = "single_track"
+    dt: float = 0.05
+    rollout_steps: int = 100
+    num_samples: int = 128
+    deploy_samples: int = 1024
+    batch_size: int = 64
+    validation_batch: int = 64
+    epochs: int = 100
+    steps_per_epoch: int = 200
+    checkpoint_every: int = 1
+    network: NetworkConfig = NetworkConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+
+    def __post_init__(self) -> None:
+        if self.controller not in TRAINABLE_CONTROLLERS:
+            raise ValueError(
+                f"controller {self.controller!r} is not trainable here; "
+                f"valid: {', '.join(TRAINABLE_CONTROLLERS)}"
+            )
+        for name in ("rollout_steps", "batch_size", "validation_batch", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps_per_epoch and checkpoint_every must be >= 1")
+        if self.controller == "step_mppi" and self.num_samples < 1:
+            raise ValueError("step_mppi needs num_samples >= 1")
+        if not self.dt > 0:
+            raise ValueError(f"dt must be positive, got {self.dt}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Builds dataclass ``cls`` from a mapping, recursing into nested dataclasses."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in {where}; valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, raw in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple and isinstance(raw, list | tuple):
+            kwargs[name] = tuple(raw)
+        elif hint is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+            kwargs[name] = float(raw)
+        else:
+            kwargs[name] = raw
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """Builds a :class:`TrainConfig`; top-level ``overrides`` win over ``values``."""
+    merged = dict(values)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(TrainConfig, merged, "config")
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Reads a YAML training config (``mppi-ros train --config``)."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from err
+    try:
+        return config_from_dict(values, **overrides)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err

@@ -1,0 +1,214 @@
+"""Differentiable closed-loop rollouts for training: tracks stacked for batching, the
+initial-state distribution, and the BPTT loss of one batch.
+
+The controller step used here is exactly the deployed one (``ctrl.step`` on the observation
+built by :func:`mppi_ros.core.policy.observe`), so what is trained is what runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mppi_ros.core.controllers import TrackingTuning
+from mppi_ros.core.controllers.step_mppi import LearnedState, PolicyWeights, StepMPPI
+from mppi_ros.core.costs import penalty_cost, tracking_cost
+from mppi_ros.core.dynamics import DynamicsModel
+from mppi_ros.core.networks import gaussian_entropy
+from mppi_ros.core.policy import observe
+from mppi_ros.core.tracks import Track, TrackArrays, interpolate
+from mppi_ros.training.config import InitialStateConfig
+
+Array = jax.Array
+
+
+def fixed_size_arrays(track: Track, points: int) -> TrackArrays:
+    """Resamples ``track``'s arrays to exactly ``points`` points (uniform in arc length).
+
+    Tracks of different lengths then stack into one batched pytree, so one compiled step
+    serves every training track.
+    """
+    arrays = track.arrays()
+    s = jnp.arange(points, dtype=jnp.float32) * (arrays.length / points)
+    xy, psi, speed, border = jax.vmap(lambda si: interpolate(arrays, si))(s)
+    return TrackArrays(s=s, xy=xy, psi=psi, speed=speed, border=border, length=arrays.length)
+
+
+def stack_tracks(tracks: list[Track], spacing: float = 0.2) -> TrackArrays:
+    """One :class:`TrackArrays` with a leading track axis, every track at the same size."""
+    points = max(round(t.length / spacing) for t in tracks)
+    arrays = [fixed_size_arrays(t, points) for t in tracks]
+    return jax.tree.map(lambda *a: jnp.stack(a), *arrays)
+
+
+@struct.dataclass
+class RolloutBatch:
+    """Start conditions of a batch of rollouts (leading axis = batch, sharded over devices)."""
+
+    track_index: Array  # (B,) int32
+    x0: Array  # (B, nx)
+    friction: Array  # (B,) multiplier of the plant friction
+    key: Array  # (B, 2) sampling keys
+
+
+def sample_batch(
+    key: Array,
+    model: DynamicsModel,
+    tracks: TrackArrays,
+    size: int,
+    init: InitialStateConfig,
+    friction_range: tuple[float, float],
+) -> RolloutBatch:
+    """Draws rollout starts: a random track and raceline point, then uniform offsets.
+
+    State entries are matched by name (``px, py, delta, v, yaw, yaw_rate, beta``); entries a
+    model does not have are skipped, entries this does not know start at zero.
+    """
+    k_track, k_s, k_off, k_mu, k_noise = jax.random.split(key, 5)
+    num_tracks = tracks.length.shape[0]
+    index = jax.random.randint(k_track, (size,), 0, num_tracks)
+    s = jax.random.uniform(k_s, (size,)) * tracks.length[index]
+    one = jax.tree.map(lambda a: a[index], tracks)
+    xy, psi, _, _ = jax.vmap(interpolate)(one, s)
+    u = jax.random.uniform(k_off, (size, 7), minval=-1.0, maxval=1.0)
+    v_lo, v_hi = init.speed
+    columns = {
+        "px": xy[:, 0] + init.position * u[:, 0],
+        "py": xy[:, 1] + init.position * u[:, 1],
+        "delta": init.steering * u[:, 2],
+        "v": v_lo + (v_hi - v_lo) * 0.5 * (u[:, 3] + 1.0),
+        "yaw": psi + init.heading * u[:, 4],
+        "yaw_rate": init.yaw_rate * u[:, 5],
+        "beta": init.slip * u[:, 6],
+    }
+    zeros = jnp.zeros(size)
+    x0 = jnp.stack([columns.get(name, zeros) for name in model.state_names], axis=1)
+    lo, hi = friction_range
+    friction = jax.random.uniform(k_mu, (size,), minval=lo, maxval=hi)
+    return RolloutBatch(
+        track_index=index.astype(jnp.int32),
+        x0=x0,
+        friction=friction,
+        key=jax.random.split(k_noise, size),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+    """Static parts of the loss (the scheduled penalty weight is an argument)."""
+
+    entropy_weight: float
+    steps: int
+
+
+def rollout_loss(
+    ctrl: Any,
+    weights: PolicyWeights,
+    track: TrackArrays,
+    x0: Array,
+    friction: Array,
+    key: Array,
+    tuning: TrackingTuning,
+    penalty_weight: Array,
+    loss: LossWeights,
+) -> tuple[Array, dict[str, Array]]:
+    """Rolls the closed loop (network -> controller step -> model) for ``loss.steps`` steps.
+
+    Returns:
+        The mean per-step loss and per-rollout metrics.
+    """
+    model = ctrl.model
+    step_fn = model.discrete(ctrl.dt, ctrl.config.integrator)
+    plant_params = tuning.model_params
+    if hasattr(plant_params, "mu"):
+        plant_params = plant_params.replace(mu=plant_params.mu * friction)
+    learned = isinstance(ctrl, StepMPPI)
+
+    def body(x: Array, k: Array) -> tuple[Array, dict[str, Array]]:
+        obs, window = observe(ctrl, track, x, tuning)
+        cstate = LearnedState(weights=weights, key=k, steps=jnp.zeros((), jnp.int32))
+        u, _, info = ctrl.step(cstate, obs, tuning, k)
+        x_next = step_fn(x, u, plant_params)
+        ref, border = obs.reference[0], obs.border[0]
+        track_cost = tracking_cost(
+            x_next, u, ref, tuning.q_weights, tuning.r_weights, model.angle_indices
+        )
+        border_pen = penalty_cost(
+            x_next,
+            border,
+            model.position_indices,
+            1.0,
+            tuning.border_margin,
+            0.0,
+            tuning.state_min,
+            tuning.state_max,
+        )
+        box_pen = penalty_cost(
+            x_next,
+            border,
+            model.position_indices,
+            0.0,
+            tuning.border_margin,
+            1.0,
+            tuning.state_min,
+            tuning.state_max,
+        )
+        entropy = gaussian_entropy(info.chol) if learned else jnp.zeros(())
+        step_loss = (
+            track_cost + penalty_weight * (border_pen + box_pen) - loss.entropy_weight * entropy
+        )
+        metrics = {
+            "tracking_cost": track_cost,
+            "border_penalty": border_pen,
+            "box_penalty": box_pen,
+            "entropy": entropy,
+            "lateral_error": jnp.abs(window.lateral_error),
+            "violation": (border_pen > 0).astype(jnp.float32),
+        }
+        return x_next, (step_loss, metrics)
+
+    keys = jax.random.split(key, loss.steps)
+    _, (step_losses, metrics) = jax.lax.scan(body, x0, keys)
+    return jnp.mean(step_losses), jax.tree.map(jnp.mean, metrics)
+
+
+def batch_loss(
+    params: Any,
+    stats: tuple[Array, Array],
+    ctrl: Any,
+    tracks: TrackArrays,
+    batch: RolloutBatch,
+    tuning: TrackingTuning,
+    penalty_weight: Array,
+    loss: LossWeights,
+) -> tuple[Array, dict[str, Array]]:
+    """Mean loss over a batch of rollouts, each on its own track (``vmap``)."""
+    weights = PolicyWeights(params=params, input_mean=stats[0], input_std=stats[1])
+
+    def one(index: Array, x0: Array, friction: Array, key: Array):
+        track = jax.tree.map(lambda a: a[index], tracks)
+        return rollout_loss(ctrl, weights, track, x0, friction, key, tuning, penalty_weight, loss)
+
+    losses, metrics = jax.vmap(one)(batch.track_index, batch.x0, batch.friction, batch.key)
+    metrics = jax.tree.map(jnp.mean, metrics)
+    total = jnp.mean(losses)
+    metrics["loss"] = total
+    return total, metrics
+
+
+def feature_statistics(
+    ctrl: Any, tracks: TrackArrays, batch: RolloutBatch, tuning: TrackingTuning
+) -> tuple[Array, Array]:
+    """Mean and std (floored at 1e-3) of the policy features over a batch of start states."""
+
+    def features(index: Array, x: Array) -> Array:
+        track = jax.tree.map(lambda a: a[index], tracks)
+        obs, _ = observe(ctrl, track, x, tuning)
+        return ctrl.features(obs)
+
+    f = jax.vmap(features)(batch.track_index, batch.x0)
+    return jnp.mean(f, axis=0), jnp.maximum(jnp.std(f, axis=0), 1e-3)
