@@ -166,7 +166,7 @@ SHARDING_SCRIPT = textwrap.dedent(
     batch = tr._sample(jax.random.PRNGKey(3), tr.train_tracks, 4)
     shards = sorted(len(s.data) for s in batch.x0.addressable_shards)
     grad = jax.jit(jax.grad(lambda p, b: batch_loss(p, tr.stats, tr.ctrl, tr.train_tracks, b,
-                   tr.tuning, 1e3, tr.train_loss)[0]))
+                   tr.tuning, 1e3, tr.val_loss)[0]))
     sharded = grad(jax.device_put(state["params"], tr.replicated), batch)
     one = jax.devices()[0]
     local = grad(jax.device_put(state["params"], one), jax.device_put(jax.device_get(batch), one))

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, shipped_model_path
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.policy import make_policy_step
 from mppi_ros.core.tracks import load_track
@@ -68,22 +69,34 @@ def time_controller(
     return np.asarray(times)
 
 
+def _latency_controller(name: str, overrides: dict[str, Any]) -> tuple[Any, str]:
+    """The shipped bundle for learned names when present (else random weights of the default
+    architecture: same cost per step, recorded in the JSON as ``"weights": "random"``)."""
+    if name in LEARNED_CONTROLLERS:
+        try:
+            path = shipped_model_path(name)
+        except BundleError:
+            return make_controller(name, **overrides), "random"
+        return make_controller(str(path), **overrides), str(path.name)
+    return make_controller(name, **overrides), "n/a"
+
+
 def run(bench: LatencyBench) -> dict[str, Any]:
     track = load_track(bench.track)
     entries: list[tuple[str, int, int | None]] = [
         ("mppi", bench.baseline_samples, bench.baseline_horizon)
     ]
     for name in bench.controllers:
-        for k in bench.num_samples:
+        for k in (0,) if name == "dpc" else bench.num_samples:
             horizon = bench.horizon if name == "mppi" else None
             if (name, k, horizon) not in entries:
                 entries.append((name, k, horizon))
     results: dict[str, Any] = {}
     for name, k, horizon in entries:
-        overrides = {"num_samples": k}
+        overrides = {"num_samples": k} if name != "dpc" else {}
         if horizon is not None:
             overrides["horizon"] = horizon
-        ctrl = make_controller(name, **overrides)
+        ctrl, weights = _latency_controller(name, overrides)
         times = time_controller(
             ctrl, track, bench.iterations, bench.max_seconds_per_entry, bench.reference_speed
         )
@@ -94,6 +107,7 @@ def run(bench: LatencyBench) -> dict[str, Any]:
             "p50_ms": float(np.percentile(times, 50)),
             "p99_ms": float(np.percentile(times, 99)),
             "iterations": len(times),
+            "weights": weights,
         }
     base = results[entry_name("mppi", bench.baseline_samples, bench.baseline_horizon)]["p50_ms"]
     for entry in results.values():

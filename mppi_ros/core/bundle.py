@@ -138,6 +138,7 @@ def save_bundle(
     weights: PolicyWeights,
     training: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> Path:
     """Writes a bundle folder and returns its path.
 
@@ -148,6 +149,8 @@ def save_bundle(
         weights: Network parameters and input normalisation.
         training: Training command, config and metrics to record.
         extra_files: Other files to include (e.g. ``controller.onnx``), hashed too.
+        tuning: Tuning values the network was trained with (``TrackingTuning`` field names);
+            they become the loaded controller's ``default_tuning()``.
     """
     if controller not in LEARNED_CONTROLLERS:
         raise BundleError(f"cannot bundle controller {controller!r}; valid: {LEARNED_CONTROLLERS}")
@@ -165,6 +168,7 @@ def save_bundle(
     manifest = {
         "format_version": FORMAT_VERSION,
         "controller": controller,
+        "tuning": _jsonable(tuning or {}),
         "dynamics": {
             "name": model.name,
             "params": _jsonable(dataclasses.asdict(model.default_params)),
@@ -280,6 +284,15 @@ def load_bundle(path: str | Path) -> Bundle:
             f"model bundle {path}: config dynamics {config.dynamics!r} does not match manifest "
             f"dynamics {model.name!r}"
         )
+    tuning = manifest.get("tuning", {})
+    try:
+        from mppi_ros.core.controllers import make_tuning
+
+        if not isinstance(tuning, dict):
+            raise ValueError(f"expected a mapping, got {type(tuning).__name__}")
+        make_tuning(model, **tuning)
+    except (TypeError, ValueError) as err:
+        raise BundleError(f"model bundle {path}: invalid tuning ({err})") from None
     expected_inputs = feature_dim(model)
     if manifest["inputs"].get("features") != expected_inputs:
         raise BundleError(
@@ -357,4 +370,9 @@ def controller_from_bundle(path: str | Path, **overrides: Any):
         raise BundleError(f"model bundle {path}: {bad} are fixed by the trained network")
     config = dataclasses.replace(bundle.config, **overrides)
     cls = StepMPPI if bundle.controller == "step_mppi" else DPC
-    return cls(config=config, weights=bundle.weights)
+    tuning = tuple(sorted((k, _freeze(v)) for k, v in bundle.manifest.get("tuning", {}).items()))
+    return cls(config=config, weights=bundle.weights, tuning_defaults=tuning)
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value

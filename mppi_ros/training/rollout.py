@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mppi_ros.core.controllers import TrackingTuning
+from mppi_ros.core.controllers import Observation, TrackingTuning
 from mppi_ros.core.controllers.step_mppi import LearnedState, PolicyWeights, StepMPPI
 from mppi_ros.core.costs import penalty_cost, tracking_cost
 from mppi_ros.core.dynamics import DynamicsModel
 from mppi_ros.core.networks import gaussian_entropy
 from mppi_ros.core.policy import observe
-from mppi_ros.core.tracks import Track, TrackArrays, interpolate
+from mppi_ros.core.tracks import Track, TrackArrays, interpolate, project
 from mppi_ros.training.config import InitialStateConfig
 
 Array = jax.Array
@@ -103,6 +103,8 @@ class LossWeights:
 
     entropy_weight: float
     steps: int
+    time_indexed_reference: bool = False
+    gradient_window: int = 0  # truncated BPTT: cut state gradients every this many steps
 
 
 def rollout_loss(
@@ -128,8 +130,29 @@ def rollout_loss(
         plant_params = plant_params.replace(mu=plant_params.mu * friction)
     learned = isinstance(ctrl, StepMPPI)
 
-    def body(x: Array, k: Array) -> tuple[Array, dict[str, Array]]:
-        obs, window = observe(ctrl, track, x, tuning)
+    pos_idx = jnp.array(model.position_indices or (0, 1))
+
+    def time_indexed(x: Array, s_ref: Array) -> Observation:
+        """The next point of a reference that advances at the reference speed regardless of
+        the car (the paper's training setup): falling behind costs more every step."""
+        xy, psi, _, border = interpolate(track, s_ref)
+        ref = jnp.zeros(model.state_dim)
+        i, j = model.position_indices or (0, 1)
+        ref = ref.at[i].set(xy[0]).at[j].set(xy[1])
+        if model.heading_index is not None:
+            ref = ref.at[model.heading_index].set(psi)
+        if model.speed_index is not None:
+            ref = ref.at[model.speed_index].set(tuning.reference_speed)
+        return Observation(state=x, reference=ref[None], border=border[None])
+
+    def body(carry: tuple[Array, Array], inputs: tuple[Array, Array]) -> tuple:
+        x, s_ref = carry
+        k, t = inputs
+        if loss.gradient_window:
+            x = jnp.where(t % loss.gradient_window == 0, jax.lax.stop_gradient(x), x)
+        s_ref = s_ref + tuning.reference_speed * ctrl.dt
+        projected, window = observe(ctrl, track, x, tuning)
+        obs = time_indexed(x, s_ref) if loss.time_indexed_reference else projected
         cstate = LearnedState(weights=weights, key=k, steps=jnp.zeros((), jnp.int32))
         u, _, info = ctrl.step(cstate, obs, tuning, k)
         x_next = step_fn(x, u, plant_params)
@@ -169,10 +192,12 @@ def rollout_loss(
             "lateral_error": jnp.abs(window.lateral_error),
             "violation": (border_pen > 0).astype(jnp.float32),
         }
-        return x_next, (step_loss, metrics)
+        return (x_next, s_ref), (step_loss, metrics)
 
     keys = jax.random.split(key, loss.steps)
-    _, (step_losses, metrics) = jax.lax.scan(body, x0, keys)
+    s0 = project(track, x0[pos_idx]).progress
+    steps = jnp.arange(loss.steps)
+    _, (step_losses, metrics) = jax.lax.scan(body, (x0, s0), (keys, steps))
     return jnp.mean(step_losses), jax.tree.map(jnp.mean, metrics)
 
 
@@ -203,7 +228,11 @@ def batch_loss(
 def feature_statistics(
     ctrl: Any, tracks: TrackArrays, batch: RolloutBatch, tuning: TrackingTuning
 ) -> tuple[Array, Array]:
-    """Mean and std (floored at 1e-3) of the policy features over a batch of start states."""
+    """Mean and std of the policy features over a batch of start states.
+
+    A feature that is constant in training (e.g. the reference speed) gets std 1, so a
+    different value at run time shifts the input by its difference, not by 1000 sigmas.
+    """
 
     def features(index: Array, x: Array) -> Array:
         track = jax.tree.map(lambda a: a[index], tracks)
@@ -211,4 +240,5 @@ def feature_statistics(
         return ctrl.features(obs)
 
     f = jax.vmap(features)(batch.track_index, batch.x0)
-    return jnp.mean(f, axis=0), jnp.maximum(jnp.std(f, axis=0), 1e-3)
+    std = jnp.std(f, axis=0)
+    return jnp.mean(f, axis=0), jnp.where(std < 1e-3, 1.0, std)

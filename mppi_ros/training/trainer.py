@@ -154,11 +154,15 @@ class Trainer:
         )
         self.ctrl = make_controller(c.controller, **dataclasses.asdict(self.ctrl_config))
         model = self.ctrl.model
-        self.tuning = update_tuning(
-            self.ctrl.default_tuning(),
-            temperature=c.loss.temperature,
-            reference_speed=c.data.reference_speed,
-        )
+        self.tuning_values: dict[str, Any] = {
+            "temperature": c.loss.temperature,
+            "reference_speed": c.data.reference_speed,
+        }
+        if c.loss.q_weights is not None:
+            self.tuning_values["q_weights"] = list(c.loss.q_weights)
+        if c.loss.r_weights is not None:
+            self.tuning_values["r_weights"] = list(c.loss.r_weights)
+        self.tuning = update_tuning(self.ctrl.default_tuning(), **self.tuning_values)
         train, val = training_tracks(c, extra_tracks)
         self.train_names = [t.name for t in train]
         self.val_names = [t.name for t in val]
@@ -189,9 +193,10 @@ class Trainer:
             optax.clip_by_global_norm(c.optim.grad_clip),
             optax.adamw(learning_rate=1.0, weight_decay=c.optim.weight_decay),
         )
-        self.train_loss = LossWeights(entropy_weight=c.loss.entropy_weight, steps=c.rollout_steps)
-        self.val_loss = LossWeights(entropy_weight=0.0, steps=c.rollout_steps)
-        self._train_step = jax.jit(self._step, donate_argnums=(0, 1))
+        self._timed = c.data.reference == "time"
+        # Validation scores what deployment sees: the projected reference.
+        self.val_loss = LossWeights(0.0, c.rollout_steps, time_indexed_reference=False)
+        self._train_step = jax.jit(self._step, donate_argnums=(0, 1), static_argnums=5)
         self._validate = jax.jit(
             lambda params, weight: batch_loss(
                 params,
@@ -214,7 +219,12 @@ class Trainer:
         batch: RolloutBatch,
         penalty_weight: Array,
         learning_rate: Array,
+        rollout_steps: int,
     ) -> tuple[Any, Any, dict[str, Array]]:
+        c = self.config
+        weights = LossWeights(
+            c.loss.entropy_weight, rollout_steps, self._timed, c.gradient_window
+        )
         grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
         (loss, metrics), grads = grad_fn(
             params,
@@ -224,7 +234,7 @@ class Trainer:
             batch,
             self.tuning,
             penalty_weight,
-            self.train_loss,
+            weights,
         )
         updates, new_opt = self.optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, jax.tree.map(lambda u: learning_rate * u, updates))
@@ -345,6 +355,7 @@ class Trainer:
                     batch,
                     jnp.float32(state["penalty_weight"]),
                     jnp.float32(state["learning_rate"]),
+                    c.rollout_steps_at(epoch),
                 )
                 metrics = jax.device_get(metrics)
                 for k, v in metrics.items():
@@ -442,6 +453,7 @@ class Trainer:
             weights,
             training=training,
             extra_files={METRICS: (self.work / METRICS).read_bytes()},
+            tuning=self.tuning_values,
         )
 
 

@@ -163,6 +163,8 @@ class _LearnedController:
 
     config: StepMPPIConfig = StepMPPIConfig()
     weights: PolicyWeights | None = dataclasses.field(default=None, compare=False, hash=False)
+    # (field, value) pairs the weights were trained with, applied by default_tuning().
+    tuning_defaults: tuple[tuple[str, Any], ...] = ()
 
     @property
     def model(self) -> DynamicsModel:
@@ -182,7 +184,9 @@ class _LearnedController:
     def default_tuning(self) -> TrackingTuning:
         model = self.model
         return make_tuning(
-            model, model_params=model.params_for_step(model.default_params, self.config.dt)
+            model,
+            model_params=model.params_for_step(model.default_params, self.config.dt),
+            **dict(self.tuning_defaults),
         )
 
     def features(self, obs: Observation) -> Array:
