@@ -191,3 +191,20 @@ def test_prediction_params_keep_long_rk4_steps_stable(v):
     assert np.all(np.isfinite(np.asarray(x))) and abs(float(x[5])) < 10.0
     # At the plant's 0.01 s step the switch stays near F1TENTH gym's 0.5 m/s.
     assert 0.4 <= ST.params_for_step(P, 0.01).kinematic_blend_low <= 0.5
+
+
+@pytest.mark.parametrize("dt", [0.01, 0.05])
+def test_reversing_stays_stable(dt):
+    # The ST yaw-rate pole -k/v is unstable for v < 0; reversing uses the kinematic branch.
+    params = ST.params_for_step(P, dt)
+    step = jax.jit(ST.discrete(dt))
+    x = jnp.array([0.0, 0.0, 0.3, -3.0, 0.0, 0.5, 0.1])
+    for _ in range(int(round(5.0 / dt))):
+        x = step(x, jnp.array([0.0, 0.0]), params)
+    x = np.asarray(x)
+    assert np.all(np.isfinite(x)) and abs(x[5]) < 5.0 and abs(x[6]) < 1.0
+    # Kinematic reversing: heading turns at v cos(beta) tan(delta) / L with the steering held.
+    wheelbase = P.lf + P.lr
+    beta = math.atan(math.tan(0.3) * P.lr / wheelbase)
+    rate = -3.0 * math.cos(beta) * math.tan(0.3) / wheelbase
+    assert x[4] == pytest.approx(5.0 * rate, rel=1e-2)

@@ -169,3 +169,17 @@ def test_registry_and_config_validation():
         make_controller("mppi", samples=10)
     with pytest.raises(ValueError, match="must be >= 1"):
         MPPI(MPPIConfig(num_samples=0))
+
+
+def test_fractional_shift_keeps_the_warm_start_time_aligned():
+    from mppi_ros.core.controllers.mppi import MPPIConfig, shift_plan
+
+    plan = jnp.arange(5.0)[:, None]  # a ramp: plan value = time / dt
+    np.testing.assert_allclose(shift_plan(plan, plan[-1]).ravel(), [1, 2, 3, 4, 4])
+    # Called every dt / 5: every entry advances by 0.2 steps along the ramp.
+    np.testing.assert_allclose(shift_plan(plan, plan[-1], 0.2).ravel(), [0.2, 1.2, 2.2, 3.2, 4])
+    np.testing.assert_allclose(shift_plan(plan, jnp.array([9.0]), 2).ravel(), [2, 3, 4, 9, 9])
+    ctrl = make_controller("mppi", replan_period=0.01)
+    assert ctrl.shift_steps == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="replan_period must lie in"):
+        MPPIConfig(replan_period=0.0)

@@ -17,6 +17,7 @@ import pytest
 
 from mppi_ros.training.config import (
     DataConfig,
+    LossConfig,
     NetworkConfig,
     OptimConfig,
     TrainConfig,
@@ -39,6 +40,8 @@ def tiny_config(**changes) -> TrainConfig:
         validation_batch=8,
         epochs=4,
         steps_per_epoch=6,
+        gradient_window=5,
+        loss=LossConfig(q_weights=(10.0, 10.0, 0.0, 0.5, 0.1, 0.0, 0.0)),
         network=NetworkConfig(hidden=(32, 32)),
         data=DataConfig(train_tracks=2, validation_tracks=1),
     )
