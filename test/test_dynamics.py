@@ -199,7 +199,7 @@ def test_reversing_stays_stable(dt):
     params = ST.params_for_step(P, dt)
     step = jax.jit(ST.discrete(dt))
     x = jnp.array([0.0, 0.0, 0.3, -3.0, 0.0, 0.5, 0.1])
-    for _ in range(int(round(5.0 / dt))):
+    for _ in range(round(5.0 / dt)):
         x = step(x, jnp.array([0.0, 0.0]), params)
     x = np.asarray(x)
     assert np.all(np.isfinite(x)) and abs(x[5]) < 5.0 and abs(x[6]) < 1.0
