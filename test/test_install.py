@@ -59,6 +59,9 @@ def test_pip_install_into_a_prefix(tmp_path):
             "--quiet",
             "--no-deps",
             "--no-build-isolation",
+            # Without this pip "upgrades" the venv's editable install by uninstalling it,
+            # which breaks every later test that imports mppi_ros from another directory.
+            "--ignore-installed",
             "--prefix",
             str(prefix),
             str(src),
