@@ -18,9 +18,17 @@ PolicyStep = Callable[[Any, Array, TrackingTuning, Array], tuple[Array, Any, Any
 
 
 def observe(
-    ctrl: Controller, track: TrackArrays, state: Array, tuning: TrackingTuning
+    ctrl: Controller,
+    track: TrackArrays,
+    state: Array,
+    tuning: TrackingTuning,
+    use_speed_profile: bool = False,
 ) -> tuple[Observation, ReferenceWindow]:
-    """Builds the controller's observation for ``state`` on ``track`` (pure, jit-able)."""
+    """Builds the controller's observation for ``state`` on ``track`` (pure, jit-able).
+
+    With ``use_speed_profile`` the reference advances at ``min(reference_speed, track speed)``
+    (timed reference paths); otherwise at ``reference_speed``.
+    """
     model = ctrl.model
     window = reference_window(
         track,
@@ -32,6 +40,7 @@ def observe(
         position_indices=model.position_indices or (0, 1),
         heading_index=model.heading_index,
         speed_index=model.speed_index,
+        use_speed_profile=use_speed_profile,
     )
     return Observation(state=state, reference=window.states, border=window.border), window
 

@@ -212,6 +212,99 @@ def border_coefficients(track: Track) -> np.ndarray:
     return np.stack([n[:, 0], n[:, 1], c_left, c_right], axis=1)
 
 
+def _nearest_on_closed_polyline(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """For each point, the closest point on the closed polyline ``poly`` (segment-exact)."""
+    start = poly
+    seg = np.roll(poly, -1, axis=0) - poly
+    rel = points[:, None, :] - start[None]
+    t = np.clip((rel * seg[None]).sum(-1) / np.maximum((seg**2).sum(-1), 1e-12)[None], 0.0, 1.0)
+    closest = start[None] + t[..., None] * seg[None]
+    best = np.argmin(((points[:, None, :] - closest) ** 2).sum(-1), axis=1)
+    return closest[np.arange(len(points)), best]
+
+
+def track_from_polylines(
+    name: str,
+    xy: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    speed: np.ndarray | None = None,
+    points: int | None = None,
+    max_speed: float = 10.0,
+) -> Track:
+    """Builds a track from a raceline and the two track edges, e.g. received as ROS paths.
+
+    The raceline is resampled to ``points`` points at uniform arc length (a fixed count keeps
+    the shapes of a compiled controller fixed whatever path arrives). Headings and curvature
+    come from the resampled line; the centerline and widths at each point come from the
+    nearest points of the two edges.
+
+    Args:
+        name: Track name.
+        xy: ``(N, 2)`` closed raceline (the last point need not repeat the first).
+        left: ``(L, 2)`` left edge; right: ``(R, 2)`` right edge.
+        speed: ``(N,)`` per-point speed profile (e.g. from timed path stamps), or ``None``
+            for ``max_speed`` everywhere.
+        points: Resampled point count; default: keep ``N``.
+        max_speed: Speed where ``speed`` is not given.
+
+    Raises:
+        TrackFormatError: With fewer than 3 distinct points, non-finite values, a raceline
+            shorter than 1 m, or edges with fewer than 2 points.
+    """
+    xy = np.asarray(xy, float).reshape(-1, 2)
+    left = np.asarray(left, float).reshape(-1, 2)
+    right = np.asarray(right, float).reshape(-1, 2)
+    for label, arr in (("raceline", xy), ("left edge", left), ("right edge", right)):
+        if not np.all(np.isfinite(arr)):
+            raise TrackFormatError(f"{name}: {label} has non-finite coordinates")
+    if len(xy) > 1 and np.linalg.norm(xy[-1] - xy[0]) < 1e-6:
+        xy = xy[:-1]  # an explicitly closed loop
+    keep = np.concatenate([[True], np.linalg.norm(np.diff(xy, axis=0), axis=1) > 1e-6])
+    xy = xy[keep]
+    if len(xy) < 3:
+        raise TrackFormatError(f"{name}: raceline needs at least 3 distinct points, got {len(xy)}")
+    if len(left) < 2 or len(right) < 2:
+        raise TrackFormatError(f"{name}: each track edge needs at least 2 points")
+    loop = np.vstack([xy, xy[:1]])
+    s_loop = _arc_length(loop)
+    if s_loop[-1] < 1.0:
+        raise TrackFormatError(f"{name}: raceline is {s_loop[-1]:.3f} m long (degenerate)")
+    if speed is None:
+        speed_loop = np.full(len(loop), float(max_speed))
+    else:
+        speed = np.asarray(speed, float).reshape(-1)[: len(keep)][keep]
+        if len(speed) != len(xy) or not np.all(np.isfinite(speed)):
+            raise TrackFormatError(f"{name}: speed profile must be finite, one value per point")
+        speed_loop = np.concatenate([speed, speed[:1]])
+    n = int(points) if points else len(xy)
+    s = np.linspace(0.0, s_loop[-1], n, endpoint=False)
+    xy_n = np.stack([np.interp(s, s_loop, loop[:, 0]), np.interp(s, s_loop, loop[:, 1])], axis=1)
+    speed_n = np.interp(s, s_loop, speed_loop)
+    nearest_left = _nearest_on_closed_polyline(xy_n, left)
+    nearest_right = _nearest_on_closed_polyline(xy_n, right)
+    center = 0.5 * (nearest_left + nearest_right)
+    half_width = 0.5 * np.linalg.norm(nearest_left - nearest_right, axis=1)
+    return Track(
+        name=name,
+        s=s,
+        xy=xy_n,
+        psi=_headings(xy_n),
+        kappa=_curvature(xy_n),
+        speed=speed_n,
+        accel=_accel_from_speed(s, speed_n),
+        center_xy=center,
+        width_right=half_width,
+        width_left=half_width,
+    )
+
+
+def resample_track(track: Track, points: int) -> Track:
+    """``track`` with its raceline at ``points`` uniformly spaced points (edges unchanged)."""
+    left, right = track.border_polylines()
+    return track_from_polylines(track.name, track.xy, left, right, track.speed, points)
+
+
 # --------------------------------------------------------------------------- procedural tracks
 
 

@@ -1,0 +1,772 @@
+"""``mppi_controller``: lifecycle node running a learned or classic controller at a fixed rate.
+
+configure: load the bundle (or classic controller), compile and warm up, create publishers and
+subscriptions. activate: start the control timer. deactivate / cleanup / shutdown / error:
+publish a brake command and release what the state owns.
+
+Threads: subscriptions only store the latest message (own callback group); the control timer
+has its own mutually exclusive group; model and shape changes compile in a worker thread and
+swap in between two control cycles; the reference paths are turned into track arrays by a
+second worker. The math is :mod:`mppi_ros.engine` / :mod:`mppi_ros.core` (no ROS there).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import threading
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry, Path
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, load_bundle, resolve_model
+from mppi_ros.core.controllers import controller_names
+from mppi_ros.core.tracks import TrackFormatError, track_from_polylines
+from mppi_ros.engine import (
+    UNTIMED_SPEED,
+    CompiledController,
+    EngineSpec,
+    compile_controller,
+    uses_horizon,
+)
+from mppi_ros.ros import conversions
+from mppi_ros.ros.loop import TUNING_PARAMETERS, LoopStats, Watchdog, apply_tuning, tuning_values
+from mppi_ros.runtime import enable_compilation_cache
+
+NODE_NAME = "mppi_controller"
+BACKENDS = ("jax",)  # "onnx" arrives with the ONNX deployment issue.
+RELIABLE_LATEST = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
+)
+LATCHED = QoSProfile(
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+SWAP_TIMEOUT_S = 300.0
+
+
+def _describe(
+    description: str,
+    read_only: bool = False,
+    float_range: tuple[float, float] | None = None,
+    int_range: tuple[int, int] | None = None,
+    constraints: str = "",
+) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(
+        description=description, read_only=read_only, additional_constraints=constraints
+    )
+    if float_range is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)
+        ]
+    if int_range is not None:
+        descriptor.integer_range = [
+            IntegerRange(from_value=int_range[0], to_value=int_range[1], step=0)
+        ]
+    return descriptor
+
+
+# name -> (default or a Parameter.Type for "taken from the model", descriptor).
+PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
+    "controller": ("step_mppi", _describe(
+        "Controller to run: step_mppi, dpc (learned, from a bundle) or mppi (classic).",
+        read_only=True)),
+    "model_path": ("", _describe(
+        "Model bundle folder or name for learned controllers; empty: the shipped "
+        "models/f1tenth_<controller>. Setting it swaps the model at runtime (validated, "
+        "compiled in the background; the old model drives until the swap).")),
+    "backend": ("jax", _describe("Inference backend: jax.", constraints="one of: jax")),
+    "control_rate": (100.0, _describe(
+        "Control loop rate (Hz).", read_only=True, float_range=(1.0, 1000.0))),
+    "num_samples": (0, _describe(
+        "Samples K; 0 keeps the controller's default. Changing it recompiles in the "
+        "background, then swaps.", int_range=(0, 262144))),
+    "horizon": (0, _describe(
+        "Horizon H (mppi only); 0 keeps the default. Changing it recompiles in the "
+        "background, then swaps.", int_range=(0, 1000))),
+    "temperature": (Parameter.Type.DOUBLE, _describe(
+        "Softmax temperature lambda (> 0). Default: the model's trained value.",
+        float_range=(1e-6, 1e6))),
+    "noise_std": (Parameter.Type.DOUBLE_ARRAY, _describe(
+        "Sampling std per control (one value broadcasts); learned controllers scale their "
+        "learned spread by it. Default: the model's value.")),
+    "q_weights": (Parameter.Type.DOUBLE_ARRAY, _describe(
+        "Diagonal state-error weights (one per state entry). Default: the model's value.")),
+    "r_weights": (Parameter.Type.DOUBLE_ARRAY, _describe(
+        "Diagonal control weights (one per control). Default: the model's value.")),
+    "border_weight": (Parameter.Type.DOUBLE, _describe(
+        "Weight of squared border violations.", float_range=(0.0, 1e9))),
+    "border_margin": (Parameter.Type.DOUBLE, _describe(
+        "Safety margin (m) subtracted from the track half-widths.", float_range=(-2.0, 2.0))),
+    "reference_speed": (Parameter.Type.DOUBLE, _describe(
+        "Speed (m/s) at which the reference advances (capped by timed reference paths).",
+        float_range=(0.01, 100.0))),
+    "max_speed": (Parameter.Type.DOUBLE, _describe(
+        "Speed limit (m/s) of the state box (never above the vehicle's v_max).",
+        float_range=(0.01, 100.0))),
+    "state_timeout": (0.1, _describe(
+        "Odometry older than this (s) triggers a brake and an ERROR diagnostic.",
+        float_range=(0.001, 10.0))),
+    "brake_decel": (5.0, _describe(
+        "Deceleration (m/s^2) of the brake command.", float_range=(0.1, 50.0))),
+    "target_lead_time": (0.05, _describe(
+        "ackermann / twist_stamped: targets = estimate + rate * lead time (match the "
+        "actuator's servo time constant).", float_range=(0.001, 1.0))),
+    "command_type": ("array", _describe(
+        "cmd message type: ackermann (ackermann_msgs/AckermannDriveStamped), twist_stamped "
+        "(geometry_msgs/TwistStamped: speed, yaw rate) or array (std_msgs/Float64MultiArray: "
+        "raw control).", read_only=True, constraints="one of: ackermann, twist_stamped, array")),
+    "frame_id": ("map", _describe(
+        "Frame of odometry poses and reference paths; other frames are rejected.",
+        read_only=True)),
+    "seed": (0, _describe("Seed of the controller's sampling.", read_only=True)),
+    "reference_points": (2048, _describe(
+        "Point count the reference is resampled to (fixes compiled shapes).", read_only=True,
+        int_range=(16, 100000))),
+    "autostart": (False, _describe(
+        "Configure and activate on start-up (without a lifecycle manager).", read_only=True)),
+    "diagnostics_rate": (2.0, _describe(
+        "Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0))),
+}
+REBUILD_PARAMETERS = ("model_path", "num_samples", "horizon")
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """Latest messages (written by subscription callbacks, read by the control tick)."""
+
+    odom: Odometry | None = None
+    odom_received: float = 0.0  # monotonic seconds
+    odom_stamp: float = -math.inf
+    out_of_order: bool = False
+    reference: Path | None = None
+    border_left: Path | None = None
+    border_right: Path | None = None
+
+
+class ControllerNode(LifecycleNode):
+    """The ``mppi_controller`` lifecycle node (see the module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        # Tuning values given at start-up stay; the others follow the loaded model.
+        self._user_tuning = {
+            name for name in TUNING_PARAMETERS if self._value(name) is not None
+        }
+        self._internal_update = False
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._lock = threading.Lock()
+        self._inputs = _Inputs()
+        self._active: CompiledController | None = None
+        self._pending: tuple[CompiledController, Any] | None = None
+        self._build_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._build_generation = 0
+        self._swap_events: dict[int, threading.Event] = {}
+        self._last_build_error = ""
+        self._tuning = None
+        self._tuning_values: dict[str, Any] = {}
+        self._cstate = None
+        self._key = jax.random.PRNGKey(int(self.get_parameter("seed").value))
+        self._track = None
+        self._reference_fault: str | None = "no_reference: no reference path received yet"
+        self._steering = 0.0
+        self._speed_estimate = 0.0
+        self._watchdog = Watchdog()
+        self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
+        self._swaps = 0
+        self._control_timer = None
+        self._diagnostics_timer = None
+        self._entities: list[Any] = []
+        self._cmd_pub = None
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._on_autostart)
+
+    def _value(self, name: str) -> Any:
+        """A parameter's value; None while a model-default parameter is still unset."""
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _on_autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        command_type = self.get_parameter("command_type").value
+        try:
+            self._cmd_type = conversions.command_message_class(command_type)
+            if self.get_parameter("controller").value not in controller_names():
+                raise ValueError(
+                    f"unknown controller {self.get_parameter('controller').value!r}; valid: "
+                    f"{', '.join(controller_names())}"
+                )
+            compiled = compile_controller(self._spec_from_parameters())
+        except (ValueError, BundleError) as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self._install(compiled)
+        self.get_logger().info(
+            f"configured {compiled.model_id} ({compiled.controller.name}) in "
+            f"{compiled.compile_seconds:.1f} s"
+        )
+        self._build_pool = concurrent.futures.ThreadPoolExecutor(1, "mppi_build")
+        self._track_pool = concurrent.futures.ThreadPoolExecutor(1, "mppi_track")
+        self._create_entities()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._steering = 0.0
+        self._cstate = self._active.init_state(int(self.get_parameter("seed").value))
+        self._stats = LoopStats(self._stats.period)
+        self._control_timer = self.create_timer(
+            self._stats.period, self._on_control_tick, callback_group=self._control_group
+        )
+        self.get_logger().info(f"active at {1.0 / self._stats.period:.0f} Hz")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error("lifecycle error: braking and releasing resources")
+        self._stop_control()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_control(self) -> None:
+        if self._control_timer is not None:
+            self.destroy_timer(self._control_timer)
+            self._control_timer = None
+        if self._cmd_pub is not None:
+            self._publish_brake()
+
+    def _create_entities(self) -> None:
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._cmd_pub = self.create_publisher(self._cmd_type, "cmd", RELIABLE_LATEST)
+        self._prediction_pub = self.create_publisher(Path, "~/prediction", 1)
+        self._timing_pub = self.create_publisher(Float64MultiArray, "~/loop_timing", 100)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        subs = [
+            (Odometry, "odom", self._on_odom, qos_profile_sensor_data),
+            (Path, "reference", self._on_reference, LATCHED),
+            (Path, "border_left", self._on_border_left, LATCHED),
+            (Path, "border_right", self._on_border_right, LATCHED),
+        ]
+        self._entities = [
+            self.create_subscription(t, topic, cb, qos, callback_group=self._input_group)
+            for t, topic, cb, qos in subs
+        ]
+        self._reload_srv = self.create_service(
+            Trigger, "~/reload_model", self._on_reload_model, callback_group=self._service_group
+        )
+        self._diagnostics_timer = self.create_timer(
+            1.0 / float(self.get_parameter("diagnostics_rate").value),
+            self._on_diagnostics_timer,
+            callback_group=self._input_group,
+        )
+
+    def _release(self) -> None:
+        for sub in self._entities:
+            self.destroy_subscription(sub)
+        self._entities = []
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._cmd_pub is not None:
+            for pub in (self._cmd_pub, self._prediction_pub, self._timing_pub):
+                self.destroy_publisher(pub)
+            self.destroy_publisher(self._diagnostics_pub)
+            self.destroy_service(self._reload_srv)
+            self._cmd_pub = None
+        for pool in (self._build_pool, self._track_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._build_pool = self._track_pool = None
+        self._active = self._pending = self._cstate = self._track = None
+        self._inputs = _Inputs()
+        self._reference_fault = "no_reference: no reference path received yet"
+
+    # ------------------------------------------------------------------ models and tuning
+
+    def _spec_from_parameters(self, **changes: Any) -> EngineSpec:
+        get = lambda name: changes.get(name, self.get_parameter(name).value)  # noqa: E731
+        return EngineSpec(
+            controller=self.get_parameter("controller").value,
+            model_path=get("model_path"),
+            num_samples=int(get("num_samples")),
+            horizon=int(get("horizon")),
+            control_period=1.0 / float(self.get_parameter("control_rate").value),
+            reference_points=int(self.get_parameter("reference_points").value),
+        )
+
+    def _tuning_for(self, compiled: CompiledController, overrides: dict[str, Any]):
+        """The model's defaults with the user's tuning values (raises ValueError)."""
+        user = {k: v for k, v in overrides.items() if k in self._user_tuning}
+        return apply_tuning(compiled.default_tuning, compiled.controller.model, user)
+
+    def _install(self, compiled: CompiledController) -> None:
+        """Makes ``compiled`` the running controller at configure time."""
+        values = {n: self._value(n) for n in TUNING_PARAMETERS}
+        tuning = self._tuning_for(compiled, values)
+        self._active, self._tuning = compiled, tuning
+        self._show_model_tuning(compiled, tuning)
+
+    def _show_model_tuning(self, compiled: CompiledController, tuning) -> None:
+        """Writes the effective values of tuning parameters the user did not set."""
+        values = tuning_values(tuning, compiled.controller.model)
+        self._tuning_values = values
+        updates = [
+            Parameter(name, value=value)
+            for name, value in values.items()
+            if name not in self._user_tuning
+        ]
+        self._internal_update = True
+        try:
+            self.set_parameters(updates)
+        finally:
+            self._internal_update = False
+
+    def _schedule_build(self, spec: EngineSpec, reason: str) -> threading.Event:
+        """Compiles ``spec`` in the background; the next control cycle swaps it in."""
+        done = threading.Event()
+        with self._lock:
+            self._build_generation += 1
+            generation = self._build_generation
+            self._swap_events[generation] = done
+        self._build_pool.submit(self._build, spec, generation, reason)
+        return done
+
+    def _build(self, spec: EngineSpec, generation: int, reason: str) -> None:
+        try:
+            compiled = compile_controller(spec)
+            values = {n: self._value(n) for n in TUNING_PARAMETERS}
+            tuning = self._tuning_for(compiled, values)
+        except (ValueError, BundleError) as err:
+            self._last_build_error = f"{reason} failed: {err}"
+            self.get_logger().error(self._last_build_error)
+            self._revert_spec_parameters()
+            self._swap_events.pop(generation).set()
+            return
+        with self._lock:
+            if generation != self._build_generation:
+                self._swap_events.pop(generation).set()  # superseded by a newer request
+                return
+            self._pending = (compiled, tuning)
+        self.get_logger().info(
+            f"{reason}: {compiled.model_id} compiled in {compiled.compile_seconds:.1f} s; "
+            "swapping"
+        )
+
+    def _revert_spec_parameters(self) -> None:
+        active = self._active.spec if self._active else None
+        if active is None:
+            return
+        self._internal_update = True
+        try:
+            self.set_parameters(
+                [
+                    Parameter("model_path", value=active.model_path),
+                    Parameter("num_samples", value=active.num_samples),
+                    Parameter("horizon", value=active.horizon),
+                ]
+            )
+        finally:
+            self._internal_update = False
+
+    def _swap_if_ready(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+            event = self._swap_events.pop(self._build_generation, None) if pending else None
+        if pending is None:
+            return
+        compiled, tuning = pending
+        self._active, self._tuning = compiled, tuning
+        self._cstate = compiled.init_state(int(self.get_parameter("seed").value))
+        self._swaps += 1
+        self._last_build_error = ""
+        if event is not None:
+            event.set()
+        self._show_model_tuning(compiled, tuning)
+
+    def _validate_model_path(self, value: str) -> str | None:
+        """Why ``value`` cannot replace the running model, or None when it can."""
+        controller = self.get_parameter("controller").value
+        if controller not in LEARNED_CONTROLLERS:
+            return f"controller {controller!r} takes no model_path" if value else None
+        try:
+            bundle = load_bundle(resolve_model(value or f"f1tenth_{controller}"))
+        except BundleError as err:
+            return str(err)
+        if bundle.controller != controller:
+            return (
+                f"model bundle {bundle.path} holds a {bundle.controller!r} model, but this "
+                f"node runs {controller!r}"
+            )
+        running = self._active.controller if self._active is not None else None
+        if running is not None and bundle.config.dynamics != running.config.dynamics:
+            return (
+                f"model bundle {bundle.path} was trained for dynamics "
+                f"{bundle.config.dynamics!r}, the running model uses {running.config.dynamics!r}"
+            )
+        return None
+
+    # ------------------------------------------------------------------ parameters
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        if self._internal_update:
+            return SetParametersResult(successful=True)
+        tuning_changes: dict[str, Any] = {}
+        spec_changes: dict[str, Any] = {}
+        controller = self.get_parameter("controller").value
+        for p in params:
+            name, value = p.name, p.value
+            if name in TUNING_PARAMETERS:
+                if value is not None:
+                    scalar = isinstance(value, float | int)
+                    tuning_changes[name] = value if scalar else [float(v) for v in value]
+            elif name == "backend" and value not in BACKENDS:
+                return _reject(f"backend must be one of {', '.join(BACKENDS)}, got {value!r}")
+            elif name == "horizon" and value and not uses_horizon(controller):
+                return _reject(f"horizon does not apply to {controller} (single-step)")
+            elif name == "num_samples" and value and controller == "dpc":
+                return _reject("num_samples does not apply to dpc (no sampling)")
+            elif name == "model_path":
+                reason = self._validate_model_path(value)
+                if reason is not None:
+                    return _reject(reason)
+            if name in REBUILD_PARAMETERS:
+                spec_changes[name] = value
+        if tuning_changes:
+            if self._active is not None:
+                merged = {**self._tuning_values, **tuning_changes}
+                try:
+                    user = {k: v for k, v in merged.items() if k in TUNING_PARAMETERS}
+                    tuning = apply_tuning(
+                        self._active.default_tuning, self._active.controller.model, user
+                    )
+                except ValueError as err:
+                    return _reject(str(err))
+                self._tuning_values = merged
+                self._tuning = tuning  # read by the next control cycle: no recompilation
+            self._user_tuning |= set(tuning_changes)
+        if spec_changes and self._active is not None:
+            spec = self._spec_from_parameters(**spec_changes)
+            if spec != self._active.spec or "model_path" in spec_changes:
+                self._schedule_build(spec, f"change of {', '.join(sorted(spec_changes))}")
+        return SetParametersResult(successful=True)
+
+    def _on_reload_model(self, request: Trigger.Request, response: Trigger.Response):
+        if self._active is None:
+            response.success, response.message = False, "not configured"
+            return response
+        reason = self._validate_model_path(self.get_parameter("model_path").value)
+        if reason is not None:
+            response.success, response.message = False, reason
+            return response
+        done = self._schedule_build(self._spec_from_parameters(), "reload_model")
+        if not done.wait(SWAP_TIMEOUT_S):
+            response.success, response.message = False, "timed out waiting for the swap"
+        elif self._last_build_error:
+            response.success, response.message = False, self._last_build_error
+        else:
+            response.success = True
+            response.message = f"running {self._active.model_id}"
+        return response
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_odom(self, msg: Odometry) -> None:
+        stamp = conversions.time_to_seconds(msg.header.stamp)
+        inputs = self._inputs
+        if stamp < inputs.odom_stamp:
+            inputs.out_of_order = True  # keep the newer message; the tick reports the fault
+            return
+        inputs.odom, inputs.odom_stamp = msg, stamp
+        inputs.odom_received = time.monotonic()
+        inputs.out_of_order = False
+
+    def _on_reference(self, msg: Path) -> None:
+        self._inputs.reference = msg
+        self._rebuild_track()
+
+    def _on_border_left(self, msg: Path) -> None:
+        self._inputs.border_left = msg
+        self._rebuild_track()
+
+    def _on_border_right(self, msg: Path) -> None:
+        self._inputs.border_right = msg
+        self._rebuild_track()
+
+    def _rebuild_track(self) -> None:
+        inputs = self._inputs
+        if None in (inputs.reference, inputs.border_left, inputs.border_right):
+            return
+        if self._track_pool is not None:
+            self._track_pool.submit(
+                self._build_track, inputs.reference, inputs.border_left, inputs.border_right
+            )
+
+    def _build_track(self, reference: Path, left: Path, right: Path) -> None:
+        frame = self.get_parameter("frame_id").value
+        for label, msg in (("reference", reference), ("border_left", left), ("border_right", right)):
+            if msg.header.frame_id != frame:
+                self._reference_fault = (
+                    f"frame_mismatch: {label} is in frame {msg.header.frame_id!r}, "
+                    f"expected {frame!r}"
+                )
+                return
+        xy, times = conversions.path_to_arrays(reference)
+        speed = conversions.speed_from_times(xy, times) if len(xy) else None
+        try:
+            track = track_from_polylines(
+                "reference",
+                xy,
+                conversions.path_to_arrays(left)[0],
+                conversions.path_to_arrays(right)[0],
+                speed=speed,
+                points=int(self.get_parameter("reference_points").value),
+                max_speed=UNTIMED_SPEED,
+            )
+        except TrackFormatError as err:
+            self._reference_fault = f"bad_reference: {err}"
+            return
+        self._track = track.arrays()
+        self._reference_fault = None
+        self.get_logger().info(
+            f"reference: {len(xy)} points, {track.length:.1f} m, "
+            f"{'timed' if speed is not None else 'untimed'}"
+        )
+
+    # ------------------------------------------------------------------ control loop
+
+    def _check_inputs(self, now: float) -> tuple[str | None, np.ndarray | None]:
+        """``(fault, state)``: the cause that holds the car, or the state to control from."""
+        inputs = self._inputs
+        if self._reference_fault is not None:
+            return self._reference_fault, None
+        if inputs.odom is None:
+            return "no_state: no odometry received yet", None
+        if inputs.out_of_order:
+            return "out_of_order: odometry stamp went backwards", None
+        age = now - inputs.odom_received
+        timeout = float(self.get_parameter("state_timeout").value)
+        if age > timeout:
+            return f"stale_state: odometry is {age * 1e3:.0f} ms old (timeout {timeout}s)", None
+        frame = self.get_parameter("frame_id").value
+        if inputs.odom.header.frame_id != frame:
+            return (
+                f"frame_mismatch: odometry in frame {inputs.odom.header.frame_id!r}, "
+                f"expected {frame!r}"
+            ), None
+        model = self._active.controller.model
+        try:
+            state = conversions.odometry_to_state(inputs.odom, model, steering=self._steering)
+        except ValueError as err:
+            return f"bad_state: {err}", None
+        if not np.all(np.isfinite(state)):
+            return "nonfinite_state: odometry contains NaN or inf", None
+        return None, state
+
+    def _on_control_tick(self) -> None:
+        start = time.monotonic()
+        stamp = self.get_clock().now().to_msg()
+        self._stats.tick(start)
+        self._swap_if_ready()
+        fault, state = self._check_inputs(start)
+        result = None
+        if fault is None:
+            self._key, key = jax.random.split(self._key)
+            try:
+                result, cstate = self._active.step(
+                    self._cstate, state, self._tuning, key, self._track
+                )
+            except Exception as err:  # noqa: BLE001 - any step failure must brake, not crash
+                fault = f"step_exception: {type(err).__name__}: {err}"
+            else:
+                if result.finite:
+                    self._cstate = cstate
+                else:
+                    fault = "nonfinite_output: the controller returned NaN or inf"
+        if fault is not None:
+            self._publish_brake(stamp)
+            if self._watchdog.report(fault):
+                self.get_logger().error(f"braking: {fault}")
+            self._stats.record(time.monotonic() - start, None)
+            return
+        self._publish_command(result.action, state, stamp)
+        end = time.monotonic()
+        latency, data_age = end - start, end - self._inputs.odom_received
+        self._stats.record(latency, data_age)
+        ended = self._watchdog.clear()
+        if ended is not None:
+            self.get_logger().info(f"recovered from: {ended}")
+        self._publish_extras(result, start, latency, data_age)
+
+    def _publish_command(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
+        model = self._active.controller.model
+        params = self._tuning.model_params
+        period = self._stats.period
+        lead = float(self.get_parameter("target_lead_time").value)
+        names = model.state_names
+        speed = float(state[names.index("v")]) if "v" in names else 0.0
+        self._speed_estimate = speed
+        if "delta" in names:
+            lo, hi = float(params.delta_min), float(params.delta_max)
+            self._steering = min(max(self._steering + float(action[0]) * period, lo), hi)
+        targets = (
+            min(max(self._steering + float(action[0]) * (lead - period), -math.pi), math.pi),
+            speed + float(action[-1]) * lead,
+        )
+        wheelbase = float(getattr(params, "lf", 0.5) + getattr(params, "lr", 0.5))
+        msg = conversions.encode_command(
+            self.get_parameter("command_type").value,
+            action,
+            targets,
+            stamp,
+            self.get_parameter("frame_id").value,
+            wheelbase,
+            model.control_names,
+        )
+        self._cmd_pub.publish(msg)
+
+    def _publish_brake(self, stamp=None) -> None:
+        """Zero steering rate and a deceleration that stops without reversing."""
+        stamp = stamp or self.get_clock().now().to_msg()
+        period = self._stats.period
+        decel = float(self.get_parameter("brake_decel").value)
+        speed = max(self._speed_estimate, 0.0)
+        accel = -min(decel, speed / period)
+        self._speed_estimate = max(speed - decel * period, 0.0)
+        nu = self._active.controller.model.control_dim if self._active else 2
+        action = np.zeros(nu)
+        action[-1] = accel
+        msg = conversions.encode_command(
+            self.get_parameter("command_type").value,
+            action,
+            (self._steering, 0.0),
+            stamp,
+            self.get_parameter("frame_id").value,
+            1.0,
+        )
+        self._cmd_pub.publish(msg)
+
+    def _publish_extras(self, result, start: float, latency: float, data_age: float) -> None:
+        """Off the measured path: timing record and prediction (only with subscribers)."""
+        if self._timing_pub.get_subscription_count():
+            self._timing_pub.publish(Float64MultiArray(data=[start, latency, data_age]))
+        if result.predicted_states is not None and self._prediction_pub.get_subscription_count():
+            model = self._active.controller.model
+            i, j = model.position_indices or (0, 1)
+            self._prediction_pub.publish(
+                conversions.make_path(
+                    result.predicted_states[:, [i, j]],
+                    self.get_parameter("frame_id").value,
+                    self.get_clock().now().to_msg(),
+                )
+            )
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _on_diagnostics_timer(self) -> None:
+        summary = self._stats.summary()
+        cause = self._watchdog.cause
+        status = DiagnosticStatus(name=f"{NODE_NAME}: control loop", hardware_id=NODE_NAME)
+        if cause is not None:
+            status.level, status.message = DiagnosticStatus.ERROR, cause
+        elif self._last_build_error:
+            status.level, status.message = DiagnosticStatus.WARN, self._last_build_error
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "ok"
+        active = self._active
+        values = {
+            "controller": active.controller.name if active else "",
+            "model_id": active.model_id if active else "",
+            "backend": self.get_parameter("backend").value,
+            "num_samples": str(getattr(active.controller.config, "num_samples", 0))
+            if active
+            else "",
+            "watchdog": cause or "ok",
+            "faults": str(self._watchdog.faults),
+            "swaps": str(self._swaps),
+            "compiling": str(self._pending is not None or bool(self._swap_events)).lower(),
+            "last_error": self._last_build_error,
+        }
+        values.update({k: f"{v:.4f}" for k, v in summary.items()})
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(msg)
+
+
+def _reject(reason: str) -> SetParametersResult:
+    return SetParametersResult(successful=False, reason=reason)
+
+
+def main(args: list[str] | None = None) -> None:
+    enable_compilation_cache()
+    rclpy.init(args=args)
+    node = ControllerNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node._cmd_pub is not None and rclpy.ok():
+            node._stop_control()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

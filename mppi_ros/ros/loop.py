@@ -1,0 +1,170 @@
+"""Pure helpers of the controller node's loop (no ROS): timing statistics, the watchdog's fault
+bookkeeping, and the mapping from parameter values to the controller's tuning pytree."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mppi_ros.core.controllers import TrackingTuning, update_tuning
+from mppi_ros.core.dynamics import DynamicsModel
+
+# ROS parameter name -> what it sets in the tuning pytree (vector lengths checked there).
+TUNING_PARAMETERS = (
+    "temperature",
+    "noise_std",
+    "q_weights",
+    "r_weights",
+    "border_weight",
+    "border_margin",
+    "reference_speed",
+    "max_speed",
+)
+
+
+def tuning_values(tuning: TrackingTuning, model: DynamicsModel) -> dict[str, Any]:
+    """The parameter values that describe ``tuning`` (used to show a model's defaults)."""
+    values: dict[str, Any] = {
+        "temperature": float(tuning.temperature),
+        "noise_std": [float(v) for v in np.asarray(tuning.noise_std)],
+        "q_weights": [float(v) for v in np.asarray(tuning.q_weights)],
+        "r_weights": [float(v) for v in np.asarray(tuning.r_weights)],
+        "border_weight": float(tuning.border_weight),
+        "border_margin": float(tuning.border_margin),
+        "reference_speed": float(tuning.reference_speed),
+    }
+    if model.speed_index is not None:
+        values["max_speed"] = float(np.asarray(tuning.state_max)[model.speed_index])
+    return values
+
+
+def apply_tuning(
+    base: TrackingTuning, model: DynamicsModel, values: Mapping[str, Any]
+) -> TrackingTuning:
+    """``base`` with the given parameter values applied (shapes and dtypes kept).
+
+    ``noise_std`` of length 1 is broadcast to every control channel; ``max_speed`` is the
+    upper speed limit of the state box (never above the vehicle's own ``v_max``).
+
+    Raises:
+        ValueError: One sentence naming the parameter and what is wrong.
+    """
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in TUNING_PARAMETERS:
+            raise ValueError(f"{name} is not a tuning parameter")
+        if name == "max_speed":
+            if model.speed_index is None:
+                raise ValueError(f"max_speed does not apply to the {model.name} model")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"max_speed must be finite and > 0, got {value}")
+            state_max = np.array(base.state_max)
+            limit = float(getattr(base.model_params, "v_max", math.inf))
+            state_max[model.speed_index] = min(float(value), limit)
+            changes["state_max"] = state_max
+            continue
+        array = np.asarray(value, np.float32)
+        expected = np.shape(getattr(base, name))
+        if name == "noise_std" and array.shape == (1,):
+            array = np.broadcast_to(array, expected)
+        if array.shape != expected:
+            raise ValueError(
+                f"{name} needs {int(np.prod(expected)) if expected else 1} value(s) for the "
+                f"{model.name} model, got {array.size}"
+            )
+        changes[name] = array
+    if "reference_speed" in changes and not changes["reference_speed"] > 0:
+        raise ValueError(f"reference_speed must be > 0, got {float(changes['reference_speed'])}")
+    return update_tuning(base, **changes)
+
+
+class LoopStats:
+    """Control-loop timing: latency and data-age windows, missed cycles, measured rate.
+
+    A cycle is missed when the gap between two tick starts exceeds 1.5 periods (each whole
+    extra period counts once).
+    """
+
+    def __init__(self, period: float, window: int = 2000) -> None:
+        self.period = period
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=window)
+        self.data_age_ms: collections.deque[float] = collections.deque(maxlen=window)
+        self.tick_starts: collections.deque[float] = collections.deque(maxlen=window)
+        self.missed_cycles = 0
+        self.cycles = 0
+        self._last_start: float | None = None
+
+    def tick(self, start: float) -> int:
+        """Records a tick start (monotonic seconds); returns the cycles missed before it."""
+        missed = 0
+        if self._last_start is not None:
+            gap = start - self._last_start
+            if gap > 1.5 * self.period:
+                missed = int(round(gap / self.period)) - 1
+        self._last_start = start
+        self.missed_cycles += missed
+        self.cycles += 1
+        self.tick_starts.append(start)
+        return missed
+
+    def record(self, latency_s: float, data_age_s: float | None) -> None:
+        self.latency_ms.append(latency_s * 1e3)
+        if data_age_s is not None:
+            self.data_age_ms.append(data_age_s * 1e3)
+
+    def rate_hz(self) -> float:
+        if len(self.tick_starts) < 2:
+            return 0.0
+        span = self.tick_starts[-1] - self.tick_starts[0]
+        return (len(self.tick_starts) - 1) / span if span > 0 else 0.0
+
+    def summary(self) -> dict[str, float]:
+        def pct(values: collections.deque[float], q: float) -> float:
+            return float(np.percentile(values, q)) if values else float("nan")
+
+        return {
+            "rate_hz": self.rate_hz(),
+            "latency_p50_ms": pct(self.latency_ms, 50),
+            "latency_p99_ms": pct(self.latency_ms, 99),
+            "data_age_p99_ms": pct(self.data_age_ms, 99),
+            "missed_cycles": float(self.missed_cycles),
+            "cycles": float(self.cycles),
+        }
+
+
+@dataclasses.dataclass
+class Watchdog:
+    """Which fault (if any) holds the car, with once-per-cause logging.
+
+    ``report(cause)`` returns True the first time a cause appears (log it then) and again only
+    after ``relog_s``; ``clear()`` returns the cause that just ended, if any (log recovery).
+    """
+
+    relog_s: float = 5.0
+    cause: str | None = None
+    faults: int = 0
+    _logged_at: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def report(self, cause: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if cause != self.cause:
+            self.faults += 1
+        self.cause = cause
+        kind = cause.split(":")[0]
+        last = self._logged_at.get(kind)
+        if last is None or now - last >= self.relog_s:
+            self._logged_at[kind] = now
+            return True
+        return False
+
+    def clear(self) -> str | None:
+        ended, self.cause = self.cause, None
+        if ended is not None:
+            self._logged_at.pop(ended.split(":")[0], None)
+        return ended
