@@ -123,27 +123,39 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ros(args: argparse.Namespace) -> int:
+    from mppi_ros.ros import bench
+
+    config = bench.RosBench(
+        duration_s=args.duration,
+        rate_hz=args.rate,
+        controller=args.controller,
+        track=args.track,
+        events=not args.no_events,
+        log_dir=args.log_dir,
+    )
+    _emit(bench.run(config, log=lambda line: print(line, file=sys.stderr, flush=True)), args.json)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    report = _closed_loop(args)
-    _emit(report, args.json)
-    print(_demo_summary(report), file=sys.stderr)
-    return 0 if all(r["laps_completed"] >= args.laps for r in report["results"].values()) else 1
+    from mppi_ros.ros.demo import DemoConfig, format_summary, run_demo
 
-
-def _demo_summary(report: dict[str, Any]) -> str:
-    lines = [f"\n=== mppi-ros demo: track {report['track']} ({report['track_length_m']} m) ==="]
-    for name, r in report["results"].items():
-        lap = f"{r['lap_time_s']:.2f} s" if r["lap_time_s"] else "n/a"
-        lines.append(
-            f"{name:>12}: laps {r['laps_completed']}, lap time {lap}, "
-            f"tracking error mean {r['tracking_error_mean_m']:.3f} m / "
-            f"max {r['tracking_error_max_m']:.3f} m, border violations "
-            f"{r['border_violations']}, step time p50 {r['step_time_p50_ms']:.2f} ms / "
-            f"p99 {r['step_time_p99_ms']:.2f} ms"
-        )
-    if "plot" in report:
-        lines.append(f"plot: {report['plot']}")
-    return "\n".join(lines)
+    config = DemoConfig(
+        track=args.track,
+        controller=args.controller,
+        model_path=args.model or "",
+        laps=args.laps,
+        control_rate=args.rate,
+        command_type=args.command_type,
+        initial_speed=args.initial_speed,
+        out_dir=args.out,
+    )
+    summary = run_demo(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    _emit(summary, args.json)
+    print("\n=== mppi-ros demo ===\n" + format_summary(summary), file=sys.stderr)
+    ok = summary["laps_completed"] >= args.laps and summary["border_violations"] == 0
+    return 0 if ok else 1
 
 
 def cmd_tracks(args: argparse.Namespace) -> int:
@@ -242,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--json", default=None)
     lat.set_defaults(func=cmd_bench_latency)
 
+    ros = bench_sub.add_parser(
+        "ros", help="real nodes over DDS: loop latency, missed cycles, swap and tuning"
+    )
+    ros.add_argument("--duration", type=float, default=60.0, help="seconds of driving")
+    ros.add_argument("--rate", type=float, default=100.0, help="control rate (Hz)")
+    ros.add_argument("--controller", default="step_mppi")
+    ros.add_argument("--track", default="default")
+    ros.add_argument(
+        "--no-events", action="store_true", help="no model swap or parameter changes"
+    )
+    ros.add_argument("--log-dir", default=None, help="node logs (default: a temp folder)")
+    ros.add_argument("--json", default=None)
+    ros.set_defaults(func=cmd_bench_ros)
+
     tr = sub.add_parser("train", help="train Step-MPPI or DPC weights into a model bundle")
     tr.add_argument("controller", choices=("step-mppi", "dpc"))
     tr.add_argument("--config", required=True, help="YAML training config (config/train/)")
@@ -257,11 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
 
-    demo = sub.add_parser("demo", help="the main job: a closed-loop run with a plot")
-    _add_closed_loop_args(demo, laps=2)
-    demo.set_defaults(
-        func=cmd_demo, plot="demo_output/demo.png", reference_speed=6.0, num_samples=1024
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: simulator, track publisher and controller as ROS 2 processes",
     )
+    demo.add_argument("--track", default="default", help="built-in track name or CSV")
+    demo.add_argument("--controller", default="step_mppi", help="step_mppi, dpc or mppi")
+    demo.add_argument("--model", default=None, help="model bundle (default: shipped weights)")
+    demo.add_argument("--laps", type=int, default=3)
+    demo.add_argument("--rate", type=float, default=100.0, help="control rate (Hz)")
+    demo.add_argument(
+        "--command-type", default="array", choices=("array", "twist_stamped", "ackermann")
+    )
+    demo.add_argument("--initial-speed", type=float, default=0.0, help="m/s at the start line")
+    demo.add_argument("--out", default="demo_output", help="folder for demo.png, JSON, logs")
+    demo.add_argument("--json", default=None, help="also write the summary JSON here")
+    demo.set_defaults(func=cmd_demo)
 
     insp = sub.add_parser("inspect", help="print a model bundle's manifest, verify checksums")
     insp.add_argument("model", help="bundle folder (models/<name>)")

@@ -42,6 +42,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -96,65 +97,145 @@ def _describe(
 
 # name -> (default or a Parameter.Type for "taken from the model", descriptor).
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
-    "controller": ("step_mppi", _describe(
-        "Controller to run: step_mppi, dpc (learned, from a bundle) or mppi (classic).",
-        read_only=True)),
-    "model_path": ("", _describe(
-        "Model bundle folder or name for learned controllers; empty: the shipped "
-        "models/f1tenth_<controller>. Setting it swaps the model at runtime (validated, "
-        "compiled in the background; the old model drives until the swap).")),
+    "controller": (
+        "step_mppi",
+        _describe(
+            "Controller to run: step_mppi, dpc (learned, from a bundle) or mppi (classic).",
+            read_only=True,
+        ),
+    ),
+    "model_path": (
+        "",
+        _describe(
+            "Model bundle folder or name for learned controllers; empty: the shipped "
+            "models/f1tenth_<controller>. Setting it swaps the model at runtime (validated, "
+            "compiled in the background; the old model drives until the swap)."
+        ),
+    ),
     "backend": ("jax", _describe("Inference backend: jax.", constraints="one of: jax")),
-    "control_rate": (100.0, _describe(
-        "Control loop rate (Hz).", read_only=True, float_range=(1.0, 1000.0))),
-    "num_samples": (0, _describe(
-        "Samples K; 0 keeps the controller's default. Changing it recompiles in the "
-        "background, then swaps.", int_range=(0, 262144))),
-    "horizon": (0, _describe(
-        "Horizon H (mppi only); 0 keeps the default. Changing it recompiles in the "
-        "background, then swaps.", int_range=(0, 1000))),
-    "temperature": (Parameter.Type.DOUBLE, _describe(
-        "Softmax temperature lambda (> 0). Default: the model's trained value.",
-        float_range=(1e-6, 1e6))),
-    "noise_std": (Parameter.Type.DOUBLE_ARRAY, _describe(
-        "Sampling std per control (one value broadcasts); learned controllers scale their "
-        "learned spread by it. Default: the model's value.")),
-    "q_weights": (Parameter.Type.DOUBLE_ARRAY, _describe(
-        "Diagonal state-error weights (one per state entry). Default: the model's value.")),
-    "r_weights": (Parameter.Type.DOUBLE_ARRAY, _describe(
-        "Diagonal control weights (one per control). Default: the model's value.")),
-    "border_weight": (Parameter.Type.DOUBLE, _describe(
-        "Weight of squared border violations.", float_range=(0.0, 1e9))),
-    "border_margin": (Parameter.Type.DOUBLE, _describe(
-        "Safety margin (m) subtracted from the track half-widths.", float_range=(-2.0, 2.0))),
-    "reference_speed": (Parameter.Type.DOUBLE, _describe(
-        "Speed (m/s) at which the reference advances (capped by timed reference paths).",
-        float_range=(0.01, 100.0))),
-    "max_speed": (Parameter.Type.DOUBLE, _describe(
-        "Speed limit (m/s) of the state box (never above the vehicle's v_max).",
-        float_range=(0.01, 100.0))),
-    "state_timeout": (0.1, _describe(
-        "Odometry older than this (s) triggers a brake and an ERROR diagnostic.",
-        float_range=(0.001, 10.0))),
-    "brake_decel": (5.0, _describe(
-        "Deceleration (m/s^2) of the brake command.", float_range=(0.1, 50.0))),
-    "target_lead_time": (0.05, _describe(
-        "ackermann / twist_stamped: targets = estimate + rate * lead time (match the "
-        "actuator's servo time constant).", float_range=(0.001, 1.0))),
-    "command_type": ("array", _describe(
-        "cmd message type: ackermann (ackermann_msgs/AckermannDriveStamped), twist_stamped "
-        "(geometry_msgs/TwistStamped: speed, yaw rate) or array (std_msgs/Float64MultiArray: "
-        "raw control).", read_only=True, constraints="one of: ackermann, twist_stamped, array")),
-    "frame_id": ("map", _describe(
-        "Frame of odometry poses and reference paths; other frames are rejected.",
-        read_only=True)),
+    "control_rate": (
+        100.0,
+        _describe("Control loop rate (Hz).", read_only=True, float_range=(1.0, 1000.0)),
+    ),
+    "num_samples": (
+        0,
+        _describe(
+            "Samples K; 0 keeps the controller's default. Changing it recompiles in the "
+            "background, then swaps.",
+            int_range=(0, 262144),
+        ),
+    ),
+    "horizon": (
+        0,
+        _describe(
+            "Horizon H (mppi only); 0 keeps the default. Changing it recompiles in the "
+            "background, then swaps.",
+            int_range=(0, 1000),
+        ),
+    ),
+    "temperature": (
+        Parameter.Type.DOUBLE,
+        _describe(
+            "Softmax temperature lambda (> 0). Default: the model's trained value.",
+            float_range=(1e-6, 1e6),
+        ),
+    ),
+    "noise_std": (
+        Parameter.Type.DOUBLE_ARRAY,
+        _describe(
+            "Sampling std per control (one value broadcasts); learned controllers scale their "
+            "learned spread by it. Default: the model's value."
+        ),
+    ),
+    "q_weights": (
+        Parameter.Type.DOUBLE_ARRAY,
+        _describe(
+            "Diagonal state-error weights (one per state entry). Default: the model's value."
+        ),
+    ),
+    "r_weights": (
+        Parameter.Type.DOUBLE_ARRAY,
+        _describe("Diagonal control weights (one per control). Default: the model's value."),
+    ),
+    "border_weight": (
+        Parameter.Type.DOUBLE,
+        _describe("Weight of squared border violations.", float_range=(0.0, 1e9)),
+    ),
+    "border_margin": (
+        Parameter.Type.DOUBLE,
+        _describe(
+            "Safety margin (m) subtracted from the track half-widths.", float_range=(-2.0, 2.0)
+        ),
+    ),
+    "reference_speed": (
+        Parameter.Type.DOUBLE,
+        _describe(
+            "Speed (m/s) at which the reference advances (capped by timed reference paths).",
+            float_range=(0.01, 100.0),
+        ),
+    ),
+    "max_speed": (
+        Parameter.Type.DOUBLE,
+        _describe(
+            "Speed limit (m/s) of the state box (never above the vehicle's v_max).",
+            float_range=(0.01, 100.0),
+        ),
+    ),
+    "state_timeout": (
+        0.1,
+        _describe(
+            "Odometry older than this (s) triggers a brake and an ERROR diagnostic.",
+            float_range=(0.001, 10.0),
+        ),
+    ),
+    "brake_decel": (
+        5.0,
+        _describe("Deceleration (m/s^2) of the brake command.", float_range=(0.1, 50.0)),
+    ),
+    "target_lead_time": (
+        0.05,
+        _describe(
+            "ackermann / twist_stamped: targets = estimate + rate * lead time (match the "
+            "actuator's servo time constant).",
+            float_range=(0.001, 1.0),
+        ),
+    ),
+    "command_type": (
+        "array",
+        _describe(
+            "cmd message type: ackermann (ackermann_msgs/AckermannDriveStamped), twist_stamped "
+            "(geometry_msgs/TwistStamped: speed, yaw rate) or array (std_msgs/Float64MultiArray: "
+            "raw control).",
+            read_only=True,
+            constraints="one of: ackermann, twist_stamped, array",
+        ),
+    ),
+    "frame_id": (
+        "map",
+        _describe(
+            "Frame of odometry poses and reference paths; other frames are rejected.",
+            read_only=True,
+        ),
+    ),
     "seed": (0, _describe("Seed of the controller's sampling.", read_only=True)),
-    "reference_points": (2048, _describe(
-        "Point count the reference is resampled to (fixes compiled shapes).", read_only=True,
-        int_range=(16, 100000))),
-    "autostart": (False, _describe(
-        "Configure and activate on start-up (without a lifecycle manager).", read_only=True)),
-    "diagnostics_rate": (2.0, _describe(
-        "Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0))),
+    "reference_points": (
+        2048,
+        _describe(
+            "Point count the reference is resampled to (fixes compiled shapes).",
+            read_only=True,
+            int_range=(16, 100000),
+        ),
+    ),
+    "autostart": (
+        False,
+        _describe(
+            "Configure and activate on start-up (without a lifecycle manager).", read_only=True
+        ),
+    ),
+    "diagnostics_rate": (
+        2.0,
+        _describe("Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0)),
+    ),
 }
 REBUILD_PARAMETERS = ("model_path", "num_samples", "horizon")
 
@@ -180,9 +261,7 @@ class ControllerNode(LifecycleNode):
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
         # Tuning values given at start-up stay; the others follow the loaded model.
-        self._user_tuning = {
-            name for name in TUNING_PARAMETERS if self._value(name) is not None
-        }
+        self._user_tuning = {name for name in TUNING_PARAMETERS if self._value(name) is not None}
         self._internal_update = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.Lock()
@@ -279,6 +358,10 @@ class ControllerNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def shutdown_cleanly(self) -> None:
+        """Process exit: stop the loop and brake (whatever the lifecycle state)."""
+        self._stop_control()
+
     def _stop_control(self) -> None:
         if self._control_timer is not None:
             self.destroy_timer(self._control_timer)
@@ -337,7 +420,7 @@ class ControllerNode(LifecycleNode):
     # ------------------------------------------------------------------ models and tuning
 
     def _spec_from_parameters(self, **changes: Any) -> EngineSpec:
-        get = lambda name: changes.get(name, self.get_parameter(name).value)  # noqa: E731
+        get = lambda name: changes.get(name, self.get_parameter(name).value)
         return EngineSpec(
             controller=self.get_parameter("controller").value,
             model_path=get("model_path"),
@@ -401,8 +484,7 @@ class ControllerNode(LifecycleNode):
                 return
             self._pending = (compiled, tuning)
         self.get_logger().info(
-            f"{reason}: {compiled.model_id} compiled in {compiled.compile_seconds:.1f} s; "
-            "swapping"
+            f"{reason}: {compiled.model_id} compiled in {compiled.compile_seconds:.1f} s; swapping"
         )
 
     def _revert_spec_parameters(self) -> None:
@@ -556,7 +638,11 @@ class ControllerNode(LifecycleNode):
 
     def _build_track(self, reference: Path, left: Path, right: Path) -> None:
         frame = self.get_parameter("frame_id").value
-        for label, msg in (("reference", reference), ("border_left", left), ("border_right", right)):
+        for label, msg in (
+            ("reference", reference),
+            ("border_left", left),
+            ("border_right", right),
+        ):
             if msg.header.frame_id != frame:
                 self._reference_fault = (
                     f"frame_mismatch: {label} is in frame {msg.header.frame_id!r}, "
@@ -616,7 +702,7 @@ class ControllerNode(LifecycleNode):
         return None, state
 
     def _on_control_tick(self) -> None:
-        start = time.monotonic()
+        start, wall = time.monotonic(), time.time()
         stamp = self.get_clock().now().to_msg()
         self._stats.tick(start)
         self._swap_if_ready()
@@ -628,7 +714,7 @@ class ControllerNode(LifecycleNode):
                 result, cstate = self._active.step(
                     self._cstate, state, self._tuning, key, self._track
                 )
-            except Exception as err:  # noqa: BLE001 - any step failure must brake, not crash
+            except Exception as err:
                 fault = f"step_exception: {type(err).__name__}: {err}"
             else:
                 if result.finite:
@@ -648,7 +734,7 @@ class ControllerNode(LifecycleNode):
         ended = self._watchdog.clear()
         if ended is not None:
             self.get_logger().info(f"recovered from: {ended}")
-        self._publish_extras(result, start, latency, data_age)
+        self._publish_extras(result, wall, latency, data_age)
 
     def _publish_command(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
         model = self._active.controller.model
@@ -698,10 +784,11 @@ class ControllerNode(LifecycleNode):
         )
         self._cmd_pub.publish(msg)
 
-    def _publish_extras(self, result, start: float, latency: float, data_age: float) -> None:
-        """Off the measured path: timing record and prediction (only with subscribers)."""
+    def _publish_extras(self, result, wall: float, latency: float, data_age: float) -> None:
+        """Off the measured path: timing record ``(tick wall time, latency, data age)`` and
+        prediction (each only with subscribers)."""
         if self._timing_pub.get_subscription_count():
-            self._timing_pub.publish(Float64MultiArray(data=[start, latency, data_age]))
+            self._timing_pub.publish(Float64MultiArray(data=[wall, latency, data_age]))
         if result.predicted_states is not None and self._prediction_pub.get_subscription_count():
             model = self._active.controller.model
             i, j = model.position_indices or (0, 1)
@@ -752,7 +839,9 @@ def _reject(reason: str) -> SetParametersResult:
 
 def main(args: list[str] | None = None) -> None:
     enable_compilation_cache()
-    rclpy.init(args=args)
+    # Ctrl-C raises KeyboardInterrupt here (not a context shutdown), so the node can still
+    # publish its brake command before the context goes away.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = ControllerNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
@@ -761,9 +850,9 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node._cmd_pub is not None and rclpy.ok():
-            node._stop_control()
-        executor.shutdown()
+        if rclpy.ok():
+            node.shutdown_cleanly()
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
 

@@ -62,7 +62,7 @@ def time_to_seconds(stamp: Time) -> float:
 
 def seconds_to_time(seconds: float) -> Time:
     sec = math.floor(seconds)
-    return Time(sec=int(sec), nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    return Time(sec=int(sec), nanosec=round((seconds - sec) * 1e9) % 1_000_000_000)
 
 
 def yaw_to_quaternion(yaw: float) -> Quaternion:

@@ -106,7 +106,7 @@ class LoopStats:
         if self._last_start is not None:
             gap = start - self._last_start
             if gap > 1.5 * self.period:
-                missed = int(round(gap / self.period)) - 1
+                missed = round(gap / self.period) - 1
         self._last_start = start
         self.missed_cycles += missed
         self.cycles += 1

@@ -1,0 +1,59 @@
+"""Launches the mppi_controller lifecycle node.
+
+    ros2 launch mppi_ros controller.launch.py controller:=step_mppi \
+        model_path:=/path/to/bundle params_file:=/path/to/params.yaml
+
+``params_file`` defaults to the package's ``config/<controller>.yaml``; ``model_path`` (when
+given) overrides the file's. With ``autostart:=true`` (default) the node configures and
+activates itself; set it to false to drive the lifecycle with ``ros2 lifecycle set``.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode
+
+
+def _controller_node(context, *args, **kwargs):
+    share = get_package_share_directory("mppi_ros")
+    controller = LaunchConfiguration("controller").perform(context)
+    params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(
+        share, "config", f"{controller}.yaml"
+    )
+    overrides = {
+        "controller": controller,
+        "autostart": LaunchConfiguration("autostart").perform(context).lower() == "true",
+    }
+    model_path = LaunchConfiguration("model_path").perform(context)
+    if model_path:
+        overrides["model_path"] = model_path
+    return [
+        LifecycleNode(
+            package="mppi_ros",
+            executable="mppi_controller",
+            name="mppi_controller",
+            namespace=LaunchConfiguration("namespace"),
+            output="screen",
+            parameters=[params_file, overrides],
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("controller", default_value="step_mppi",
+                                  description="step_mppi, dpc or mppi"),
+            DeclareLaunchArgument("model_path", default_value="",
+                                  description="model bundle folder (empty: shipped weights)"),
+            DeclareLaunchArgument("params_file", default_value="",
+                                  description="parameters YAML (default config/<controller>.yaml)"),
+            DeclareLaunchArgument("autostart", default_value="true",
+                                  description="configure and activate on start-up"),
+            DeclareLaunchArgument("namespace", default_value=""),
+            OpaqueFunction(function=_controller_node),
+        ]
+    )

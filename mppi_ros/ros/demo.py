@@ -1,0 +1,207 @@
+"""``mppi-ros demo`` / ``make demo``: simulator, track publisher and controller as separate ROS 2
+processes; a monitor resets the car once the controller drives, waits for the laps, prints a
+summary and writes a PNG (path coloured by speed, lateral error, loop latency histogram)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mppi_ros.core.tracks import Track, load_track, project
+from mppi_ros.ros.graph import (
+    Monitor,
+    NodeProcesses,
+    graph_parameters,
+    pick_domain_id,
+    wait_until_driving,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Settings of one demo run (``mppi-ros demo`` options)."""
+
+    track: str = "default"
+    controller: str = "step_mppi"
+    model_path: str = ""
+    laps: int = 3
+    control_rate: float = 100.0
+    command_type: str = "array"
+    initial_speed: float = 0.0
+    out_dir: str = "demo_output"
+    startup_timeout_s: float = 180.0
+    lap_timeout_s: float = 120.0
+    controller_params: tuple[tuple[str, Any], ...] = ()
+
+
+def lateral_errors(track: Track, xy: np.ndarray) -> np.ndarray:
+    """Signed distance of each position to the raceline (m)."""
+    if len(xy) == 0:
+        return np.zeros(0)
+    arrays = track.arrays()
+    errors = jax.jit(jax.vmap(lambda p: project(arrays, p).lateral_error))(
+        jnp.asarray(xy, jnp.float32)
+    )
+    return np.asarray(errors, np.float64)
+
+
+def timing_summary(timing: np.ndarray, period: float) -> dict[str, float]:
+    """Latency, data age, missed cycles and period jitter from ``~/loop_timing`` records.
+
+    Rows are ``(tick start [wall s], latency [s], data age [s])``, one per control cycle.
+    """
+    if len(timing) < 2:
+        return {}
+    starts = np.sort(timing[:, 0])
+    gaps = np.diff(starts)
+    missed = np.where(gaps > 1.5 * period, np.round(gaps / period) - 1, 0)
+    return {
+        "cycles": len(timing),
+        "latency_p50_ms": float(np.percentile(timing[:, 1], 50) * 1e3),
+        "latency_p99_ms": float(np.percentile(timing[:, 1], 99) * 1e3),
+        "data_age_p99_ms": float(np.percentile(timing[:, 2], 99) * 1e3),
+        "missed_cycles": int(np.sum(missed)),
+        "period_jitter_p99_ms": float(np.percentile(np.abs(gaps - period), 99) * 1e3),
+        "rate_hz": float((len(starts) - 1) / (starts[-1] - starts[0])),
+    }
+
+
+def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
+    """Runs the demo; returns the summary (also written to ``out_dir/demo.json``)."""
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    track = load_track(config.track)
+    domain = pick_domain_id()
+    params = graph_parameters(
+        config.track,
+        config.controller,
+        config.control_rate,
+        config.command_type,
+        config.model_path,
+        controller_params=dict(config.controller_params),
+        sim_params={"initial_speed": config.initial_speed},
+    )
+    log(f"starting track_publisher, vehicle_simulator, mppi_controller (ROS_DOMAIN_ID={domain})")
+    processes = NodeProcesses(params, domain, out / "logs")
+    monitor = Monitor(domain, config.command_type)
+    try:
+        wait_until_driving(monitor, processes, config.startup_timeout_s)
+        reply = monitor.trigger("/vehicle_simulator/reset")
+        if not reply.success:
+            raise RuntimeError(f"simulator reset failed: {reply.message}")
+        started = time.time()
+        log(
+            f"controller ready ({monitor.diagnostic('mppi_controller').get('model_id')}); "
+            f"driving {config.laps} laps of {config.track}"
+        )
+        deadline = time.monotonic() + config.lap_timeout_s * config.laps
+        laps_seen = 0
+        while time.monotonic() < deadline:
+            sim = monitor.diagnostic("vehicle_simulator")
+            laps = int(sim.get("laps", 0)) if float(sim.get("sim_time", 1e9)) < 1e8 else 0
+            if laps > laps_seen:
+                laps_seen = laps
+                log(f"  lap {laps}: {sim.get('lap_times', '').split(',')[-1]} s")
+            if laps >= config.laps or processes.dead():
+                break
+            time.sleep(0.2)
+        time.sleep(0.6)  # one more diagnostics period
+        ended = time.time()
+        controller_diag = monitor.diagnostic("mppi_controller")
+        sim = monitor.diagnostic("vehicle_simulator")
+    finally:
+        monitor.close()
+        codes = processes.stop()
+    rec = monitor.recording
+    odom = np.array([r for r in rec.odom if started <= r[0] <= ended]).reshape(-1, 4)
+    timing = np.array(rec.timing).reshape(-1, 3)
+    timing = timing[(timing[:, 0] >= started) & (timing[:, 0] <= ended)]
+    errors = lateral_errors(track, odom[:, 1:3])
+    lap_times = [float(t) for t in sim.get("lap_times", "").split(",") if t]
+    loop = timing_summary(timing, 1.0 / config.control_rate)
+    summary = {
+        "track": config.track,
+        "controller": config.controller,
+        "model_id": controller_diag.get("model_id", ""),
+        "laps_completed": len(lap_times),
+        "lap_times_s": lap_times,
+        "border_violations": int(sim.get("border_violations", -1)),
+        "tracking_error_mean_m": float(np.mean(np.abs(errors))) if len(errors) else None,
+        "tracking_error_max_m": float(np.max(np.abs(errors))) if len(errors) else None,
+        **{f"loop_{k}": v for k, v in loop.items()},
+        "exit_codes": codes,
+    }
+    summary["plot"] = str(plot_demo(track, odom, errors, timing, out / "demo.png"))
+    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    laps = ", ".join(f"{t:.2f}" for t in s["lap_times_s"]) or "-"
+
+    def fmt(v: Any, unit: str = "") -> str:
+        return "-" if v is None else f"{v:.3f}{unit}" if isinstance(v, float) else f"{v}{unit}"
+
+    return "\n".join(
+        [
+            f"{s['controller']} ({s['model_id']}) on {s['track']}",
+            f"  laps completed      {s['laps_completed']}  (lap times s: {laps})",
+            f"  border violations   {s['border_violations']}",
+            f"  tracking error      mean {fmt(s['tracking_error_mean_m'], ' m')}, "
+            f"max {fmt(s['tracking_error_max_m'], ' m')}",
+            f"  control loop        {fmt(s.get('loop_rate_hz'), ' Hz')}, latency p50 "
+            f"{fmt(s.get('loop_latency_p50_ms'), ' ms')}, p99 "
+            f"{fmt(s.get('loop_latency_p99_ms'), ' ms')}",
+            f"  missed cycles       {s.get('loop_missed_cycles', '-')} of "
+            f"{s.get('loop_cycles', '-')}",
+            f"  plot                {s['plot']}",
+        ]
+    )
+
+
+def plot_demo(
+    track: Track, odom: np.ndarray, errors: np.ndarray, timing: np.ndarray, path: Path
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    left, right = track.border_polylines()
+    ax = axes[0]
+    for edge in (left, right):
+        loop = np.vstack([edge, edge[:1]])
+        ax.plot(loop[:, 0], loop[:, 1], color="0.6", lw=0.8)
+    ax.plot(track.xy[:, 0], track.xy[:, 1], "k--", lw=0.6, label="raceline")
+    if len(odom):
+        sc = ax.scatter(odom[:, 1], odom[:, 2], c=odom[:, 3], s=2, cmap="viridis")
+        fig.colorbar(sc, ax=ax, label="speed (m/s)")
+    ax.set_aspect("equal")
+    ax.set_title(f"path on {track.name}")
+    ax.legend(loc="upper right")
+    ax = axes[1]
+    if len(odom):
+        ax.plot(odom[:, 0] - odom[0, 0], errors, lw=0.8)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("lateral error (m)")
+    ax.set_title("lateral error to the raceline")
+    ax.grid(alpha=0.3)
+    ax = axes[2]
+    if len(timing):
+        ax.hist(timing[:, 1] * 1e3, bins=60, color="tab:orange")
+    ax.set_xlabel("control tick -> command published (ms)")
+    ax.set_ylabel("cycles")
+    ax.set_yscale("log")
+    ax.set_title("control-loop latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
