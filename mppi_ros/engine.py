@@ -59,9 +59,13 @@ class StepResult:
     """One control step, as host NumPy values (materialised: safe to time)."""
 
     action: np.ndarray
-    predicted_states: np.ndarray | None
     lateral_error: float
     finite: bool
+    predicted: Any = None  # device array of predicted states (fetch only when needed)
+
+    @property
+    def predicted_states(self) -> np.ndarray | None:
+        return None if self.predicted is None else np.asarray(self.predicted)
 
 
 def uses_horizon(controller: str) -> bool:
@@ -117,14 +121,19 @@ def reference_track(track: Track, points: int, timed: bool) -> Track:
 
 
 def _policy_step(ctrl: Controller):
-    """``(cstate, state, tuning, key, track) -> (action, cstate, predicted, lateral, finite)``."""
+    """``(cstate, state, tuning, track, key) -> (packed, cstate, predicted)``.
 
-    def step(cstate: Any, state: Array, tuning: TrackingTuning, key: Array, track: TrackArrays):
+    ``packed`` is ``[action..., lateral error, all finite]`` so that one device-to-host
+    transfer per cycle suffices; ``key=None`` draws from the key inside ``cstate``.
+    """
+
+    def step(cstate: Any, state: Array, tuning: TrackingTuning, track: TrackArrays, key):
         obs, window = observe(ctrl, track, state, tuning, use_speed_profile=True)
         action, new_cstate, info = ctrl.step(cstate, obs, tuning, key)
         predicted = getattr(info, "predicted_states", None)
-        finite = jnp.all(jnp.isfinite(action))
-        return action, new_cstate, predicted, window.lateral_error, finite
+        finite = jnp.all(jnp.isfinite(action)).astype(action.dtype)
+        packed = jnp.concatenate([action, window.lateral_error[None], finite[None]])
+        return packed, new_cstate, predicted
 
     return step
 
@@ -144,17 +153,23 @@ class CompiledController:
         return self.controller.init(jax.random.PRNGKey(seed))
 
     def step(
-        self, cstate: Any, state: np.ndarray, tuning: TrackingTuning, key: Array, track: Any
+        self,
+        cstate: Any,
+        state: np.ndarray,
+        tuning: TrackingTuning,
+        track: Any,
+        key: Array | None = None,
     ) -> tuple[StepResult, Any]:
         """One control step; returns host values and the new controller state."""
-        action, cstate, predicted, lateral, finite = self._step(
-            cstate, jnp.asarray(state, jnp.float32), tuning, key, track
+        packed, cstate, predicted = self._step(
+            cstate, jnp.asarray(state, jnp.float32), tuning, track, key
         )
+        host = np.asarray(packed, np.float64)  # blocks until the result is materialised
         result = StepResult(
-            action=np.asarray(action, np.float64),
-            predicted_states=None if predicted is None else np.asarray(predicted),
-            lateral_error=float(lateral),
-            finite=bool(finite),
+            action=host[:-2],
+            predicted=predicted,
+            lateral_error=float(host[-2]),
+            finite=bool(host[-1] == 1.0),
         )
         return result, cstate
 
@@ -173,10 +188,8 @@ def compile_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledContr
     arrays = track.arrays()
     x0 = start_state(ctrl.model, track, float(tuning.reference_speed))
     cstate = ctrl.init(jax.random.PRNGKey(0))
-    key = jax.random.PRNGKey(1)
     for _ in range(max(warmup_steps, 1)):
-        key, sub = jax.random.split(key)
-        out = step(cstate, jnp.asarray(x0), tuning, sub, arrays)
+        out = step(cstate, jnp.asarray(x0), tuning, arrays, None)
         jax.block_until_ready(out)
         cstate = out[1]
     return CompiledController(

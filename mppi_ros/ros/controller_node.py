@@ -15,11 +15,11 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import math
+import sys
 import threading
 import time
 from typing import Any
 
-import jax
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -30,9 +30,8 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -43,6 +42,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -238,6 +238,13 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     ),
 }
 REBUILD_PARAMETERS = ("model_path", "num_samples", "horizon")
+LOOP_PARAMETERS = (
+    "state_timeout",
+    "frame_id",
+    "command_type",
+    "target_lead_time",
+    "brake_decel",
+)
 
 
 @dataclasses.dataclass
@@ -264,6 +271,9 @@ class ControllerNode(LifecycleNode):
         self._user_tuning = {name for name in TUNING_PARAMETERS if self._value(name) is not None}
         self._internal_update = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # Values read every cycle, cached (get_parameter takes a lock and builds objects).
+        self._live = {name: self._value(name) for name in LOOP_PARAMETERS}
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         self._lock = threading.Lock()
         self._inputs = _Inputs()
         self._active: CompiledController | None = None
@@ -276,7 +286,6 @@ class ControllerNode(LifecycleNode):
         self._tuning = None
         self._tuning_values: dict[str, Any] = {}
         self._cstate = None
-        self._key = jax.random.PRNGKey(int(self.get_parameter("seed").value))
         self._track = None
         self._reference_fault: str | None = "no_reference: no reference path received yet"
         self._steering = 0.0
@@ -284,7 +293,6 @@ class ControllerNode(LifecycleNode):
         self._watchdog = Watchdog()
         self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
         self._swaps = 0
-        self._control_timer = None
         self._diagnostics_timer = None
         self._entities: list[Any] = []
         self._cmd_pub = None
@@ -332,11 +340,26 @@ class ControllerNode(LifecycleNode):
         self._steering = 0.0
         self._cstate = self._active.init_state(int(self.get_parameter("seed").value))
         self._stats = LoopStats(self._stats.period)
-        self._control_timer = self.create_timer(
-            self._stats.period, self._on_control_tick, callback_group=self._control_group
+        self._loop_stop = threading.Event()
+        self._loop_thread = threading.Thread(
+            target=self._control_loop, name="mppi_control", daemon=True
         )
+        self._loop_thread.start()
         self.get_logger().info(f"active at {1.0 / self._stats.period:.0f} Hz")
         return TransitionCallbackReturn.SUCCESS
+
+    def _control_loop(self) -> None:
+        """Ticks at absolute deadlines (no drift); an overrun skips to the next deadline and
+        is counted as missed cycles by :class:`LoopStats`."""
+        period = self._stats.period
+        deadline = time.monotonic()
+        while not self._loop_stop.is_set():
+            self._on_control_tick()
+            deadline += period
+            late = time.monotonic() - deadline
+            if late > 0.0:
+                deadline += math.ceil(late / period) * period
+            self._loop_stop.wait(max(deadline - time.monotonic(), 0.0))
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_control()
@@ -363,16 +386,15 @@ class ControllerNode(LifecycleNode):
         self._stop_control()
 
     def _stop_control(self) -> None:
-        if self._control_timer is not None:
-            self.destroy_timer(self._control_timer)
-            self._control_timer = None
+        thread = getattr(self, "_loop_thread", None)
+        if thread is not None:
+            self._loop_stop.set()
+            thread.join(timeout=2.0)
+            self._loop_thread = None
         if self._cmd_pub is not None:
             self._publish_brake()
 
     def _create_entities(self) -> None:
-        self._control_group = MutuallyExclusiveCallbackGroup()
-        self._input_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = ReentrantCallbackGroup()
         self._cmd_pub = self.create_publisher(self._cmd_type, "cmd", RELIABLE_LATEST)
         self._prediction_pub = self.create_publisher(Path, "~/prediction", 1)
         self._timing_pub = self.create_publisher(Float64MultiArray, "~/loop_timing", 100)
@@ -383,17 +405,11 @@ class ControllerNode(LifecycleNode):
             (Path, "border_left", self._on_border_left, LATCHED),
             (Path, "border_right", self._on_border_right, LATCHED),
         ]
-        self._entities = [
-            self.create_subscription(t, topic, cb, qos, callback_group=self._input_group)
-            for t, topic, cb, qos in subs
-        ]
-        self._reload_srv = self.create_service(
-            Trigger, "~/reload_model", self._on_reload_model, callback_group=self._service_group
-        )
+        self._entities = [self.create_subscription(t, topic, cb, qos) for t, topic, cb, qos in subs]
+        self._reload_srv = self.create_service(Trigger, "~/reload_model", self._on_reload_model)
         self._diagnostics_timer = self.create_timer(
             1.0 / float(self.get_parameter("diagnostics_rate").value),
             self._on_diagnostics_timer,
-            callback_group=self._input_group,
         )
 
     def _release(self) -> None:
@@ -585,7 +601,16 @@ class ControllerNode(LifecycleNode):
                 self._schedule_build(spec, f"change of {', '.join(sorted(spec_changes))}")
         return SetParametersResult(successful=True)
 
-    def _on_reload_model(self, request: Trigger.Request, response: Trigger.Response):
+    def _on_parameters_set(self, params: list[Parameter]) -> None:
+        for p in params:
+            if p.name in self._live:
+                self._live[p.name] = p.value
+
+    async def _on_reload_model(self, request: Trigger.Request, response: Trigger.Response):
+        """Re-validates and reloads ``model_path``; replies once the swap happened (or failed).
+
+        A coroutine: the executor keeps serving subscriptions while the model compiles.
+        """
         if self._active is None:
             response.success, response.message = False, "not configured"
             return response
@@ -594,7 +619,11 @@ class ControllerNode(LifecycleNode):
             response.success, response.message = False, reason
             return response
         done = self._schedule_build(self._spec_from_parameters(), "reload_model")
-        if not done.wait(SWAP_TIMEOUT_S):
+        swapped = Future(executor=self.executor)
+        threading.Thread(
+            target=lambda: swapped.set_result(done.wait(SWAP_TIMEOUT_S)), daemon=True
+        ).start()
+        if not await swapped:
             response.success, response.message = False, "timed out waiting for the swap"
         elif self._last_build_error:
             response.success, response.message = False, self._last_build_error
@@ -683,10 +712,10 @@ class ControllerNode(LifecycleNode):
         if inputs.out_of_order:
             return "out_of_order: odometry stamp went backwards", None
         age = now - inputs.odom_received
-        timeout = float(self.get_parameter("state_timeout").value)
+        timeout = float(self._live["state_timeout"])
         if age > timeout:
             return f"stale_state: odometry is {age * 1e3:.0f} ms old (timeout {timeout}s)", None
-        frame = self.get_parameter("frame_id").value
+        frame = self._live["frame_id"]
         if inputs.odom.header.frame_id != frame:
             return (
                 f"frame_mismatch: odometry in frame {inputs.odom.header.frame_id!r}, "
@@ -709,11 +738,8 @@ class ControllerNode(LifecycleNode):
         fault, state = self._check_inputs(start)
         result = None
         if fault is None:
-            self._key, key = jax.random.split(self._key)
             try:
-                result, cstate = self._active.step(
-                    self._cstate, state, self._tuning, key, self._track
-                )
+                result, cstate = self._active.step(self._cstate, state, self._tuning, self._track)
             except Exception as err:
                 fault = f"step_exception: {type(err).__name__}: {err}"
             else:
@@ -740,7 +766,7 @@ class ControllerNode(LifecycleNode):
         model = self._active.controller.model
         params = self._tuning.model_params
         period = self._stats.period
-        lead = float(self.get_parameter("target_lead_time").value)
+        lead = float(self._live["target_lead_time"])
         names = model.state_names
         speed = float(state[names.index("v")]) if "v" in names else 0.0
         self._speed_estimate = speed
@@ -753,11 +779,11 @@ class ControllerNode(LifecycleNode):
         )
         wheelbase = float(getattr(params, "lf", 0.5) + getattr(params, "lr", 0.5))
         msg = conversions.encode_command(
-            self.get_parameter("command_type").value,
+            self._live["command_type"],
             action,
             targets,
             stamp,
-            self.get_parameter("frame_id").value,
+            self._live["frame_id"],
             wheelbase,
             model.control_names,
         )
@@ -767,7 +793,7 @@ class ControllerNode(LifecycleNode):
         """Zero steering rate and a deceleration that stops without reversing."""
         stamp = stamp or self.get_clock().now().to_msg()
         period = self._stats.period
-        decel = float(self.get_parameter("brake_decel").value)
+        decel = float(self._live["brake_decel"])
         speed = max(self._speed_estimate, 0.0)
         accel = -min(decel, speed / period)
         self._speed_estimate = max(speed - decel * period, 0.0)
@@ -775,11 +801,11 @@ class ControllerNode(LifecycleNode):
         action = np.zeros(nu)
         action[-1] = accel
         msg = conversions.encode_command(
-            self.get_parameter("command_type").value,
+            self._live["command_type"],
             action,
             (self._steering, 0.0),
             stamp,
-            self.get_parameter("frame_id").value,
+            self._live["frame_id"],
             1.0,
         )
         self._cmd_pub.publish(msg)
@@ -795,7 +821,7 @@ class ControllerNode(LifecycleNode):
             self._prediction_pub.publish(
                 conversions.make_path(
                     result.predicted_states[:, [i, j]],
-                    self.get_parameter("frame_id").value,
+                    self._live["frame_id"],
                     self.get_clock().now().to_msg(),
                 )
             )
@@ -843,7 +869,10 @@ def main(args: list[str] | None = None) -> None:
     # publish its brake command before the context goes away.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = ControllerNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    # A short GIL switch interval bounds how long the control thread waits for the GIL while
+    # the executor thread or a background compile runs Python code.
+    sys.setswitchinterval(5e-4)
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
