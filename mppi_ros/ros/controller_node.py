@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import faulthandler
 import math
+import signal
 import sys
 import threading
 import time
@@ -30,6 +32,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -283,6 +286,8 @@ class ControllerNode(LifecycleNode):
         self._build_generation = 0
         self._swap_events: dict[int, threading.Event] = {}
         self._last_build_error = ""
+        self._revert_requested = False
+        self._tuning_shown_for = None
         self._tuning = None
         self._tuning_values: dict[str, Any] = {}
         self._cstate = None
@@ -406,7 +411,14 @@ class ControllerNode(LifecycleNode):
             (Path, "border_right", self._on_border_right, LATCHED),
         ]
         self._entities = [self.create_subscription(t, topic, cb, qos) for t, topic, cb, qos in subs]
-        self._reload_srv = self.create_service(Trigger, "~/reload_model", self._on_reload_model)
+        # Its own group: the coroutine awaiting a swap must not hold the default group, which
+        # would keep odometry callbacks out of the (single-threaded) executor meanwhile.
+        self._reload_srv = self.create_service(
+            Trigger,
+            "~/reload_model",
+            self._on_reload_model,
+            callback_group=ReentrantCallbackGroup(),
+        )
         self._diagnostics_timer = self.create_timer(
             1.0 / float(self.get_parameter("diagnostics_rate").value),
             self._on_diagnostics_timer,
@@ -456,6 +468,7 @@ class ControllerNode(LifecycleNode):
         values = {n: self._value(n) for n in TUNING_PARAMETERS}
         tuning = self._tuning_for(compiled, values)
         self._active, self._tuning = compiled, tuning
+        self._tuning_shown_for = compiled
         self._show_model_tuning(compiled, tuning)
 
     def _show_model_tuning(self, compiled: CompiledController, tuning) -> None:
@@ -491,7 +504,7 @@ class ControllerNode(LifecycleNode):
         except (ValueError, BundleError) as err:
             self._last_build_error = f"{reason} failed: {err}"
             self.get_logger().error(self._last_build_error)
-            self._revert_spec_parameters()
+            self._revert_requested = True  # done by the executor thread (housekeeping)
             self._swap_events.pop(generation).set()
             return
         with self._lock:
@@ -532,7 +545,6 @@ class ControllerNode(LifecycleNode):
         self._last_build_error = ""
         if event is not None:
             event.set()
-        self._show_model_tuning(compiled, tuning)
 
     def _validate_model_path(self, value: str) -> str | None:
         """Why ``value`` cannot replace the running model, or None when it can."""
@@ -828,7 +840,19 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
 
+    def _housekeeping(self) -> None:
+        """Parameter updates that follow a swap or a failed build. Runs on the executor
+        thread: rclpy's set_parameters must not be called from the control or build threads."""
+        if self._revert_requested:
+            self._revert_requested = False
+            self._revert_spec_parameters()
+        active = self._active
+        if active is not None and self._tuning_shown_for is not active:
+            self._tuning_shown_for = active
+            self._show_model_tuning(active, self._tuning)
+
     def _on_diagnostics_timer(self) -> None:
+        self._housekeeping()
         summary = self._stats.summary()
         cause = self._watchdog.cause
         status = DiagnosticStatus(name=f"{NODE_NAME}: control loop", hardware_id=NODE_NAME)
@@ -864,6 +888,7 @@ def _reject(reason: str) -> SetParametersResult:
 
 
 def main(args: list[str] | None = None) -> None:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     enable_compilation_cache()
     # Ctrl-C raises KeyboardInterrupt here (not a context shutdown), so the node can still
     # publish its brake command before the context goes away.

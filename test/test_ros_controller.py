@@ -1,0 +1,308 @@
+"""The mppi_controller node as a separate process over real DDS: lifecycle, live parameters,
+runtime model swaps, watchdog and bad input. The test plays the vehicle: it publishes the
+track paths and odometry and reads commands and diagnostics (no mocks of ROS)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+
+import numpy as np
+import pytest
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from nav_msgs.msg import Odometry, Path
+from rclpy.qos import qos_profile_sensor_data
+from std_msgs.msg import Float64MultiArray
+
+from mppi_ros.core.bundle import shipped_model_path
+from mppi_ros.core.dynamics import get_dynamics
+from mppi_ros.core.tracks import load_track
+from mppi_ros.ros import conversions
+from mppi_ros.ros.controller_node import LATCHED
+from mppi_ros.ros.graph import Monitor, NodeProcesses, pick_domain_id
+from mppi_ros.sim.closed_loop import start_state
+
+CTRL = "mppi_controller"
+MODEL = get_dynamics("single_track")
+
+
+class Vehicle:
+    """Publishes the track and odometry of a car held at the start line at 5 m/s.
+
+    ``frame``, ``nan`` and ``paused`` change what is sent; ``stamp_offset`` shifts stamps.
+    """
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        node = monitor.node
+        self.track = load_track("default")
+        self.pubs = {
+            k: node.create_publisher(Path, k, LATCHED)
+            for k in ("reference", "border_left", "border_right")
+        }
+        self.odom_pub = node.create_publisher(Odometry, "odom", qos_profile_sensor_data)
+        self.cmds: list[tuple[float, list[float]]] = []
+        node.create_subscription(Float64MultiArray, "cmd", self._on_cmd, 100)
+        self.state = start_state(MODEL, self.track, 5.0)
+        self.frame, self.nan, self.paused, self.stamp_offset = "map", False, False, 0.0
+        self.publish_track()
+        node.create_timer(0.01, self._on_timer)
+
+    def publish_track(self, xy: np.ndarray | None = None) -> None:
+        stamp = self.monitor.node.get_clock().now().to_msg()
+        left, right = self.track.border_polylines()
+        xy = self.track.xy if xy is None else xy
+        self.pubs["reference"].publish(conversions.make_path(xy, "map", stamp))
+        self.pubs["border_left"].publish(conversions.make_path(left, "map", stamp))
+        self.pubs["border_right"].publish(conversions.make_path(right, "map", stamp))
+
+    def _on_cmd(self, msg: Float64MultiArray) -> None:
+        self.cmds.append((time.monotonic(), list(msg.data)))
+
+    def _on_timer(self) -> None:
+        if self.paused:
+            return
+        x = np.array(self.state, float)
+        if self.nan:
+            x[0] = math.nan
+        now = time.time() + self.stamp_offset
+        msg = conversions.state_to_odometry(
+            x, MODEL, conversions.seconds_to_time(now), self.frame, "base_link"
+        )
+        self.odom_pub.publish(msg)
+
+    def commands_since(self, t: float) -> list[list[float]]:
+        return [c for s, c in list(self.cmds) if s >= t]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """One controller process (step_mppi, shipped weights) shared by the tests of this file."""
+    domain = pick_domain_id()
+    log_dir = tmp_path_factory.mktemp("controller")
+    params = {
+        CTRL: {
+            "controller": "step_mppi",
+            "command_type": "array",
+            "state_timeout": 0.25,
+            "diagnostics_rate": 10.0,
+        }
+    }
+    processes = NodeProcesses(params, domain, log_dir)
+    monitor = Monitor(domain, "array")
+    vehicle = Vehicle(monitor)
+    yield processes, monitor, vehicle, log_dir
+    monitor.close()
+    processes.stop()
+
+
+def change_state(monitor: Monitor, transition: int) -> bool:
+    request = ChangeState.Request()
+    request.transition.id = transition
+    return monitor.call(ChangeState, f"/{CTRL}/change_state", request, timeout=120.0).success
+
+
+def lifecycle_state(monitor: Monitor) -> str:
+    return monitor.call(GetState, f"/{CTRL}/get_state", GetState.Request()).current_state.label
+
+
+def diag(monitor: Monitor) -> dict[str, str]:
+    return monitor.diagnostic(CTRL)
+
+
+def wait_watchdog(monitor: Monitor, prefix: str, timeout: float = 10.0) -> None:
+    monitor.wait_for(
+        lambda: diag(monitor).get("watchdog", "").startswith(prefix), timeout,
+        f"watchdog {prefix!r} (last: {diag(monitor).get('watchdog')!r})",
+    )
+
+
+@pytest.fixture(scope="module")
+def active(node):
+    """The node configured and active, driving from good input."""
+    _processes, monitor, _vehicle, _ = node
+    if lifecycle_state(monitor) != "active":
+        assert change_state(monitor, Transition.TRANSITION_CONFIGURE)
+        assert change_state(monitor, Transition.TRANSITION_ACTIVATE)
+    wait_watchdog(monitor, "ok", 30.0)
+    return node
+
+
+def test_lifecycle_brakes_on_deactivate_and_resumes(node):
+    _processes, monitor, vehicle, _ = node
+    assert lifecycle_state(monitor) == "unconfigured"
+    t0 = time.monotonic()
+    time.sleep(0.5)
+    assert vehicle.commands_since(t0) == [], "no commands before configure/activate"
+    assert change_state(monitor, Transition.TRANSITION_CONFIGURE)
+    assert lifecycle_state(monitor) == "inactive"
+    assert change_state(monitor, Transition.TRANSITION_ACTIVATE)
+    wait_watchdog(monitor, "ok", 30.0)
+    time.sleep(1.0)
+    driving = vehicle.commands_since(time.monotonic() - 0.5)
+    assert len(driving) > 20
+    assert change_state(monitor, Transition.TRANSITION_DEACTIVATE)
+    t1 = time.monotonic()
+    time.sleep(0.5)
+    after = vehicle.commands_since(t1 - 0.05)
+    assert after, "deactivate publishes a brake command"
+    steer_rate, accel = after[-1]
+    assert steer_rate == 0.0 and accel < 0.0, f"brake command expected, got {after[-1]}"
+    assert len(vehicle.commands_since(t1 + 0.1)) == 0, "no control commands while inactive"
+    assert change_state(monitor, Transition.TRANSITION_ACTIVATE)
+    wait_watchdog(monitor, "ok", 10.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"q_weights": [1.0, 2.0]}, "q_weights needs 7"),
+        ({"temperature": -1.0}, ""),  # outside the descriptor's range
+        ({"backend": "tensorrt"}, "backend must be one of"),
+        ({"horizon": 30}, "horizon does not apply"),
+        ({"control_rate": 50.0}, ""),  # read-only
+        ({"model_path": "/nonexistent/bundle"}, "no model bundle"),
+    ],
+)
+def test_bad_parameters_are_rejected_and_old_values_kept(active, values, reason):
+    _, monitor, _, _ = active
+    name = next(iter(values))
+    old = get_parameter(monitor, name)
+    result = monitor.set_parameters(CTRL, **values)[0]
+    assert not result.successful
+    assert reason in result.reason
+    assert get_parameter(monitor, name) == old
+    assert diag(monitor).get("watchdog") == "ok"
+
+
+def get_parameter(monitor: Monitor, name: str):
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    reply = monitor.call(GetParameters, f"/{CTRL}/get_parameters", GetParameters.Request(
+        names=[name]))
+    return parameter_value_to_python(reply.values[0])
+
+
+def test_tuning_applies_live_without_recompiling(active):
+    _, monitor, vehicle, _ = active
+    swaps = diag(monitor)["swaps"]
+    assert get_parameter(monitor, "temperature") == pytest.approx(1.0)  # the bundle's value
+    t0 = time.monotonic()
+    assert monitor.set_parameters(CTRL, temperature=0.05)[0].successful
+    time.sleep(0.5)
+    cold = np.array(vehicle.commands_since(t0 + 0.1))
+    assert monitor.set_parameters(CTRL, temperature=1.0)[0].successful
+    assert get_parameter(monitor, "temperature") == pytest.approx(1.0)
+    assert diag(monitor)["swaps"] == swaps, "a tuning change must not rebuild the controller"
+    assert len(cold) > 20
+
+
+def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
+    _, monitor, vehicle, _ = active
+    model_id = diag(monitor)["model_id"]
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(shipped_model_path("step_mppi"), corrupt)
+    data = bytearray((corrupt / "params.msgpack").read_bytes())
+    data[100] ^= 0xFF
+    (corrupt / "params.msgpack").write_bytes(bytes(data))
+    tampered = tmp_path / "tampered"
+    shutil.copytree(shipped_model_path("step_mppi"), tampered)
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["dynamics"] = "point_mass"
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    cases = [
+        (str(corrupt), "sha"),
+        (str(shipped_model_path("dpc")), "holds a 'dpc' model"),
+        (str(tampered), ""),
+    ]
+    for path, reason in cases:
+        t0 = time.monotonic()
+        result = monitor.set_parameters(CTRL, model_path=path)[0]
+        assert not result.successful, path
+        assert reason.lower() in result.reason.lower(), result.reason
+        time.sleep(0.2)
+        assert len(vehicle.commands_since(t0)) >= 10, "the old model keeps driving"
+        assert diag(monitor)["model_id"] == model_id
+    good = tmp_path / "good_copy"
+    shutil.copytree(shipped_model_path("step_mppi"), good)
+    swaps = int(diag(monitor)["swaps"])
+    assert monitor.set_parameters(CTRL, model_path=str(good))[0].successful
+    monitor.wait_for(lambda: int(diag(monitor)["swaps"]) > swaps, 120, "the swap")
+    assert diag(monitor)["model_id"].startswith("good_copy@")
+    reply = monitor.trigger(f"/{CTRL}/reload_model")
+    assert reply.success, reply.message
+    assert "good_copy@" in reply.message
+    shutil.rmtree(good)
+    reply = monitor.trigger(f"/{CTRL}/reload_model")
+    assert not reply.success and "no model bundle" in reply.message
+    assert monitor.set_parameters(CTRL, model_path="")[0].successful  # back to shipped
+
+
+def test_num_samples_change_recompiles_in_background(active):
+    _, monitor, vehicle, _ = active
+    swaps = int(diag(monitor)["swaps"])
+    t0 = time.monotonic()
+    assert monitor.set_parameters(CTRL, num_samples=256)[0].successful
+    monitor.wait_for(lambda: diag(monitor).get("num_samples") == "256", 120, "K = 256")
+    assert int(diag(monitor)["swaps"]) == swaps + 1
+    elapsed = time.monotonic() - t0
+    received = len(vehicle.commands_since(t0))
+    assert received >= 0.5 * elapsed * 100, "commands kept flowing while compiling"
+    assert monitor.set_parameters(CTRL, num_samples=0)[0].successful
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        ("paused", "stale_state"),
+        ("nan", "nonfinite_state"),
+        ("frame", "frame_mismatch"),
+        ("stamp_offset", "out_of_order"),
+        ("reference", "bad_reference"),
+        ("noise", "nonfinite_output"),
+    ],
+)
+def test_bad_input_brakes_reports_and_recovers(active, fault, cause):
+    processes, monitor, vehicle, _ = active
+    wait_watchdog(monitor, "ok", 10.0)
+    faults = int(diag(monitor)["faults"])
+    if fault == "paused":
+        vehicle.paused = True
+    elif fault == "nan":
+        vehicle.nan = True
+    elif fault == "frame":
+        vehicle.frame = "odom"
+    elif fault == "stamp_offset":
+        vehicle.stamp_offset = -100.0
+    elif fault == "reference":
+        vehicle.publish_track(vehicle.track.xy[:2])
+    elif fault == "noise":
+        assert monitor.set_parameters(CTRL, noise_std=[1e38])[0].successful
+    wait_watchdog(monitor, cause)
+    t0 = time.monotonic()
+    time.sleep(0.3)
+    cmds = vehicle.commands_since(t0)
+    assert cmds and all(c[0] == 0.0 and c[1] <= 0.0 for c in cmds), "brake while faulted"
+    assert int(diag(monitor)["faults"]) > faults
+    levels = monitor.recording.diagnostic_levels
+    assert levels[CTRL] == 2  # ERROR
+    # Good input returns: recover automatically.
+    vehicle.paused, vehicle.nan, vehicle.frame, vehicle.stamp_offset = False, False, "map", 0.0
+    if fault == "reference":
+        vehicle.publish_track()
+    if fault == "noise":
+        assert monitor.set_parameters(CTRL, noise_std=[1.0])[0].successful
+    wait_watchdog(monitor, "ok", 10.0)
+    assert processes.dead() == []
+
+
+def test_node_logged_each_cause_and_is_alive(active):
+    processes, _, _, _log_dir = active
+    assert processes.dead() == []
+    log = processes.log(CTRL)
+    assert "braking: stale_state" in log and "recovered from" in log
+    assert "Traceback" not in log
