@@ -126,6 +126,10 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
     errors = lateral_errors(track, odom[:, 1:3])
     lap_times = [float(t) for t in sim.get("lap_times", "").split(",") if t]
     loop = timing_summary(timing, 1.0 / config.control_rate)
+    received = np.array([t for t, _ in rec.cmd if started <= t <= ended])
+    command_rate = (
+        float((len(received) - 1) / (received[-1] - received[0])) if len(received) > 1 else 0.0
+    )
     summary = {
         "track": config.track,
         "controller": config.controller,
@@ -135,6 +139,7 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         "border_violations": int(sim.get("border_violations", -1)),
         "tracking_error_mean_m": float(np.mean(np.abs(errors))) if len(errors) else None,
         "tracking_error_max_m": float(np.max(np.abs(errors))) if len(errors) else None,
+        "command_rate_hz": command_rate,  # as received by the monitor process
         **{f"loop_{k}": v for k, v in loop.items()},
         "exit_codes": codes,
     }

@@ -227,6 +227,24 @@ class Monitor:
         self._thread.join(timeout=2.0)
 
 
+def config_search_paths() -> list[Path]:
+    """Where the shipped parameter files live: the checkout, then the installed share."""
+    return [
+        Path(__file__).resolve().parents[2] / "config",
+        Path(sys.prefix) / "share" / "mppi_ros" / "config",
+    ]
+
+
+def shipped_parameters(filename: str) -> dict[str, dict[str, Any]]:
+    """``{node: parameters}`` of a shipped ``config/<filename>`` (empty when not found)."""
+    for folder in config_search_paths():
+        path = folder / filename
+        if path.exists():
+            data = yaml.safe_load(path.read_text()) or {}
+            return {node: dict(body.get("ros__parameters", {})) for node, body in data.items()}
+    return {}
+
+
 def graph_parameters(
     track: str,
     controller: str,
@@ -236,23 +254,24 @@ def graph_parameters(
     controller_params: dict[str, Any] | None = None,
     sim_params: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Parameter files of the three nodes (the controller configures itself: autostart)."""
-    ctrl = {
-        "controller": controller,
-        "control_rate": float(control_rate),
-        "command_type": command_type,
-        "autostart": True,
-    }
+    """Parameters of the three nodes: the shipped ``config/sim.yaml`` and
+    ``config/<controller>.yaml`` with this run's values on top (the controller autostarts)."""
+    shipped = shipped_parameters("sim.yaml")
+    ctrl = shipped_parameters(f"{controller}.yaml").get("mppi_controller", {})
+    ctrl.update(
+        controller=controller,
+        control_rate=float(control_rate),
+        command_type=command_type,
+        autostart=True,
+    )
     if model_path:
         ctrl["model_path"] = model_path
     ctrl.update(controller_params or {})
-    sim = {"track": track, "command_type": command_type}
-    sim.update(sim_params or {})
-    return {
-        "track_publisher": {"track": track},
-        "vehicle_simulator": sim,
-        "mppi_controller": ctrl,
-    }
+    sim = shipped.get("vehicle_simulator", {})
+    sim.update(track=track, command_type=command_type, **(sim_params or {}))
+    publisher = shipped.get("track_publisher", {})
+    publisher.update(track=track)
+    return {"track_publisher": publisher, "vehicle_simulator": sim, "mppi_controller": ctrl}
 
 
 def wait_until_driving(monitor: Monitor, processes: NodeProcesses, timeout: float) -> None:
