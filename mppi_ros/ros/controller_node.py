@@ -16,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import faulthandler
 import math
+import os
 import signal
 import sys
 import threading
@@ -357,6 +358,7 @@ class ControllerNode(LifecycleNode):
         """Ticks at absolute deadlines (no drift); an overrun skips to the next deadline and
         is counted as missed cycles by :class:`LoopStats`."""
         period = self._stats.period
+        raise_thread_priority(self.get_logger())
         deadline = time.monotonic()
         while not self._loop_stop.is_set():
             self._on_control_tick()
@@ -497,6 +499,7 @@ class ControllerNode(LifecycleNode):
         return done
 
     def _build(self, spec: EngineSpec, generation: int, reason: str) -> None:
+        lower_thread_priority()
         try:
             compiled = compile_controller(spec)
             values = {n: self._value(n) for n in TUNING_PARAMETERS}
@@ -881,6 +884,23 @@ class ControllerNode(LifecycleNode):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(msg)
+
+
+def raise_thread_priority(logger) -> None:
+    """Real-time (SCHED_FIFO 50) scheduling for the calling control thread where permitted
+    (root, or CAP_SYS_NICE / an rtprio limit), else it keeps normal scheduling."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    except (AttributeError, PermissionError, OSError) as err:
+        logger.info(f"control thread keeps normal scheduling ({err})")
+
+
+def lower_thread_priority() -> None:
+    """Background compiles run at nice 19 so that they yield the CPU to the control thread."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, PermissionError, OSError):
+        pass
 
 
 def _reject(reason: str) -> SetParametersResult:
