@@ -910,18 +910,23 @@ def _reject(reason: str) -> SetParametersResult:
 def main(args: list[str] | None = None) -> None:
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     enable_compilation_cache()
-    # Ctrl-C raises KeyboardInterrupt here (not a context shutdown), so the node can still
-    # publish its brake command before the context goes away.
+    # Our own SIGINT/SIGTERM handling: the context stays valid until the node has published
+    # its brake command, and the bounded spin_once below notices the request within 0.1 s
+    # even when no callback is due.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = ControllerNode()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     # A short GIL switch interval bounds how long the control thread waits for the GIL while
     # the executor thread or a background compile runs Python code.
     sys.setswitchinterval(5e-4)
+    node = ControllerNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except ExternalShutdownException:
         pass
     finally:
         if rclpy.ok():
