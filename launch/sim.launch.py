@@ -27,19 +27,15 @@ def generate_launch_description() -> LaunchDescription:
                                   description="controller parameters YAML"),
             DeclareLaunchArgument("sim_params_file",
                                   default_value=os.path.join(share, "config", "sim.yaml")),
-            Node(
-                package="mppi_ros",
-                executable="track_publisher",
-                name="track_publisher",
-                output="screen",
-                parameters=[sim_params, {"track": track}],
-            ),
-            Node(
-                package="mppi_ros",
-                executable="vehicle_simulator",
-                name="vehicle_simulator",
-                output="screen",
-                parameters=[sim_params, {"track": track}],
+            *(
+                Node(
+                    package="mppi_ros",
+                    executable=name,
+                    name=name,
+                    output="screen",
+                    parameters=[sim_params, {"track": track}],
+                )
+                for name in ("track_publisher", "vehicle_simulator")
             ),
             IncludeLaunchDescription(
                 PythonLaunchDescriptionSource(os.path.join(share, "launch", "controller.launch.py")),

@@ -261,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument("--rate", type=float, default=100.0, help="control rate (Hz)")
     ros.add_argument("--controller", default="step_mppi")
     ros.add_argument("--track", default="default")
-    ros.add_argument(
-        "--no-events", action="store_true", help="no model swap or parameter changes"
-    )
+    ros.add_argument("--no-events", action="store_true", help="no model swap or parameter changes")
     ros.add_argument("--log-dir", default=None, help="node logs (default: a temp folder)")
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)

@@ -18,9 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, load_bundle, resolve_model
+from mppi_ros.core.bundle import (
+    LEARNED_CONTROLLERS,
+    Bundle,
+    BundleError,
+    load_bundle,
+    resolve_model,
+)
 from mppi_ros.core.controllers import Controller, TrackingTuning, make_controller
-from mppi_ros.core.controllers.base import default_state_box
 from mppi_ros.core.policy import observe
 from mppi_ros.core.tracks import Track, TrackArrays, resample_track, track_from_centerline
 from mppi_ros.sim.closed_loop import start_state
@@ -69,7 +74,35 @@ class StepResult:
 
 
 def uses_horizon(controller: str) -> bool:
+    """Single-step learned controllers have no horizon."""
     return controller not in LEARNED_CONTROLLERS
+
+
+def controller_overrides(name: str, num_samples: int | None, horizon: int | None) -> dict:
+    """Static-config overrides for a controller; ``None`` (or 0) keeps its default."""
+    overrides: dict[str, Any] = {}
+    if num_samples and name != "dpc":
+        overrides["num_samples"] = num_samples
+    if horizon and uses_horizon(name):
+        overrides["horizon"] = horizon
+    return overrides
+
+
+def load_matching_bundle(controller: str, model_path: str) -> Bundle:
+    """The bundle for a learned ``controller`` (empty path: the shipped one), checked to hold
+    that controller kind.
+
+    Raises:
+        BundleError: Missing, corrupt or of another controller kind (one sentence).
+    """
+    path = resolve_model(model_path or f"f1tenth_{controller}")
+    bundle = load_bundle(path)
+    if bundle.controller != controller:
+        raise BundleError(
+            f"model bundle {path} holds a {bundle.controller!r} model, but this node runs "
+            f"controller {controller!r}"
+        )
+    return bundle
 
 
 def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
@@ -79,22 +112,12 @@ def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
         BundleError: Missing, corrupt or mismatched bundle (one sentence naming the problem).
         ValueError: Unknown controller or bad override.
     """
-    overrides: dict[str, Any] = {}
-    if spec.num_samples and spec.controller != "dpc":
-        overrides["num_samples"] = spec.num_samples
-    if spec.horizon and uses_horizon(spec.controller):
-        overrides["horizon"] = spec.horizon
+    overrides = controller_overrides(spec.controller, spec.num_samples, spec.horizon)
     if spec.controller == "mppi":
         overrides["replan_period"] = spec.control_period
     if spec.controller in LEARNED_CONTROLLERS:
-        path = resolve_model(spec.model_path or f"f1tenth_{spec.controller}")
-        bundle = load_bundle(path)
-        if bundle.controller != spec.controller:
-            raise BundleError(
-                f"model bundle {path} holds a {bundle.controller!r} model, but this node runs "
-                f"controller {spec.controller!r}"
-            )
-        return make_controller(str(path), **overrides), bundle.model_id
+        bundle = load_matching_bundle(spec.controller, spec.model_path)
+        return make_controller(str(bundle.path), **overrides), bundle.model_id
     if spec.model_path:
         raise ValueError(f"controller {spec.controller!r} takes no model_path")
     return make_controller(spec.controller, **overrides), spec.controller
@@ -200,8 +223,3 @@ def compile_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledContr
         compile_seconds=time.perf_counter() - start,
         _step=step,
     )
-
-
-def state_limits(ctrl: Controller, tuning: TrackingTuning) -> tuple[np.ndarray, np.ndarray]:
-    """The model's physical state box (steering angle and speed limits)."""
-    return default_state_box(ctrl.model, tuning.model_params)

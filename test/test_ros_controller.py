@@ -21,7 +21,7 @@ from mppi_ros.core.bundle import shipped_model_path
 from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.tracks import load_track
 from mppi_ros.ros import conversions
-from mppi_ros.ros.controller_node import LATCHED
+from mppi_ros.ros.common import LATCHED
 from mppi_ros.ros.graph import Monitor, NodeProcesses, pick_domain_id
 from mppi_ros.sim.closed_loop import start_state
 
@@ -115,7 +115,8 @@ def diag(monitor: Monitor) -> dict[str, str]:
 
 def wait_watchdog(monitor: Monitor, prefix: str, timeout: float = 10.0) -> None:
     monitor.wait_for(
-        lambda: diag(monitor).get("watchdog", "").startswith(prefix), timeout,
+        lambda: diag(monitor).get("watchdog", "").startswith(prefix),
+        timeout,
         f"watchdog {prefix!r} (last: {diag(monitor).get('watchdog')!r})",
     )
 
@@ -182,8 +183,9 @@ def get_parameter(monitor: Monitor, name: str):
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
 
-    reply = monitor.call(GetParameters, f"/{CTRL}/get_parameters", GetParameters.Request(
-        names=[name]))
+    reply = monitor.call(
+        GetParameters, f"/{CTRL}/get_parameters", GetParameters.Request(names=[name])
+    )
     return parameter_value_to_python(reply.values[0])
 
 

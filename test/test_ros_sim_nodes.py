@@ -21,8 +21,6 @@ from nav_msgs.msg import Odometry, Path
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
 )
@@ -33,6 +31,7 @@ from std_srvs.srv import Trigger
 
 from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.tracks import border_coefficients, load_track, track_from_polylines
+from mppi_ros.ros.common import LATCHED
 from mppi_ros.ros.conversions import (
     ackermann_message_class,
     odometry_to_state,
@@ -53,12 +52,6 @@ from mppi_ros.ros.track_publisher_node import reference_times
 from mppi_ros.sim.closed_loop import Plant, SimConfig
 
 DT = 0.01
-LATCHED = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # Best effort like the simulator's sensor-data QoS, with room for a burst of catch-up steps.
 BEST_EFFORT = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)

@@ -13,6 +13,7 @@ from typing import Any
 from mppi_ros.core.bundle import LEARNED_CONTROLLERS, shipped_model_path
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.tracks import load_track
+from mppi_ros.engine import controller_overrides
 from mppi_ros.sim import SimConfig, SimResult, run_closed_loop
 
 
@@ -36,15 +37,6 @@ class ClosedLoopBench:
     num_samples: int | None = None
     horizon: int | None = None
     seed: int = 0
-
-
-def controller_overrides(name: str, num_samples: int | None, horizon: int | None) -> dict:
-    overrides: dict[str, Any] = {}
-    if num_samples is not None and name != "dpc":
-        overrides["num_samples"] = num_samples
-    if horizon is not None and name == "mppi":
-        overrides["horizon"] = horizon
-    return overrides
 
 
 def build_controller(

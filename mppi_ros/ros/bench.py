@@ -16,13 +16,7 @@ import numpy as np
 
 from mppi_ros.core.bundle import LEARNED_CONTROLLERS, shipped_model_path
 from mppi_ros.ros.demo import timing_summary
-from mppi_ros.ros.graph import (
-    Monitor,
-    NodeProcesses,
-    graph_parameters,
-    pick_domain_id,
-    wait_until_driving,
-)
+from mppi_ros.ros.graph import driving_graph, graph_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +56,6 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         # validation, compile and warm-up, not a no-op.
         swap_model = str(log_dir / f"swap_{bench.controller}")
         shutil.copytree(shipped_model_path(bench.controller), swap_model, dirs_exist_ok=True)
-    domain = pick_domain_id()
     params = graph_parameters(
         bench.track,
         bench.controller,
@@ -70,23 +63,19 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         bench.command_type,
         sim_params={"initial_speed": 0.0},
     )
-    processes = NodeProcesses(params, domain, log_dir)
-    monitor = Monitor(domain, bench.command_type)
     events: dict[str, tuple[float, float]] = {}
     rss: list[tuple[float, float]] = []
     stop = threading.Event()
 
-    def sample_memory() -> None:
-        pid = processes.pid("mppi_controller")
-        while not stop.wait(1.0):
-            rss.append((time.time(), rss_mb(pid)))
-
-    try:
-        wait_until_driving(monitor, processes, 300.0)
-        monitor.trigger("/vehicle_simulator/reset")
+    with driving_graph(params, bench.command_type, log_dir, 300.0) as (processes, monitor):
         started = time.time()
-        sampler = threading.Thread(target=sample_memory, daemon=True)
-        sampler.start()
+        pid = processes.pid("mppi_controller")
+
+        def sample_memory() -> None:
+            while not stop.wait(1.0):
+                rss.append((time.time(), rss_mb(pid)))
+
+        threading.Thread(target=sample_memory, daemon=True).start()
         log(f"bench ros: {bench.controller} at {bench.rate_hz:.0f} Hz for {bench.duration_s} s")
 
         def wait_until(fraction: float) -> None:
@@ -95,45 +84,32 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         def swaps() -> int:
             return int(float(monitor.diagnostic("mppi_controller").get("swaps", 0)))
 
+        def change(label: str, fraction: float, swap: bool, **values: Any) -> None:
+            """At ``fraction`` of the run, sets ``values``; records the event window (until
+            the swap when ``swap``, plus 1 s)."""
+            wait_until(fraction)
+            before, t0 = swaps(), time.time()
+            result = monitor.set_parameters("mppi_controller", **values)[0]
+            if not result.successful:
+                raise RuntimeError(f"{label} rejected: {result.reason}")
+            if swap:
+                monitor.wait_for(lambda: swaps() > before, 300.0, label)
+            events[label] = (t0, time.time() + 1.0)
+
         if bench.events:
             if swap_model:
-                wait_until(0.25)
-                before, t0 = swaps(), time.time()
-                result = monitor.set_parameters("mppi_controller", model_path=swap_model)[0]
-                if not result.successful:
-                    raise RuntimeError(f"model swap rejected: {result.reason}")
-                monitor.wait_for(lambda: swaps() > before, 300.0, "the model swap")
-                events["swap"] = (t0, time.time() + 1.0)
-            wait_until(0.5)
-            t0 = time.time()
-            result = monitor.set_parameters("mppi_controller", temperature=0.5)[0]
-            if not result.successful:
-                raise RuntimeError(f"temperature change rejected: {result.reason}")
-            events["temperature"] = (t0, time.time() + 1.0)
+                change("swap", 0.25, True, model_path=swap_model)
+            change("temperature", 0.5, False, temperature=0.5)
             if bench.controller != "dpc":
-                wait_until(0.75)
-                before, t0 = swaps(), time.time()
-                result = monitor.set_parameters("mppi_controller", num_samples=bench.swap_samples)[
-                    0
-                ]
-                if not result.successful:
-                    raise RuntimeError(f"num_samples change rejected: {result.reason}")
-                monitor.wait_for(lambda: swaps() > before, 300.0, "the num_samples swap")
-                events["num_samples"] = (t0, time.time() + 1.0)
+                change("num_samples", 0.75, True, num_samples=bench.swap_samples)
         wait_until(1.0)
         ended = time.time()
         stop.set()
         sim = monitor.diagnostic("vehicle_simulator")
         ctrl = monitor.diagnostic("mppi_controller")
-    finally:
-        stop.set()
-        monitor.close()
-        processes.stop()
-    rec = monitor.recording
-    timing = np.array(rec.timing).reshape(-1, 3)
-    timing = timing[(timing[:, 0] >= started) & (timing[:, 0] <= ended)]
+    _, cmd, timing = monitor.recording.window(started, ended)
     loop = timing_summary(timing, period)
-    cmd = np.array([(t, s) for t, s in rec.cmd if started <= t <= ended and s is not None])
+    cmd = cmd[~np.isnan(cmd[:, 1])]
     observed = {}
     if len(cmd) > 1:
         seen = cmd[:, 0] - cmd[:, 1]  # receipt (wall) - tick stamp (wall, same machine)

@@ -28,8 +28,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
 )
@@ -39,10 +37,6 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
     qos_profile_sensor_data,
 )
 from rclpy.signals import SignalHandlerOptions
@@ -50,7 +44,7 @@ from rclpy.task import Future
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, load_bundle, resolve_model
+from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError
 from mppi_ros.core.controllers import controller_names
 from mppi_ros.core.tracks import TrackFormatError, track_from_polylines
 from mppi_ros.engine import (
@@ -58,72 +52,51 @@ from mppi_ros.engine import (
     CompiledController,
     EngineSpec,
     compile_controller,
+    load_matching_bundle,
     uses_horizon,
 )
 from mppi_ros.ros import conversions
-from mppi_ros.ros.loop import TUNING_PARAMETERS, LoopStats, Watchdog, apply_tuning, tuning_values
+from mppi_ros.ros.common import LATCHED, RELIABLE_LATEST, describe
+from mppi_ros.ros.loop import (
+    TUNING_PARAMETERS,
+    CommandLimits,
+    LoopStats,
+    Watchdog,
+    apply_tuning,
+    tuning_values,
+)
 from mppi_ros.runtime import enable_compilation_cache
 
 NODE_NAME = "mppi_controller"
 BACKENDS = ("jax",)  # "onnx" arrives with the ONNX deployment issue.
-RELIABLE_LATEST = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
-)
-LATCHED = QoSProfile(
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    history=HistoryPolicy.KEEP_LAST,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 SWAP_TIMEOUT_S = 300.0
-
-
-def _describe(
-    description: str,
-    read_only: bool = False,
-    float_range: tuple[float, float] | None = None,
-    int_range: tuple[int, int] | None = None,
-    constraints: str = "",
-) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(
-        description=description, read_only=read_only, additional_constraints=constraints
-    )
-    if float_range is not None:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)
-        ]
-    if int_range is not None:
-        descriptor.integer_range = [
-            IntegerRange(from_value=int_range[0], to_value=int_range[1], step=0)
-        ]
-    return descriptor
 
 
 # name -> (default or a Parameter.Type for "taken from the model", descriptor).
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "controller": (
         "step_mppi",
-        _describe(
+        describe(
             "Controller to run: step_mppi, dpc (learned, from a bundle) or mppi (classic).",
             read_only=True,
         ),
     ),
     "model_path": (
         "",
-        _describe(
+        describe(
             "Model bundle folder or name for learned controllers; empty: the shipped "
             "models/f1tenth_<controller>. Setting it swaps the model at runtime (validated, "
             "compiled in the background; the old model drives until the swap)."
         ),
     ),
-    "backend": ("jax", _describe("Inference backend: jax.", constraints="one of: jax")),
+    "backend": ("jax", describe("Inference backend: jax.", constraints="one of: jax")),
     "control_rate": (
         100.0,
-        _describe("Control loop rate (Hz).", read_only=True, float_range=(1.0, 1000.0)),
+        describe("Control loop rate (Hz).", read_only=True, float_range=(1.0, 1000.0)),
     ),
     "num_samples": (
         0,
-        _describe(
+        describe(
             "Samples K; 0 keeps the controller's default. Changing it recompiles in the "
             "background, then swaps.",
             int_range=(0, 262144),
@@ -131,7 +104,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     ),
     "horizon": (
         0,
-        _describe(
+        describe(
             "Horizon H (mppi only); 0 keeps the default. Changing it recompiles in the "
             "background, then swaps.",
             int_range=(0, 1000),
@@ -139,66 +112,64 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     ),
     "temperature": (
         Parameter.Type.DOUBLE,
-        _describe(
+        describe(
             "Softmax temperature lambda (> 0). Default: the model's trained value.",
             float_range=(1e-6, 1e6),
         ),
     ),
     "noise_std": (
         Parameter.Type.DOUBLE_ARRAY,
-        _describe(
+        describe(
             "Sampling std per control (one value broadcasts); learned controllers scale their "
             "learned spread by it. Default: the model's value."
         ),
     ),
     "q_weights": (
         Parameter.Type.DOUBLE_ARRAY,
-        _describe(
-            "Diagonal state-error weights (one per state entry). Default: the model's value."
-        ),
+        describe("Diagonal state-error weights (one per state entry). Default: the model's value."),
     ),
     "r_weights": (
         Parameter.Type.DOUBLE_ARRAY,
-        _describe("Diagonal control weights (one per control). Default: the model's value."),
+        describe("Diagonal control weights (one per control). Default: the model's value."),
     ),
     "border_weight": (
         Parameter.Type.DOUBLE,
-        _describe("Weight of squared border violations.", float_range=(0.0, 1e9)),
+        describe("Weight of squared border violations.", float_range=(0.0, 1e9)),
     ),
     "border_margin": (
         Parameter.Type.DOUBLE,
-        _describe(
+        describe(
             "Safety margin (m) subtracted from the track half-widths.", float_range=(-2.0, 2.0)
         ),
     ),
     "reference_speed": (
         Parameter.Type.DOUBLE,
-        _describe(
+        describe(
             "Speed (m/s) at which the reference advances (capped by timed reference paths).",
             float_range=(0.01, 100.0),
         ),
     ),
     "max_speed": (
         Parameter.Type.DOUBLE,
-        _describe(
+        describe(
             "Speed limit (m/s) of the state box (never above the vehicle's v_max).",
             float_range=(0.01, 100.0),
         ),
     ),
     "state_timeout": (
         0.1,
-        _describe(
+        describe(
             "Odometry older than this (s) triggers a brake and an ERROR diagnostic.",
             float_range=(0.001, 10.0),
         ),
     ),
     "brake_decel": (
         5.0,
-        _describe("Deceleration (m/s^2) of the brake command.", float_range=(0.1, 50.0)),
+        describe("Deceleration (m/s^2) of the brake command.", float_range=(0.1, 50.0)),
     ),
     "target_lead_time": (
         0.05,
-        _describe(
+        describe(
             "ackermann / twist_stamped: targets = estimate + rate * lead time (match the "
             "actuator's servo time constant).",
             float_range=(0.001, 1.0),
@@ -206,7 +177,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     ),
     "command_type": (
         "array",
-        _describe(
+        describe(
             "cmd message type: ackermann (ackermann_msgs/AckermannDriveStamped), twist_stamped "
             "(geometry_msgs/TwistStamped: speed, yaw rate) or array (std_msgs/Float64MultiArray: "
             "raw control).",
@@ -216,15 +187,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     ),
     "frame_id": (
         "map",
-        _describe(
+        describe(
             "Frame of odometry poses and reference paths; other frames are rejected.",
             read_only=True,
         ),
     ),
-    "seed": (0, _describe("Seed of the controller's sampling.", read_only=True)),
+    "seed": (0, describe("Seed of the controller's sampling.", read_only=True)),
     "reference_points": (
         2048,
-        _describe(
+        describe(
             "Point count the reference is resampled to (fixes compiled shapes).",
             read_only=True,
             int_range=(16, 100000),
@@ -232,13 +203,13 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     ),
     "autostart": (
         False,
-        _describe(
+        describe(
             "Configure and activate on start-up (without a lifecycle manager).", read_only=True
         ),
     ),
     "diagnostics_rate": (
         2.0,
-        _describe("Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0)),
+        describe("Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0)),
     ),
 }
 REBUILD_PARAMETERS = ("model_path", "num_samples", "horizon")
@@ -289,6 +260,7 @@ class ControllerNode(LifecycleNode):
         self._last_build_error = ""
         self._revert_requested = False
         self._tuning_shown_for = None
+        self._limits: CommandLimits | None = None
         self._tuning = None
         self._tuning_values: dict[str, Any] = {}
         self._cstate = None
@@ -470,6 +442,7 @@ class ControllerNode(LifecycleNode):
         values = {n: self._value(n) for n in TUNING_PARAMETERS}
         tuning = self._tuning_for(compiled, values)
         self._active, self._tuning = compiled, tuning
+        self._limits = _command_limits(compiled)
         self._tuning_shown_for = compiled
         self._show_model_tuning(compiled, tuning)
 
@@ -543,6 +516,7 @@ class ControllerNode(LifecycleNode):
             return
         compiled, tuning = pending
         self._active, self._tuning = compiled, tuning
+        self._limits = _command_limits(compiled)
         self._cstate = compiled.init_state(int(self.get_parameter("seed").value))
         self._swaps += 1
         self._last_build_error = ""
@@ -555,14 +529,9 @@ class ControllerNode(LifecycleNode):
         if controller not in LEARNED_CONTROLLERS:
             return f"controller {controller!r} takes no model_path" if value else None
         try:
-            bundle = load_bundle(resolve_model(value or f"f1tenth_{controller}"))
+            bundle = load_matching_bundle(controller, value)
         except BundleError as err:
             return str(err)
-        if bundle.controller != controller:
-            return (
-                f"model bundle {bundle.path} holds a {bundle.controller!r} model, but this "
-                f"node runs {controller!r}"
-            )
         running = self._active.controller if self._active is not None else None
         if running is not None and bundle.config.dynamics != running.config.dynamics:
             return (
@@ -778,29 +747,25 @@ class ControllerNode(LifecycleNode):
         self._publish_extras(result, wall, latency, data_age)
 
     def _publish_command(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
-        model = self._active.controller.model
-        params = self._tuning.model_params
-        period = self._stats.period
+        limits, period = self._limits, self._stats.period
         lead = float(self._live["target_lead_time"])
-        names = model.state_names
-        speed = float(state[names.index("v")]) if "v" in names else 0.0
+        speed = float(state[limits.speed_index]) if limits.speed_index is not None else 0.0
         self._speed_estimate = speed
-        if "delta" in names:
-            lo, hi = float(params.delta_min), float(params.delta_max)
+        if limits.steering_limits is not None:
+            lo, hi = limits.steering_limits
             self._steering = min(max(self._steering + float(action[0]) * period, lo), hi)
         targets = (
             min(max(self._steering + float(action[0]) * (lead - period), -math.pi), math.pi),
             speed + float(action[-1]) * lead,
         )
-        wheelbase = float(getattr(params, "lf", 0.5) + getattr(params, "lr", 0.5))
         msg = conversions.encode_command(
             self._live["command_type"],
             action,
             targets,
             stamp,
             self._live["frame_id"],
-            wheelbase,
-            model.control_names,
+            limits.wheelbase,
+            limits.control_names,
         )
         self._cmd_pub.publish(msg)
 
@@ -812,8 +777,7 @@ class ControllerNode(LifecycleNode):
         speed = max(self._speed_estimate, 0.0)
         accel = -min(decel, speed / period)
         self._speed_estimate = max(speed - decel * period, 0.0)
-        nu = self._active.controller.model.control_dim if self._active else 2
-        action = np.zeros(nu)
+        action = np.zeros(len(self._limits.control_names) if self._limits else 2)
         action[-1] = accel
         msg = conversions.encode_command(
             self._live["command_type"],
@@ -884,6 +848,11 @@ class ControllerNode(LifecycleNode):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_pub.publish(msg)
+
+
+def _command_limits(compiled: CompiledController) -> CommandLimits:
+    model = compiled.controller.model
+    return CommandLimits.from_model(model, compiled.default_tuning.model_params)
 
 
 def raise_thread_priority(logger) -> None:

@@ -15,13 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mppi_ros.core.tracks import Track, load_track, project
-from mppi_ros.ros.graph import (
-    Monitor,
-    NodeProcesses,
-    graph_parameters,
-    pick_domain_id,
-    wait_until_driving,
-)
+from mppi_ros.ros.graph import driving_graph, graph_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +72,6 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     track = load_track(config.track)
-    domain = pick_domain_id()
     params = graph_parameters(
         config.track,
         config.controller,
@@ -88,14 +81,8 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         controller_params=dict(config.controller_params),
         sim_params={"initial_speed": config.initial_speed},
     )
-    log(f"starting track_publisher, vehicle_simulator, mppi_controller (ROS_DOMAIN_ID={domain})")
-    processes = NodeProcesses(params, domain, out / "logs")
-    monitor = Monitor(domain, config.command_type)
-    try:
-        wait_until_driving(monitor, processes, config.startup_timeout_s)
-        reply = monitor.trigger("/vehicle_simulator/reset")
-        if not reply.success:
-            raise RuntimeError(f"simulator reset failed: {reply.message}")
+    graph = driving_graph(params, config.command_type, out / "logs", config.startup_timeout_s, log)
+    with graph as (processes, monitor):
         started = time.time()
         log(
             f"controller ready ({monitor.diagnostic('mppi_controller').get('model_id')}); "
@@ -105,7 +92,7 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         laps_seen = 0
         while time.monotonic() < deadline:
             sim = monitor.diagnostic("vehicle_simulator")
-            laps = int(sim.get("laps", 0)) if float(sim.get("sim_time", 1e9)) < 1e8 else 0
+            laps = int(sim.get("laps", 0))
             if laps > laps_seen:
                 laps_seen = laps
                 log(f"  lap {laps}: {sim.get('lap_times', '').split(',')[-1]} s")
@@ -116,17 +103,11 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         ended = time.time()
         controller_diag = monitor.diagnostic("mppi_controller")
         sim = monitor.diagnostic("vehicle_simulator")
-    finally:
-        monitor.close()
-        codes = processes.stop()
-    rec = monitor.recording
-    odom = np.array([r for r in rec.odom if started <= r[0] <= ended]).reshape(-1, 4)
-    timing = np.array(rec.timing).reshape(-1, 3)
-    timing = timing[(timing[:, 0] >= started) & (timing[:, 0] <= ended)]
+    odom, cmd, timing = monitor.recording.window(started, ended)
     errors = lateral_errors(track, odom[:, 1:3])
     lap_times = [float(t) for t in sim.get("lap_times", "").split(",") if t]
     loop = timing_summary(timing, 1.0 / config.control_rate)
-    received = np.array([t for t, _ in rec.cmd if started <= t <= ended])
+    received = cmd[:, 0]
     command_rate = (
         float((len(received) - 1) / (received[-1] - received[0])) if len(received) > 1 else 0.0
     )
@@ -141,7 +122,7 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         "tracking_error_max_m": float(np.max(np.abs(errors))) if len(errors) else None,
         "command_rate_hz": command_rate,  # as received by the monitor process
         **{f"loop_{k}": v for k, v in loop.items()},
-        "exit_codes": codes,
+        "exit_codes": processes.exit_codes,
     }
     summary["plot"] = str(plot_demo(track, odom, errors, timing, out / "demo.png"))
     (out / "demo.json").write_text(json.dumps(summary, indent=2))

@@ -8,15 +8,19 @@ exactly as ``ros2 run`` / ``ros2 launch`` would pass them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -43,75 +47,189 @@ NODE_MODULES = {
 }
 
 
+# Fast DDS derives its ports from the domain id; 1..101 are safe on Linux (0, the default
+# domain developers use interactively, is left alone).
+_FIRST_DOMAIN, _LAST_DOMAIN = 1, 101
+_domain_counter = itertools.count()
+
+
 def pick_domain_id() -> int:
-    """A DDS domain for this run (0..101 are valid with the default port mapping)."""
-    return 1 + (os.getpid() * 7 + int(time.monotonic() * 1000)) % 100
+    """A DDS domain that differs between calls and between concurrent processes (pid-based)."""
+    span = _LAST_DOMAIN - _FIRST_DOMAIN + 1
+    return _FIRST_DOMAIN + (os.getpid() * 7 + next(_domain_counter)) % span
 
 
-def ros_env(domain_id: int) -> dict[str, str]:
-    env = dict(os.environ)
+def ros_env(domain_id: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this environment) set up for an isolated, localhost-only domain.
+
+    The deprecated ``ROS_LOCALHOST_ONLY`` is removed so Jazzy does not warn about it; output
+    is unbuffered so logs are complete when a process is killed.
+    """
+    env = dict(os.environ if base is None else base)
     env.update(
         ROS_DOMAIN_ID=str(domain_id),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         PYTHONUNBUFFERED="1",
+        RCUTILS_LOGGING_BUFFERED_STREAM="0",
     )
+    env.pop("ROS_LOCALHOST_ONLY", None)
     return env
 
 
 def write_params_file(path: Path, params: dict[str, dict[str, Any]]) -> Path:
     """Writes ``{node: {"ros__parameters": values}}`` YAML."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({n: {"ros__parameters": v} for n, v in params.items()}))
+    path.write_text(
+        yaml.safe_dump({n: {"ros__parameters": v} for n, v in params.items()}, sort_keys=False)
+    )
     return path
 
 
+class NodeProcess:
+    """A node module run as ``python -m MODULE --ros-args --params-file FILE`` (a context manager).
+
+    Output (stdout and stderr) goes to ``log_path`` (a temporary file when not given). Leaving
+    the ``with`` block stops the process: SIGINT first, SIGKILL after the timeout.
+
+    Args:
+        module: Importable module with a ``main()`` (e.g. ``mppi_ros.ros.simulator_node``).
+        params_file: Parameter file, or ``None`` for the node's defaults.
+        domain_id: ROS domain of the process.
+        extra_args: More ``--ros-args`` arguments, e.g. ``("-r", "__node:=sim2")``.
+        env: Extra environment variables (applied last).
+        log_path: Where to write the process output.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        params_file: str | os.PathLike | None,
+        domain_id: int,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        log_path: str | os.PathLike | None = None,
+    ) -> None:
+        self.module = module
+        self.domain_id = domain_id
+        self._interrupted = False
+        if log_path is None:
+            handle, name = tempfile.mkstemp(prefix=f"{module.rsplit('.', 1)[-1]}-", suffix=".log")
+            os.close(handle)
+            log_path = name
+        self.log_path = Path(log_path)
+        self.command = [sys.executable, "-m", module, "--ros-args"]
+        if params_file is not None:
+            self.command += ["--params-file", str(params_file)]
+        self.command += list(extra_args)
+        child_env = ros_env(domain_id)
+        child_env.update(env or {})
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=child_env
+            )
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status, or ``None`` while the process runs."""
+        return self._process.poll()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        """Waits for the process to exit by itself; returns its exit status.
+
+        Raises:
+            subprocess.TimeoutExpired: If it is still running after ``timeout`` seconds.
+        """
+        return self._process.wait(timeout)
+
+    def log(self) -> str:
+        """Everything the process has written so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """Waits until ``text`` appears in the output (False on time-out or process exit)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if not self.alive():
+                return text in self.log()
+            time.sleep(0.05)
+        return False
+
+    def interrupt(self) -> None:
+        """Sends SIGINT (like Ctrl-C) once, without waiting (a second one would cut the
+        node's own shutdown short)."""
+        if self.alive() and not self._interrupted:
+            self._interrupted = True
+            self._process.send_signal(signal.SIGINT)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Sends SIGINT, SIGKILL after ``timeout`` s; returns the exit status."""
+        if self.alive():
+            self.interrupt()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        return self._process.returncode
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else f"exited {self.returncode}"
+        return f"NodeProcess({self.module}, domain {self.domain_id}, {state}, log {self.log_path})"
+
+
 class NodeProcesses:
-    """The graph's node processes; ``stop()`` sends SIGINT, then SIGKILL after a grace time."""
+    """The graph's node processes (one :class:`NodeProcess` per node, logs in ``log_dir``)."""
 
     def __init__(self, params: dict[str, dict[str, Any]], domain_id: int, log_dir: Path) -> None:
         self.log_dir = Path(log_dir)
         self.params_file = write_params_file(self.log_dir / "params.yaml", params)
-        self.processes: dict[str, subprocess.Popen] = {}
-        env = ros_env(domain_id)
-        for name in params:
-            log = open(self.log_dir / f"{name}.log", "w")
-            self.processes[name] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    NODE_MODULES[name],
-                    "--ros-args",
-                    "--params-file",
-                    str(self.params_file),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
+        self.exit_codes: dict[str, int | None] = {}
+        self.processes = {
+            name: NodeProcess(
+                NODE_MODULES[name],
+                self.params_file,
+                domain_id,
+                log_path=self.log_dir / f"{name}.log",
             )
-            self.processes[name].log_file = log
+            for name in params
+        }
 
     def pid(self, name: str) -> int:
         return self.processes[name].pid
 
     def dead(self) -> list[str]:
-        return [n for n, p in self.processes.items() if p.poll() is not None]
+        return [n for n, p in self.processes.items() if not p.alive()]
 
     def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+        return self.processes[name].log()
 
     def stop(self, grace_s: float = 10.0) -> dict[str, int | None]:
+        """SIGINT to every node at once, then each gets up to ``grace_s`` before SIGKILL."""
         for proc in self.processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + grace_s
-        for proc in self.processes.values():
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            proc.log_file.close()
-        return {n: p.returncode for n, p in self.processes.items()}
+            proc.interrupt()
+        self.exit_codes = {n: p.stop(grace_s) for n, p in self.processes.items()}
+        return self.exit_codes
 
 
 @dataclasses.dataclass
@@ -124,6 +242,17 @@ class Recording:
     diagnostics: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     diagnostic_levels: dict[str, int] = dataclasses.field(default_factory=dict)
     diagnostic_messages: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(odom (N, 4), cmd (M, 2) [receipt, stamp or nan], timing (K, 3))`` seen in
+        ``[start, end]`` (timing rows by their tick time)."""
+
+        def rows(values: list, width: int) -> np.ndarray:
+            arr = np.array([[np.nan if v is None else v for v in r] for r in values])
+            arr = arr.reshape(-1, width)
+            return arr[(arr[:, 0] >= start) & (arr[:, 0] <= end)]
+
+        return rows(self.odom, 4), rows(self.cmd, 2), rows(self.timing, 3)
 
 
 class Monitor:
@@ -272,6 +401,31 @@ def graph_parameters(
     publisher = shipped.get("track_publisher", {})
     publisher.update(track=track)
     return {"track_publisher": publisher, "vehicle_simulator": sim, "mppi_controller": ctrl}
+
+
+@contextlib.contextmanager
+def driving_graph(
+    params: dict[str, dict[str, Any]],
+    command_type: str,
+    log_dir: Path,
+    startup_timeout: float,
+    log: Callable[[str], None] = lambda _: None,
+) -> Iterator[tuple[NodeProcesses, Monitor]]:
+    """Starts the node processes and a monitor, waits until the controller drives and resets
+    the car to the start line; on exit stops everything (``processes.exit_codes``)."""
+    domain = pick_domain_id()
+    log(f"starting {', '.join(params)} (ROS_DOMAIN_ID={domain})")
+    processes = NodeProcesses(params, domain, log_dir)
+    monitor = Monitor(domain, command_type)
+    try:
+        wait_until_driving(monitor, processes, startup_timeout)
+        reply = monitor.trigger("/vehicle_simulator/reset")
+        if not reply.success:
+            raise RuntimeError(f"simulator reset failed: {reply.message}")
+        yield processes, monitor
+    finally:
+        monitor.close()
+        processes.stop()
 
 
 def wait_until_driving(monitor: Monitor, processes: NodeProcesses, timeout: float) -> None:

@@ -168,3 +168,25 @@ class Watchdog:
         if ended is not None:
             self._logged_at.pop(ended.split(":")[0], None)
         return ended
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandLimits:
+    """Host-side vehicle values the command encoding needs every cycle, read once per model
+    (reading them from the tuning's device arrays each cycle costs a transfer each)."""
+
+    control_names: tuple[str, ...]
+    speed_index: int | None
+    steering_limits: tuple[float, float] | None
+    wheelbase: float
+
+    @classmethod
+    def from_model(cls, model: DynamicsModel, params: Any) -> CommandLimits:
+        names = model.state_names
+        steering = (float(params.delta_min), float(params.delta_max)) if "delta" in names else None
+        return cls(
+            control_names=tuple(model.control_names),
+            speed_index=names.index("v") if "v" in names else None,
+            steering_limits=steering,
+            wheelbase=float(getattr(params, "lf", 0.5) + getattr(params, "lr", 0.5)),
+        )

@@ -39,17 +39,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
 )
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -63,6 +59,7 @@ from std_srvs.srv import Trigger
 
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
 from mppi_ros.core.tracks import load_track, project
+from mppi_ros.ros.common import RELIABLE_LATEST, describe, run_node
 from mppi_ros.ros.conversions import (
     COMMAND_TYPES,
     command_message_class,
@@ -80,9 +77,6 @@ MIN_TWIST_SPEED = 0.1  # m/s: below this a yaw rate is turned into steering as i
 # Velocity state entry that each acceleration-like control channel drives (for braking).
 BRAKED_VELOCITY = {"accel": "v", "ax": "vx", "ay": "vy"}
 
-COMMAND_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
-)
 # rclcpp's ClockQoS: what every ROS time source subscribes with.
 CLOCK_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
@@ -321,25 +315,9 @@ def command_to_control(
 # =========================================================================== the node
 
 
-def _describe(
-    description: str,
-    read_only: bool = True,
-    float_range: tuple[float, float] | None = None,
-    int_range: tuple[int, int] | None = None,
-    constraints: str = "",
-) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(
-        description=description, read_only=read_only, additional_constraints=constraints
-    )
-    if float_range is not None:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)
-        ]
-    if int_range is not None:
-        descriptor.integer_range = [
-            IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)
-        ]
-    return descriptor
+def _describe(description: str, read_only: bool = True, **ranges) -> ParameterDescriptor:
+    """Simulator parameters are static unless stated otherwise."""
+    return describe(description, read_only=read_only, **ranges)
 
 
 class VehicleSimulator(Node):
@@ -417,7 +395,7 @@ class VehicleSimulator(Node):
         )
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._command_sub = self.create_subscription(
-            command_class, "cmd", self._on_command, COMMAND_QOS
+            command_class, "cmd", self._on_command, RELIABLE_LATEST
         )
         self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
         self.add_on_set_parameters_callback(self._validate_parameters)
@@ -730,22 +708,7 @@ def _index_or_none(names: Sequence[str], name: str) -> int | None:
 def main(args: list[str] | None = None) -> int:
     """Runs the node until Ctrl-C; returns the process exit code."""
     enable_compilation_cache()
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = VehicleSimulator()
-        except (ValueError, ParameterException) as err:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-            return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(VehicleSimulator, NODE_NAME, (ValueError, ParameterException), args)
 
 
 if __name__ == "__main__":

@@ -17,26 +17,17 @@ import dataclasses
 import sys
 
 import numpy as np
-import rclpy
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mppi_ros.core.tracks import Track, TrackFormatError, load_track
+from mppi_ros.ros.common import LATCHED, run_node
 from mppi_ros.ros.conversions import make_path
 
 NODE_NAME = "track_publisher"
 LIVE_PARAMETERS = ("track", "timed", "reference_speed")
-
-LATCHED_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +112,9 @@ class TrackPublisher(Node):
             self.get_parameter("reference_speed").value,
         )
         self._pending: TrackSettings | None = None
-        self._reference_pub = self.create_publisher(Path, "reference", LATCHED_QOS)
-        self._left_pub = self.create_publisher(Path, "border_left", LATCHED_QOS)
-        self._right_pub = self.create_publisher(Path, "border_right", LATCHED_QOS)
+        self._reference_pub = self.create_publisher(Path, "reference", LATCHED)
+        self._left_pub = self.create_publisher(Path, "border_left", LATCHED)
+        self._right_pub = self.create_publisher(Path, "border_right", LATCHED)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._publish_track()
@@ -179,22 +170,7 @@ class TrackPublisher(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Runs the node until Ctrl-C; returns the process exit code."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        try:
-            node = TrackPublisher()
-        except (TrackFormatError, ValueError) as err:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-            return 1
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(TrackPublisher, NODE_NAME, (TrackFormatError, ValueError), args)
 
 
 if __name__ == "__main__":

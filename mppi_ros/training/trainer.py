@@ -222,9 +222,7 @@ class Trainer:
         rollout_steps: int,
     ) -> tuple[Any, Any, dict[str, Array]]:
         c = self.config
-        weights = LossWeights(
-            c.loss.entropy_weight, rollout_steps, self._timed, c.gradient_window
-        )
+        weights = LossWeights(c.loss.entropy_weight, rollout_steps, self._timed, c.gradient_window)
         grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
         (loss, metrics), grads = grad_fn(
             params,
