@@ -5,7 +5,10 @@ checked from a separate subscriber process, with a model swap and two parameter 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,6 +20,7 @@ import numpy as np
 from mppi_ros.core.bundle import LEARNED_CONTROLLERS, shipped_model_path
 from mppi_ros.ros.demo import timing_summary
 from mppi_ros.ros.graph import driving_graph, graph_parameters
+from mppi_ros.ros.loop import LoopStats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,36 @@ def rss_mb(pid: int) -> float:
 def _missed_between(timing: np.ndarray, start: float, end: float, period: float) -> int:
     rows = timing[(timing[:, 0] >= start) & (timing[:, 0] <= end)]
     return timing_summary(rows, period).get("missed_cycles", 0) if len(rows) > 1 else 0
+
+
+def idle_loop_main() -> None:
+    """``python -c 'from mppi_ros.ros.bench import idle_loop_main; idle_loop_main()' PERIOD``:
+    the machine's own noise floor. A process that only sleeps to absolute deadlines (real-time
+    priority where permitted, like the node's loop) until stdin closes, then prints its missed
+    cycles, counted like the node's."""
+    period = float(sys.argv[1])
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    except (AttributeError, PermissionError, OSError):
+        pass
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stats, deadline = LoopStats(period), time.monotonic()
+    while not stop.is_set():
+        stats.tick(time.monotonic())
+        deadline += period
+        stop.wait(max(deadline - time.monotonic(), 0.0))
+    print(stats.missed_cycles, flush=True)
+
+
+def _start_idle_loop(period: float) -> subprocess.Popen:
+    code = "from mppi_ros.ros.bench import idle_loop_main; idle_loop_main()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(period)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def run(bench: RosBench, log=print) -> dict[str, Any]:
@@ -76,6 +110,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
                 rss.append((time.time(), rss_mb(pid)))
 
         threading.Thread(target=sample_memory, daemon=True).start()
+        idle_loop = _start_idle_loop(period)
         log(f"bench ros: {bench.controller} at {bench.rate_hz:.0f} Hz for {bench.duration_s} s")
 
         def wait_until(fraction: float) -> None:
@@ -105,9 +140,17 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         wait_until(1.0)
         ended = time.time()
         stop.set()
+        idle_missed = int(idle_loop.communicate("", timeout=10.0)[0])
         sim = monitor.diagnostic("vehicle_simulator")
         ctrl = monitor.diagnostic("mppi_controller")
     _, cmd, timing = monitor.recording.window(started, ended)
+    np.savetxt(
+        log_dir / "loop_timing.csv",
+        timing,
+        delimiter=",",
+        header="tick_wall_s,latency_s,data_age_s",
+        comments="",
+    )
     loop = timing_summary(timing, period)
     cmd = cmd[~np.isnan(cmd[:, 1])]
     observed = {}
@@ -133,6 +176,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "latency_p99_ms": loop.get("latency_p99_ms"),
         "data_age_p99_ms": loop.get("data_age_p99_ms"),
         "missed_cycles": loop.get("missed_cycles"),
+        "idle_loop_missed_cycles": idle_missed,
         "period_jitter_p99_ms": loop.get("period_jitter_p99_ms"),
         "measured_rate_hz": loop.get("rate_hz"),
         "cycles": loop.get("cycles"),

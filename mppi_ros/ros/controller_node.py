@@ -60,9 +60,11 @@ from mppi_ros.ros.common import LATCHED, RELIABLE_LATEST, describe
 from mppi_ros.ros.loop import (
     TUNING_PARAMETERS,
     CommandLimits,
+    CycleGate,
     LoopStats,
     Watchdog,
     apply_tuning,
+    freeze_heap,
     tuning_values,
 )
 from mppi_ros.runtime import enable_compilation_cache
@@ -70,6 +72,10 @@ from mppi_ros.runtime import enable_compilation_cache
 NODE_NAME = "mppi_controller"
 BACKENDS = ("jax",)  # "onnx" arrives with the ONNX deployment issue.
 SWAP_TIMEOUT_S = 300.0
+# Compiled controllers replaced by a swap are kept while the loop runs: freeing one holds the
+# GIL for ~15 ms (XLA unloads its code), which would cost a control cycle. Beyond this many,
+# the oldest is freed right after a cycle ends; all are freed when the loop stops.
+RETIRED_KEPT = 4
 
 
 # name -> (default or a Parameter.Type for "taken from the model", descriptor).
@@ -235,6 +241,17 @@ class _Inputs:
     border_right: Path | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Build:
+    """A background build, ready to swap in: everything the control thread needs, so that
+    the swap itself is a few assignments."""
+
+    compiled: CompiledController
+    tuning: Any
+    cstate: Any
+    limits: CommandLimits
+
+
 class ControllerNode(LifecycleNode):
     """The ``mppi_controller`` lifecycle node (see the module docstring)."""
 
@@ -252,7 +269,9 @@ class ControllerNode(LifecycleNode):
         self._lock = threading.Lock()
         self._inputs = _Inputs()
         self._active: CompiledController | None = None
-        self._pending: tuple[CompiledController, Any] | None = None
+        self._pending: _Build | None = None
+        self._retired: list[CompiledController] = []
+        self._gate = CycleGate()
         self._build_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._build_generation = 0
@@ -305,6 +324,7 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self._install(compiled)
+        freeze_heap(full=True)
         self.get_logger().info(
             f"configured {compiled.model_id} ({compiled.controller.name}) in "
             f"{compiled.compile_seconds:.1f} s"
@@ -332,12 +352,18 @@ class ControllerNode(LifecycleNode):
         period = self._stats.period
         raise_thread_priority(self.get_logger())
         deadline = time.monotonic()
+        stall_log = _stall_log()
         while not self._loop_stop.is_set():
             self._on_control_tick()
             deadline += period
             late = time.monotonic() - deadline
             if late > 0.0:
                 deadline += math.ceil(late / period) * period
+            self._gate.cycle_ended(deadline)
+            if stall_log is not None:  # fires unless the next cycle ends within its period
+                faulthandler.dump_traceback_later(
+                    deadline + period - time.monotonic(), file=stall_log
+                )
             self._loop_stop.wait(max(deadline - time.monotonic(), 0.0))
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -370,6 +396,9 @@ class ControllerNode(LifecycleNode):
             self._loop_stop.set()
             thread.join(timeout=2.0)
             self._loop_thread = None
+            self._gate.stop()
+            faulthandler.cancel_dump_traceback_later()
+        self._retired.clear()
         if self._cmd_pub is not None:
             self._publish_brake()
 
@@ -472,11 +501,16 @@ class ControllerNode(LifecycleNode):
         return done
 
     def _build(self, spec: EngineSpec, generation: int, reason: str) -> None:
-        lower_thread_priority()
         try:
-            compiled = compile_controller(spec)
-            values = {n: self._value(n) for n in TUNING_PARAMETERS}
-            tuning = self._tuning_for(compiled, values)
+            with self._gate.cooperate():
+                compiled = compile_controller(spec)
+                values = {n: self._value(n) for n in TUNING_PARAMETERS}
+                build = _Build(
+                    compiled,
+                    self._tuning_for(compiled, values),
+                    compiled.init_state(int(self.get_parameter("seed").value)),
+                    _command_limits(compiled),
+                )
         except (ValueError, BundleError) as err:
             self._last_build_error = f"{reason} failed: {err}"
             self.get_logger().error(self._last_build_error)
@@ -487,10 +521,21 @@ class ControllerNode(LifecycleNode):
             if generation != self._build_generation:
                 self._swap_events.pop(generation).set()  # superseded by a newer request
                 return
-            self._pending = (compiled, tuning)
+            self._pending = build
+        freeze_heap(full=False)
+        self._free_excess_retired()
         self.get_logger().info(
             f"{reason}: {compiled.model_id} compiled in {compiled.compile_seconds:.1f} s; swapping"
         )
+
+    def _free_excess_retired(self) -> None:
+        """Frees the oldest retired controllers beyond :data:`RETIRED_KEPT`, each right after
+        a control cycle ends (so that it overlaps the idle part of the period)."""
+        while len(self._retired) > RETIRED_KEPT:
+            self._gate.wait_cycle_end()
+            with self._lock:
+                oldest = self._retired.pop(0)
+            del oldest
 
     def _revert_spec_parameters(self) -> None:
         active = self._active.spec if self._active else None
@@ -514,10 +559,9 @@ class ControllerNode(LifecycleNode):
             event = self._swap_events.pop(self._build_generation, None) if pending else None
         if pending is None:
             return
-        compiled, tuning = pending
-        self._active, self._tuning = compiled, tuning
-        self._limits = _command_limits(compiled)
-        self._cstate = compiled.init_state(int(self.get_parameter("seed").value))
+        self._retired.append(self._active)  # freed later, off the control thread
+        self._active, self._tuning = pending.compiled, pending.tuning
+        self._cstate, self._limits = pending.cstate, pending.limits
         self._swaps += 1
         self._last_build_error = ""
         if event is not None:
@@ -525,6 +569,10 @@ class ControllerNode(LifecycleNode):
 
     def _validate_model_path(self, value: str) -> str | None:
         """Why ``value`` cannot replace the running model, or None when it can."""
+        with self._gate.cooperate():  # loading and hashing a bundle takes ~30 ms of Python
+            return self._model_path_problem(value)
+
+    def _model_path_problem(self, value: str) -> str | None:
         controller = self.get_parameter("controller").value
         if controller not in LEARNED_CONTROLLERS:
             return f"controller {controller!r} takes no model_path" if value else None
@@ -650,6 +698,10 @@ class ControllerNode(LifecycleNode):
             )
 
     def _build_track(self, reference: Path, left: Path, right: Path) -> None:
+        with self._gate.cooperate():
+            self._build_track_now(reference, left, right)
+
+    def _build_track_now(self, reference: Path, left: Path, right: Path) -> None:
         frame = self.get_parameter("frame_id").value
         for label, msg in (
             ("reference", reference),
@@ -864,12 +916,12 @@ def raise_thread_priority(logger) -> None:
         logger.info(f"control thread keeps normal scheduling ({err})")
 
 
-def lower_thread_priority() -> None:
-    """Background compiles run at nice 19 so that they yield the CPU to the control thread."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, PermissionError, OSError):
-        pass
+def _stall_log():
+    """With ``MPPI_ROS_STALL_LOG=FILE``, every cycle that has not ended one period after its
+    deadline (a late start or a long run) appends all threads' stacks to FILE; a C watchdog
+    thread writes them, so it works while another thread holds the GIL."""
+    path = os.environ.get("MPPI_ROS_STALL_LOG")
+    return open(path, "a") if path else None
 
 
 def _reject(reason: str) -> SetParametersResult:

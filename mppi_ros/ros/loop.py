@@ -4,8 +4,12 @@ bookkeeping, and the mapping from parameter values to the controller's tuning py
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import gc
 import math
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -82,6 +86,67 @@ def apply_tuning(
     if "reference_speed" in changes and not changes["reference_speed"] > 0:
         raise ValueError(f"reference_speed must be > 0, got {float(changes['reference_speed'])}")
     return update_tuning(base, **changes)
+
+
+class CycleGate:
+    """Keeps background Python threads off the GIL while a control cycle runs.
+
+    CPython hands the GIL to a waiting thread only every switch interval, so a control cycle
+    that competes with a background compile (tracing and lowering are Python) waits at each of
+    its GIL release points, and a 1.5 ms cycle stretches to 5-20 ms. A background thread that
+    runs its work inside :meth:`cooperate` gets a per-thread profile hook that parks it (GIL
+    released) from ``margin`` seconds before each cycle's deadline until that cycle has ended.
+    Long C calls cannot be interrupted, hence the margin.
+    """
+
+    def __init__(self, margin: float = 1.0e-3, max_park: float = 0.05) -> None:
+        self.margin = margin
+        self.max_park = max_park
+        self._window_start = math.inf  # no control loop: never park
+        self._ended = threading.Event()
+
+    def cycle_ended(self, next_deadline: float) -> None:
+        """Called by the control thread after each cycle with the next deadline (monotonic)."""
+        ended, self._ended = self._ended, threading.Event()
+        self._window_start = next_deadline - self.margin
+        ended.set()
+
+    def wait_cycle_end(self) -> None:
+        """Blocks until the next control cycle ends (at most ``max_park``)."""
+        self._ended.wait(self.max_park)
+
+    def stop(self) -> None:
+        """The loop stopped: background threads run freely."""
+        self._window_start = math.inf
+        self._ended.set()
+
+    def _hook(self, frame: Any, event: str, arg: Any) -> None:
+        if time.monotonic() >= self._window_start:
+            self._ended.wait(self.max_park)
+
+    @contextlib.contextmanager
+    def cooperate(self):
+        """Runs the enclosed code (on the calling thread) so that it yields to control cycles."""
+        previous = sys.getprofile()
+        sys.setprofile(self._hook)
+        try:
+            yield
+        finally:
+            sys.setprofile(previous)
+
+
+def freeze_heap(full: bool) -> None:
+    """Moves every live object out of the cyclic garbage collector's view (``gc.freeze``) and
+    leaves full collections to explicit calls.
+
+    A full collection walks every tracked object with the GIL held: with JAX's caches that is
+    50-90 ms, several missed cycles. Called once the controller is compiled (and after each
+    background build); young-generation collections still run and stay sub-millisecond.
+    """
+    gc.collect(1)
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 1_000_000_000)
 
 
 class LoopStats:

@@ -1,0 +1,87 @@
+"""The control loop's pure helpers (no ROS): the cycle gate and the missed-cycle count."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+from mppi_ros.ros.loop import CycleGate, LoopStats
+
+
+def _python_work(stop: threading.Event, progress: list[float]) -> None:
+    """Busy Python code, as tracing is: records the time of every iteration."""
+    while not stop.is_set():
+        progress.append(time.monotonic())
+        sum(range(200))
+
+
+def test_cooperating_thread_parks_during_the_cycle_window():
+    """A background thread under ``cooperate()`` runs no Python from ``margin`` before a cycle's
+    deadline until the cycle ends, and runs freely between cycles."""
+    gate = CycleGate(margin=0.005, max_park=1.0)
+    stop, progress = threading.Event(), []
+
+    def background() -> None:
+        with gate.cooperate():
+            _python_work(stop, progress)
+
+    deadline = time.monotonic() + 0.05
+    gate.cycle_ended(deadline)
+    worker = threading.Thread(target=background)
+    worker.start()
+    time.sleep(deadline - time.monotonic() + 0.02)  # the "cycle" runs 20 ms past its deadline
+    cycle_end = time.monotonic()
+    gate.cycle_ended(cycle_end + 10.0)  # next deadline far away
+    time.sleep(0.03)
+    stop.set()
+    worker.join()
+
+    before = [t for t in progress if t < deadline - 0.005]
+    parked = [t for t in progress if deadline - 0.004 < t < cycle_end - 0.001]
+    after = [t for t in progress if t > cycle_end]
+    assert len(before) > 100 and len(after) > 100  # runs freely outside the window
+    assert parked == []  # and not at all inside it
+
+
+def test_stopped_gate_never_parks():
+    gate = CycleGate(margin=0.005, max_park=1.0)
+    gate.cycle_ended(time.monotonic())  # a deadline now ...
+    gate.stop()  # ... but the loop stopped
+    stop, progress = threading.Event(), []
+    worker = threading.Thread(target=lambda: _cooperating(gate, stop, progress))
+    worker.start()
+    time.sleep(0.05)
+    stop.set()
+    worker.join()
+    assert len(progress) > 100
+    assert max(b - a for a, b in itertools.pairwise(progress)) < 0.5
+
+
+def _cooperating(gate: CycleGate, stop: threading.Event, progress: list[float]) -> None:
+    with gate.cooperate():
+        _python_work(stop, progress)
+
+
+def test_cooperate_restores_the_previous_profile_hook():
+    import sys
+
+    gate = CycleGate()
+    seen = []
+    hook = lambda frame, event, arg: seen.append(event)
+    sys.setprofile(hook)
+    try:
+        with gate.cooperate():
+            assert sys.getprofile() == gate._hook
+        assert sys.getprofile() is hook
+    finally:
+        sys.setprofile(None)
+
+
+def test_missed_cycles_count_whole_skipped_periods():
+    stats = LoopStats(period=0.01)
+    for start in (0.0, 0.01, 0.02, 0.05, 0.06, 0.074):
+        stats.tick(start)
+    # 0.02 -> 0.05 skips two periods; 0.06 -> 0.074 is late (1.4 periods), not missed
+    assert stats.missed_cycles == 2
+    assert stats.cycles == 6
