@@ -271,7 +271,7 @@ class ControllerNode(LifecycleNode):
         self._active: CompiledController | None = None
         self._pending: _Build | None = None
         self._retired: list[CompiledController] = []
-        self._gate = CycleGate()
+        self.cycle_gate = self._gate = CycleGate()
         self._build_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._build_generation = 0
@@ -945,8 +945,10 @@ def main(args: list[str] | None = None) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+        # The executor's Python (wait-set rebuilds, callbacks) also yields to control cycles.
+        with node.cycle_gate.cooperate():
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
     except ExternalShutdownException:
         pass
     finally:
