@@ -85,3 +85,11 @@ def test_missed_cycles_count_whole_skipped_periods():
     # 0.02 -> 0.05 skips two periods; 0.06 -> 0.074 is late (1.4 periods), not missed
     assert stats.missed_cycles == 2
     assert stats.cycles == 6
+
+
+def test_next_deadline_keeps_phase_and_skips_overruns():
+    from mppi_ros.ros.loop import next_deadline
+
+    assert next_deadline(1.0, 0.01, 1.005) == 1.01
+    # an overrun to 1.034 skips the deadlines already past and keeps the 10 ms phase
+    assert abs(next_deadline(1.0, 0.01, 1.034) - 1.04) < 1e-12

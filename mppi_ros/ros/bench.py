@@ -5,7 +5,6 @@ checked from a separate subscriber process, with a model swap and two parameter 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 from mppi_ros.core.bundle import LEARNED_CONTROLLERS, shipped_model_path
 from mppi_ros.ros.demo import timing_summary
 from mppi_ros.ros.graph import driving_graph, graph_parameters
-from mppi_ros.ros.loop import LoopStats
+from mppi_ros.ros.loop import LoopStats, next_deadline, realtime_priority
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,16 +55,13 @@ def idle_loop_main() -> None:
     priority where permitted, like the node's loop) until stdin closes, then prints its missed
     cycles, counted like the node's."""
     period = float(sys.argv[1])
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
-    except (AttributeError, PermissionError, OSError):
-        pass
+    realtime_priority()
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     stats, deadline = LoopStats(period), time.monotonic()
     while not stop.is_set():
         stats.tick(time.monotonic())
-        deadline += period
+        deadline = next_deadline(deadline, period, time.monotonic())
         stop.wait(max(deadline - time.monotonic(), 0.0))
     print(stats.missed_cycles, flush=True)
 

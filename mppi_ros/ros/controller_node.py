@@ -65,6 +65,8 @@ from mppi_ros.ros.loop import (
     Watchdog,
     apply_tuning,
     freeze_heap,
+    next_deadline,
+    realtime_priority,
     tuning_values,
 )
 from mppi_ros.runtime import enable_compilation_cache
@@ -271,7 +273,8 @@ class ControllerNode(LifecycleNode):
         self._active: CompiledController | None = None
         self._pending: _Build | None = None
         self._retired: list[CompiledController] = []
-        self.cycle_gate = self._gate = CycleGate()
+        # Background threads (compiles, reference resampling, the executor) yield to cycles.
+        self.cycle_gate = CycleGate()
         self._build_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._build_generation = 0
@@ -329,8 +332,10 @@ class ControllerNode(LifecycleNode):
             f"configured {compiled.model_id} ({compiled.controller.name}) in "
             f"{compiled.compile_seconds:.1f} s"
         )
-        self._build_pool = concurrent.futures.ThreadPoolExecutor(1, "mppi_build")
-        self._track_pool = concurrent.futures.ThreadPoolExecutor(1, "mppi_track")
+        self._build_pool, self._track_pool = (
+            concurrent.futures.ThreadPoolExecutor(1, name, initializer=self.cycle_gate.install)
+            for name in ("mppi_build", "mppi_track")
+        )
         self._create_entities()
         return TransitionCallbackReturn.SUCCESS
 
@@ -350,16 +355,15 @@ class ControllerNode(LifecycleNode):
         """Ticks at absolute deadlines (no drift); an overrun skips to the next deadline and
         is counted as missed cycles by :class:`LoopStats`."""
         period = self._stats.period
-        raise_thread_priority(self.get_logger())
+        why_not = realtime_priority()
+        if why_not is not None:
+            self.get_logger().info(f"control thread keeps normal scheduling ({why_not})")
         deadline = time.monotonic()
         stall_log = _stall_log()
         while not self._loop_stop.is_set():
             self._on_control_tick()
-            deadline += period
-            late = time.monotonic() - deadline
-            if late > 0.0:
-                deadline += math.ceil(late / period) * period
-            self._gate.cycle_ended(deadline)
+            deadline = next_deadline(deadline, period, time.monotonic())
+            self.cycle_gate.cycle_ended(deadline)
             if stall_log is not None:  # fires unless the next cycle ends within its period
                 faulthandler.dump_traceback_later(
                     deadline + period - time.monotonic(), file=stall_log
@@ -396,7 +400,7 @@ class ControllerNode(LifecycleNode):
             self._loop_stop.set()
             thread.join(timeout=2.0)
             self._loop_thread = None
-            self._gate.stop()
+            self.cycle_gate.stop()
             faulthandler.cancel_dump_traceback_later()
         self._retired.clear()
         if self._cmd_pub is not None:
@@ -502,15 +506,14 @@ class ControllerNode(LifecycleNode):
 
     def _build(self, spec: EngineSpec, generation: int, reason: str) -> None:
         try:
-            with self._gate.cooperate():
-                compiled = compile_controller(spec)
-                values = {n: self._value(n) for n in TUNING_PARAMETERS}
-                build = _Build(
-                    compiled,
-                    self._tuning_for(compiled, values),
-                    compiled.init_state(int(self.get_parameter("seed").value)),
-                    _command_limits(compiled),
-                )
+            compiled = compile_controller(spec)
+            values = {n: self._value(n) for n in TUNING_PARAMETERS}
+            build = _Build(
+                compiled,
+                self._tuning_for(compiled, values),
+                compiled.init_state(int(self.get_parameter("seed").value)),
+                _command_limits(compiled),
+            )
         except (ValueError, BundleError) as err:
             self._last_build_error = f"{reason} failed: {err}"
             self.get_logger().error(self._last_build_error)
@@ -532,7 +535,7 @@ class ControllerNode(LifecycleNode):
         """Frees the oldest retired controllers beyond :data:`RETIRED_KEPT`, each right after
         a control cycle ends (so that it overlaps the idle part of the period)."""
         while len(self._retired) > RETIRED_KEPT:
-            self._gate.wait_cycle_end()
+            self.cycle_gate.wait_cycle_end()
             with self._lock:
                 oldest = self._retired.pop(0)
             del oldest
@@ -569,10 +572,6 @@ class ControllerNode(LifecycleNode):
 
     def _validate_model_path(self, value: str) -> str | None:
         """Why ``value`` cannot replace the running model, or None when it can."""
-        with self._gate.cooperate():  # loading and hashing a bundle takes ~30 ms of Python
-            return self._model_path_problem(value)
-
-    def _model_path_problem(self, value: str) -> str | None:
         controller = self.get_parameter("controller").value
         if controller not in LEARNED_CONTROLLERS:
             return f"controller {controller!r} takes no model_path" if value else None
@@ -698,10 +697,6 @@ class ControllerNode(LifecycleNode):
             )
 
     def _build_track(self, reference: Path, left: Path, right: Path) -> None:
-        with self._gate.cooperate():
-            self._build_track_now(reference, left, right)
-
-    def _build_track_now(self, reference: Path, left: Path, right: Path) -> None:
         frame = self.get_parameter("frame_id").value
         for label, msg in (
             ("reference", reference),
@@ -905,15 +900,6 @@ class ControllerNode(LifecycleNode):
 def _command_limits(compiled: CompiledController) -> CommandLimits:
     model = compiled.controller.model
     return CommandLimits.from_model(model, compiled.default_tuning.model_params)
-
-
-def raise_thread_priority(logger) -> None:
-    """Real-time (SCHED_FIFO 50) scheduling for the calling control thread where permitted
-    (root, or CAP_SYS_NICE / an rtprio limit), else it keeps normal scheduling."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
-    except (AttributeError, PermissionError, OSError) as err:
-        logger.info(f"control thread keeps normal scheduling ({err})")
 
 
 def _stall_log():

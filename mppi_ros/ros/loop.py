@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import gc
 import math
+import os
 import sys
 import threading
 import time
@@ -88,6 +89,25 @@ def apply_tuning(
     return update_tuning(base, **changes)
 
 
+def realtime_priority() -> str | None:
+    """Real-time (SCHED_FIFO 50) scheduling for the calling thread where permitted (root, or
+    CAP_SYS_NICE / an rtprio limit); returns why not, or None."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+    except (AttributeError, PermissionError, OSError) as err:
+        return str(err)
+    return None
+
+
+def next_deadline(deadline: float, period: float, now: float) -> float:
+    """The deadline after ``deadline``; an overrun skips to the next one still ahead (the
+    skipped cycles are what :class:`LoopStats` counts as missed)."""
+    deadline += period
+    if now > deadline:
+        deadline += math.ceil((now - deadline) / period) * period
+    return deadline
+
+
 class CycleGate:
     """Keeps background Python threads off the GIL while a control cycle runs.
 
@@ -124,6 +144,10 @@ class CycleGate:
         if time.monotonic() >= self._window_start:
             self._ended.wait(self.max_park)
 
+    def install(self) -> None:
+        """Makes the calling (background) thread yield to control cycles from now on."""
+        sys.setprofile(self._hook)
+
     @contextlib.contextmanager
     def cooperate(self):
         """Runs the enclosed code (on the calling thread) so that it yields to control cycles."""
@@ -140,10 +164,11 @@ def freeze_heap(full: bool) -> None:
     leaves full collections to explicit calls.
 
     A full collection walks every tracked object with the GIL held: with JAX's caches that is
-    50-90 ms, several missed cycles. Called once the controller is compiled (and after each
-    background build); young-generation collections still run and stay sub-millisecond.
+    50-90 ms, several missed cycles. Called with ``full`` once the controller is compiled (no
+    loop runs yet), and without it after each background build; young-generation collections
+    still run and stay sub-millisecond.
     """
-    gc.collect(1)
+    gc.collect(2 if full else 1)
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, 1_000_000_000)
