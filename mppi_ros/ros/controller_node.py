@@ -33,13 +33,12 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     qos_profile_sensor_data,
 )
-from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -56,7 +55,13 @@ from mppi_ros.engine import (
     uses_horizon,
 )
 from mppi_ros.ros import conversions
-from mppi_ros.ros.common import LATCHED, RELIABLE_LATEST, describe
+from mppi_ros.ros.common import (
+    LATCHED,
+    RELIABLE_LATEST,
+    describe,
+    init_with_own_signals,
+    spin_until,
+)
 from mppi_ros.ros.loop import (
     TUNING_PARAMETERS,
     CommandLimits,
@@ -917,13 +922,7 @@ def _reject(reason: str) -> SetParametersResult:
 def main(args: list[str] | None = None) -> None:
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     enable_compilation_cache()
-    # Our own SIGINT/SIGTERM handling: the context stays valid until the node has published
-    # its brake command, and the bounded spin_once below notices the request within 0.1 s
-    # even when no callback is due.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = init_with_own_signals(args)  # the context outlives the brake command on the way out
     # A short GIL switch interval bounds how long the control thread waits for the GIL while
     # the executor thread or a background compile runs Python code.
     sys.setswitchinterval(5e-4)
@@ -932,11 +931,7 @@ def main(args: list[str] | None = None) -> None:
     executor.add_node(node)
     try:
         # The executor's Python (wait-set rebuilds, callbacks) also yields to control cycles.
-        with node.cycle_gate.cooperate():
-            while not stop.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
-    except ExternalShutdownException:
-        pass
+        spin_until(stop, executor, around=node.cycle_gate.cooperate())
     finally:
         if rclpy.ok():
             node.shutdown_cleanly()
