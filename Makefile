@@ -19,6 +19,8 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 install: $(STAMP)
 
 install-gpu: install
+	# onnxruntime and onnxruntime-gpu install the same module: keep only the GPU one.
+	$(PIP) uninstall -y onnxruntime
 	$(PIP) install -r requirements-gpu.txt
 
 test: install

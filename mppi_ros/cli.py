@@ -3,6 +3,7 @@
 mppi-ros bench closed-loop --track default --controllers mppi --laps 2 --json out.json
 mppi-ros bench latency --controllers mppi --num-samples 1024,16384 --json lat.json
 mppi-ros train step-mppi|dpc --config config/train/f1tenth_step_mppi.yaml --out models/NAME
+mppi-ros export onnx MODEL [--out FILE]
 mppi-ros demo
 mppi-ros tracks list | generate [--out DIR] | show NAME --plot FILE.png
 """
@@ -118,6 +119,7 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
         baseline_horizon=args.baseline_horizon,
         iterations=args.iterations,
         track=args.track,
+        backend=args.backend,
     )
     _emit(latency.run(bench), args.json)
     return 0
@@ -133,8 +135,10 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
         track=args.track,
         events=not args.no_events,
         log_dir=args.log_dir,
+        backend=args.backend,
     )
-    _emit(bench.run(config, log=lambda line: print(line, file=sys.stderr, flush=True)), args.json)
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    _emit(bench.run_compared(config, log=log), args.json)
     return 0
 
 
@@ -191,6 +195,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"weights match the architecture",
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from mppi_ros.export.onnx_export import export_onnx
+
+    path = export_onnx(args.model, out=args.out, reference_points=args.reference_points)
+    print(path)
     return 0
 
 
@@ -251,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--baseline-horizon", type=int, default=40)
     lat.add_argument("--iterations", type=int, default=100)
     lat.add_argument("--track", default="default")
+    lat.add_argument(
+        "--backend",
+        choices=("jax", "onnx"),
+        default="jax",
+        help="onnx: also time learned controllers on both deployment backends (ratio to jax)",
+    )
     lat.add_argument("--json", default=None)
     lat.set_defaults(func=cmd_bench_latency)
 
@@ -263,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument("--track", default="default")
     ros.add_argument("--no-events", action="store_true", help="no model swap or parameter changes")
     ros.add_argument("--log-dir", default=None, help="node logs (default: a temp folder)")
+    ros.add_argument(
+        "--backend", choices=("jax", "onnx"), default="jax", help="the controller's backend"
+    )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)
 
@@ -297,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output", help="folder for demo.png, JSON, logs")
     demo.add_argument("--json", default=None, help="also write the summary JSON here")
     demo.set_defaults(func=cmd_demo)
+
+    exp = sub.add_parser("export", help="export a model bundle for deployment without JAX")
+    exp_sub = exp.add_subparsers(dest="export_cmd", required=True)
+    onnx = exp_sub.add_parser("onnx", help="the whole controller step as controller.onnx")
+    onnx.add_argument("model", help="bundle folder or shipped model name")
+    onnx.add_argument(
+        "--out", default=None, help="write only this file (default: into the bundle + manifest)"
+    )
+    onnx.add_argument(
+        "--reference-points", type=int, default=2048, help="raceline points (node parameter)"
+    )
+    onnx.set_defaults(func=cmd_export_onnx)
 
     insp = sub.add_parser("inspect", help="print a model bundle's manifest, verify checksums")
     insp.add_argument("model", help="bundle folder (models/<name>)")

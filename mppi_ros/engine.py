@@ -26,8 +26,9 @@ from mppi_ros.core.bundle import (
     resolve_model,
 )
 from mppi_ros.core.controllers import Controller, TrackingTuning, make_controller
-from mppi_ros.core.policy import observe
+from mppi_ros.core.policy import info_to_world, observe
 from mppi_ros.core.tracks import Track, TrackArrays, resample_track, track_from_centerline
+from mppi_ros.export.onnx_runtime import TRACK_FIELDS, TRACK_PREFIX, TUNING_PREFIX
 from mppi_ros.sim.closed_loop import start_state
 
 Array = jax.Array
@@ -49,6 +50,8 @@ class EngineSpec:
         horizon: H for horizon-based controllers; 0 keeps the default.
         control_period: Seconds between control calls (MPPI advances its warm start by it).
         reference_points: Point count the reference is resampled to (fixes compiled shapes).
+        backend: ``jax`` (jit-compiled XLA) or ``onnx`` (the bundle's ``controller.onnx`` on
+            onnxruntime, CUDA when available).
     """
 
     controller: str = "step_mppi"
@@ -57,6 +60,10 @@ class EngineSpec:
     horizon: int = 0
     control_period: float = 0.01
     reference_points: int = 2048
+    backend: str = "jax"
+
+
+BACKENDS = ("jax", "onnx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,17 +150,22 @@ def reference_track(track: Track, points: int, timed: bool) -> Track:
     return track
 
 
-def _policy_step(ctrl: Controller):
+def policy_step(ctrl: Controller, given_noise: bool = False):
     """``(cstate, state, tuning, track, key) -> (packed, cstate, predicted)``.
 
     ``packed`` is ``[action..., lateral error, all finite]`` so that one device-to-host
-    transfer per cycle suffices; ``key=None`` draws from the key inside ``cstate``.
+    transfer per cycle suffices; ``key=None`` draws from the key inside ``cstate``. With
+    ``given_noise`` the last argument is the step's noise (``ctrl.noise_shape``) instead of a
+    key: the form ONNX export traces, so both backends run the same expression.
     """
 
     def step(cstate: Any, state: Array, tuning: TrackingTuning, track: TrackArrays, key):
         obs, window = observe(ctrl, track, state, tuning, use_speed_profile=True)
-        action, new_cstate, info = ctrl.step(cstate, obs, tuning, key)
-        predicted = getattr(info, "predicted_states", None)
+        if given_noise:
+            action, new_cstate, info = ctrl.step_with_noise(cstate, obs, tuning, key)
+        else:
+            action, new_cstate, info = ctrl.step(cstate, obs, tuning, key)
+        predicted = getattr(info_to_world(ctrl, info, window), "predicted_states", None)
         finite = jnp.all(jnp.isfinite(action)).astype(action.dtype)
         packed = jnp.concatenate([action, window.lateral_error[None], finite[None]])
         return packed, new_cstate, predicted
@@ -198,14 +210,19 @@ class CompiledController:
 
 
 def compile_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledController:
-    """Builds ``spec``, jit-compiles its step for the fixed reference size and warms it up.
+    """Builds ``spec``, jit-compiles its step for the fixed reference size and warms it up
+    (or, for ``backend="onnx"``, loads the exported graph: :func:`load_onnx_controller`).
 
     Raises:
         BundleError / ValueError: As :func:`build_controller`.
     """
+    if spec.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {spec.backend!r}; valid: {', '.join(BACKENDS)}")
+    if spec.backend == "onnx":
+        return load_onnx_controller(spec, warmup_steps)
     start = time.perf_counter()
     ctrl, model_id = build_controller(spec)
-    step = jax.jit(_policy_step(ctrl))
+    step = jax.jit(policy_step(ctrl))
     tuning = ctrl.default_tuning()
     track = placeholder_track(spec.reference_points)
     arrays = track.arrays()
@@ -223,3 +240,131 @@ def compile_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledContr
         compile_seconds=time.perf_counter() - start,
         _step=step,
     )
+
+
+def tuning_input_names(tuning: TrackingTuning) -> list[str]:
+    """ONNX input names of the tuning leaves, in ``jax.tree.leaves`` order
+    (``tuning.temperature``, ``tuning.model_params.mu``, ...)."""
+    return [
+        TUNING_PREFIX + ".".join(str(getattr(k, "name", k)) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(tuning)[0]
+    ]
+
+
+class _LastFeeds:
+    """Host feeds of the last tuning / track object seen (the node swaps whole objects, so
+    identity is enough to know they are unchanged)."""
+
+    def __init__(self, convert) -> None:
+        self._convert = convert
+        self._source: Any = None
+        self._feeds: dict[str, np.ndarray] = {}
+
+    def __call__(self, source: Any) -> dict[str, np.ndarray]:
+        if source is not self._source:
+            self._feeds, self._source = self._convert(source), source
+        return self._feeds
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxCompiledController(CompiledController):
+    """:class:`CompiledController` on onnxruntime: the controller state is the NumPy
+    generator that draws the sampling noise; ``key`` is not used."""
+
+    def init_state(self, seed: int) -> np.random.Generator:
+        return np.random.default_rng(seed)
+
+    def step(
+        self,
+        cstate: np.random.Generator,
+        state: np.ndarray,
+        tuning: TrackingTuning,
+        track: Any,
+        key: Array | None = None,
+    ) -> tuple[StepResult, np.random.Generator]:
+        policy, tuning_feeds, track_feeds = self._step
+        feeds = dict(tuning_feeds(tuning))
+        feeds.update(track_feeds(track))
+        feeds["state"] = np.asarray(state, np.float32)
+        if policy.noise_shape:
+            feeds["noise"] = cstate.standard_normal(policy.noise_shape, dtype=np.float32)
+        action, info = policy.run({n: feeds[n] for n in policy.input_names})
+        result = StepResult(
+            action=action,
+            predicted=info.predicted_states,
+            lateral_error=info.lateral_error,
+            finite=info.finite,
+        )
+        return result, cstate
+
+
+def engine_policy_step(compiled: CompiledController, track: Track):
+    """``compiled`` (either backend) as a ``make_policy_step``-shaped function for
+    :func:`mppi_ros.sim.closed_loop.run_closed_loop` (pass ``cstate=compiled.init_state(..)``);
+    the track is resampled as the node does."""
+    arrays = reference_track(track, compiled.spec.reference_points, timed=False).arrays()
+
+    def step(cstate: Any, state: Array, tuning: TrackingTuning, key: Array):
+        result, cstate = compiled.step(cstate, np.asarray(state), tuning, arrays, key)
+        return result.action, cstate, None, None
+
+    return step
+
+
+def load_onnx_controller(spec: EngineSpec, warmup_steps: int = 3) -> OnnxCompiledController:
+    """The bundle's exported ``controller.onnx`` behind the :class:`CompiledController`
+    interface.
+
+    Raises:
+        BundleError: Invalid bundle, a classic controller, no (or a tampered) export, or an
+            export whose sample count / reference size differs from ``spec``.
+    """
+    from mppi_ros.export.onnx_runtime import OnnxBundleError, OnnxPolicy
+
+    start = time.perf_counter()
+    if spec.controller not in LEARNED_CONTROLLERS:
+        raise BundleError(
+            f"backend 'onnx' runs exported learned controllers ({', '.join(LEARNED_CONTROLLERS)})"
+            f", not {spec.controller!r}"
+        )
+    ctrl, model_id = build_controller(spec)
+    try:
+        policy = OnnxPolicy(
+            resolve_model(spec.model_path or f"f1tenth_{spec.controller}"),
+            num_samples=getattr(ctrl.config, "num_samples", 0),
+        )
+    except OnnxBundleError as err:
+        raise BundleError(str(err)) from None
+    if spec.reference_points != policy.reference_points:
+        raise BundleError(
+            f"{policy.bundle}/controller.onnx was exported for reference_points "
+            f"{policy.reference_points}, not {spec.reference_points}"
+        )
+    if policy.spec.get("model_id") != model_id:
+        raise BundleError(
+            f"{policy.bundle}/controller.onnx was exported from other weights "
+            f"({policy.spec.get('model_id')}, bundle is {model_id}); re-export it"
+        )
+    tuning_names = tuning_input_names(ctrl.default_tuning())
+
+    def tuning_feeds(tuning: TrackingTuning) -> dict[str, np.ndarray]:
+        leaves = jax.tree.leaves(tuning)
+        return {n: np.asarray(v, np.float32) for n, v in zip(tuning_names, leaves, strict=True)}
+
+    def track_feeds(track: TrackArrays) -> dict[str, np.ndarray]:
+        return {TRACK_PREFIX + f: np.asarray(getattr(track, f), np.float32) for f in TRACK_FIELDS}
+
+    compiled = OnnxCompiledController(
+        spec=spec,
+        controller=ctrl,
+        model_id=model_id,
+        default_tuning=ctrl.default_tuning(),
+        compile_seconds=0.0,
+        _step=(policy, _LastFeeds(tuning_feeds), _LastFeeds(track_feeds)),
+    )
+    track = placeholder_track(spec.reference_points)
+    x0 = start_state(ctrl.model, track, float(compiled.default_tuning.reference_speed))
+    cstate = compiled.init_state(0)
+    for _ in range(max(warmup_steps, 1)):
+        compiled.step(cstate, x0, compiled.default_tuning, track.arrays())
+    return dataclasses.replace(compiled, compile_seconds=time.perf_counter() - start)

@@ -308,3 +308,44 @@ def test_node_logged_each_cause_and_is_alive(active):
     log = processes.log(CTRL)
     assert "braking: stale_state" in log and "recovered from" in log
     assert "Traceback" not in log
+
+
+def test_backend_switches_to_onnx_at_runtime_and_back(active, tmp_path):
+    """``backend`` goes through the validated background swap; both backends drive the same
+    network, so at a fixed state their commands agree within sampling noise."""
+    _, monitor, vehicle, _ = active
+    assert diag(monitor)["backend"] == "jax"
+    no_export = tmp_path / "no_export"
+    shutil.copytree(shipped_model_path("step_mppi"), no_export)
+    (no_export / "controller.onnx").unlink()
+    manifest = json.loads((no_export / "manifest.json").read_text())
+    del manifest["files"]["controller.onnx"], manifest["onnx"]
+    (no_export / "manifest.json").write_text(json.dumps(manifest))
+    result = monitor.set_parameters(CTRL, backend="onnx", model_path=str(no_export))[0]
+    assert not result.successful and "mppi-ros export onnx" in result.reason, result.reason
+    assert get_parameter(monitor, "backend") == "jax"
+    result = monitor.set_parameters(CTRL, backend="tensorrt")[0]
+    assert not result.successful and "one of jax, onnx" in result.reason
+
+    def commands(seconds: float) -> np.ndarray:
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        return np.array(vehicle.commands_since(t0))
+
+    on_jax = commands(1.0)
+    swaps = int(diag(monitor)["swaps"])
+    t0 = time.monotonic()
+    assert monitor.set_parameters(CTRL, backend="onnx")[0].successful
+    monitor.wait_for(lambda: diag(monitor)["backend"] == "onnx", 120, "the onnx backend")
+    assert int(diag(monitor)["swaps"]) == swaps + 1
+    assert len(vehicle.commands_since(t0)) >= 0.5 * (time.monotonic() - t0) * 100
+    assert diag(monitor)["watchdog"] == "ok"
+    on_onnx = commands(1.0)
+    assert len(on_onnx) > 50 and np.all(np.isfinite(on_onnx))
+    noise = np.sqrt(on_jax.var(0) / len(on_jax) + on_onnx.var(0) / len(on_onnx))
+    assert np.all(np.abs(on_jax.mean(0) - on_onnx.mean(0)) <= 5.0 * noise + 1e-3), (
+        on_jax.mean(0),
+        on_onnx.mean(0),
+    )
+    assert monitor.set_parameters(CTRL, backend="jax")[0].successful
+    monitor.wait_for(lambda: diag(monitor)["backend"] == "jax", 120, "back to jax")

@@ -6,6 +6,11 @@ Each timed call is the fused observation + controller step, jit-compiled, after
 
 JSON: ``{"device": str, "results": {name: {"controller", "num_samples", "horizon", "p50_ms",
 "p99_ms", "ratio_to_mppi"}}}``
+
+With ``backend="onnx"`` the learned controllers are also timed through the deployment engine
+on both backends (host state in, host action out: what the ROS node's cycle calls): entries
+``<name>_k<K>_engine_jax`` and ``<name>_k<K>_engine_onnx`` with ``ratio_to_jax`` (ONNX p50 /
+JAX p50, same run) and the onnxruntime execution provider.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import numpy as np
 from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, shipped_model_path
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.policy import make_policy_step
-from mppi_ros.core.tracks import load_track
+from mppi_ros.core.tracks import Track, load_track
+from mppi_ros.engine import CompiledController, EngineSpec, compile_controller, reference_track
 from mppi_ros.sim.closed_loop import start_state
 
 BASELINE = ("mppi", 16384, 40)
@@ -37,6 +43,7 @@ class LatencyBench:
     max_seconds_per_entry: float = 20.0
     track: str = "default"
     reference_speed: float = 10.0
+    backend: str = "jax"
 
 
 def entry_name(controller: str, num_samples: int, horizon: int | None) -> str:
@@ -67,6 +74,63 @@ def time_controller(
         if time.perf_counter() > deadline and len(times) >= 10:
             break
     return np.asarray(times)
+
+
+def time_engine(
+    spec: EngineSpec, track: Track, iterations: int, max_seconds: float, reference_speed: float
+) -> tuple[np.ndarray, CompiledController]:
+    """Step times (ms) of :meth:`CompiledController.step` (either backend) on a fixed state."""
+    compiled = compile_controller(spec)
+    ref = reference_track(track, spec.reference_points, timed=False)
+    arrays = ref.arrays()
+    tuning = update_tuning(compiled.default_tuning, reference_speed=reference_speed)
+    x = np.asarray(start_state(compiled.controller.model, ref, reference_speed), np.float32)
+    cstate = compiled.init_state(0)
+    times = []
+    deadline = time.perf_counter() + max_seconds
+    for _ in range(iterations):
+        tic = time.perf_counter()
+        _, cstate = compiled.step(cstate, x, tuning, arrays)  # returns host values
+        times.append((time.perf_counter() - tic) * 1e3)
+        if time.perf_counter() > deadline and len(times) >= 10:
+            break
+    return np.asarray(times), compiled
+
+
+def _stats(times: np.ndarray) -> dict[str, Any]:
+    return {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "iterations": len(times),
+    }
+
+
+def _backend_entries(bench: LatencyBench, track: Track) -> dict[str, Any]:
+    """JAX vs ONNX through the deployment engine, for every learned controller asked for."""
+    out: dict[str, Any] = {}
+    for name in bench.controllers:
+        if name not in LEARNED_CONTROLLERS:
+            continue
+        for k in (0,) if name == "dpc" else bench.num_samples:
+            pair = {}
+            for backend in ("jax", "onnx"):
+                spec = EngineSpec(controller=name, num_samples=k, backend=backend)
+                times, compiled = time_engine(
+                    spec,
+                    track,
+                    bench.iterations,
+                    bench.max_seconds_per_entry,
+                    bench.reference_speed,
+                )
+                entry = {"controller": name, "num_samples": k, "backend": backend}
+                entry.update(_stats(times))
+                if backend == "onnx":
+                    entry["provider"] = compiled._step[0].provider
+                pair[backend] = entry
+            pair["onnx"]["ratio_to_jax"] = pair["onnx"]["p50_ms"] / pair["jax"]["p50_ms"]
+            for backend, entry in pair.items():
+                out[f"{name}_k{k}_engine_{backend}"] = entry
+    return out
 
 
 def _latency_controller(name: str, overrides: dict[str, Any]) -> tuple[Any, str]:
@@ -104,14 +168,14 @@ def run(bench: LatencyBench) -> dict[str, Any]:
             "controller": name,
             "num_samples": k,
             "horizon": horizon if horizon is not None else getattr(ctrl, "reference_horizon", 1),
-            "p50_ms": float(np.percentile(times, 50)),
-            "p99_ms": float(np.percentile(times, 99)),
-            "iterations": len(times),
+            **_stats(times),
             "weights": weights,
         }
     base = results[entry_name("mppi", bench.baseline_samples, bench.baseline_horizon)]["p50_ms"]
     for entry in results.values():
         entry["ratio_to_mppi"] = entry["p50_ms"] / base
+    if bench.backend == "onnx":
+        results.update(_backend_entries(bench, track))
     return {
         "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
         "baseline": entry_name("mppi", bench.baseline_samples, bench.baseline_horizon),

@@ -28,8 +28,17 @@ def observe(
 
     With ``use_speed_profile`` the reference advances at ``min(reference_speed, track speed)``
     (timed reference paths); otherwise at ``reference_speed``.
+
+    The observation is expressed in a frame translated to the vehicle (its position is 0;
+    references and borders are offsets): every controller is translation invariant, and
+    float32 world coordinates lose precision far from the map origin (the along-track
+    feature, normalised by a few mm, turned that rounding into command noise).
+    ``window.origin`` maps positions back (:func:`prediction_to_world`).
     """
     model = ctrl.model
+    origin = None
+    if model.position_indices is not None:
+        origin = state[jnp.array(model.position_indices)]
     window = reference_window(
         track,
         state,
@@ -41,8 +50,27 @@ def observe(
         heading_index=model.heading_index,
         speed_index=model.speed_index,
         use_speed_profile=use_speed_profile,
+        origin=origin,
     )
+    if origin is not None:
+        state = state.at[jnp.array(model.position_indices)].set(0.0)
     return Observation(state=state, reference=window.states, border=window.border), window
+
+
+def prediction_to_world(ctrl: Controller, predicted: Array, window: ReferenceWindow) -> Array:
+    """``(T, nx)`` predicted states from the observation frame back to the world frame."""
+    if ctrl.model.position_indices is None:
+        return predicted
+    i, j = ctrl.model.position_indices
+    return predicted.at[..., i].add(window.origin[0]).at[..., j].add(window.origin[1])
+
+
+def info_to_world(ctrl: Controller, info: Any, window: ReferenceWindow) -> Any:
+    """``info`` with its ``predicted_states`` (when it has them) in the world frame."""
+    predicted = getattr(info, "predicted_states", None)
+    if predicted is None:
+        return info
+    return info.replace(predicted_states=prediction_to_world(ctrl, predicted, window))
 
 
 def make_policy_step(ctrl: Controller, track: TrackArrays) -> PolicyStep:
@@ -55,7 +83,7 @@ def make_policy_step(ctrl: Controller, track: TrackArrays) -> PolicyStep:
     def policy_step(cstate: Any, state: Array, tuning: TrackingTuning, key: Array):
         obs, window = observe(ctrl, track, state, tuning)
         action, cstate, info = ctrl.step(cstate, obs, tuning, key)
-        return action, cstate, info, window
+        return action, cstate, info_to_world(ctrl, info, window), window
 
     return policy_step
 

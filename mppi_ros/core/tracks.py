@@ -70,7 +70,7 @@ class Track:
             xy=jnp.asarray(self.xy, jnp.float32),
             psi=jnp.asarray(self.psi, jnp.float32),
             speed=jnp.asarray(self.speed, jnp.float32),
-            border=jnp.asarray(border_coefficients(self), jnp.float32),
+            border=jnp.asarray(local_border(border_coefficients(self), self.xy), jnp.float32),
             length=jnp.asarray(self.length, jnp.float32),
         )
 
@@ -210,6 +210,14 @@ def border_coefficients(track: Track) -> np.ndarray:
     c_left = offset + track.width_left[nearest]
     c_right = offset - track.width_right[nearest]
     return np.stack([n[:, 0], n[:, 1], c_left, c_right], axis=1)
+
+
+def local_border(border: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Border rows with ``c`` measured from each row's raceline point (``c - a x - b y``),
+    computed in float64: small numbers that stay precise in float32 far from the origin."""
+    border = np.array(border, np.float64)
+    border[:, 2:] -= (border[:, :2] * np.asarray(xy, np.float64)).sum(-1, keepdims=True)
+    return border
 
 
 def _nearest_on_closed_polyline(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
@@ -567,7 +575,12 @@ def generate_builtin_tracks(directory: str | Path | None = None) -> list[Path]:
 
 @struct.dataclass
 class TrackArrays:
-    """Raceline arrays for jit-compiled code. ``border`` rows are ``(a, b, c_left, c_right)``."""
+    """Raceline arrays for jit-compiled code.
+
+    ``border`` rows are ``(a, b, c_left, c_right)`` with the offsets measured from the row's
+    raceline point (:func:`local_border`); :func:`interpolate_ahead` returns them relative
+    to any origin.
+    """
 
     s: Array
     xy: Array
@@ -584,50 +597,83 @@ class Projection:
     progress: Array  # arc length of the closest raceline point, in [0, length)
     lateral_error: Array  # signed distance to the raceline, positive to the left
     heading: Array  # raceline heading at the projection
+    segment: Array  # index of the raceline point that starts the closest segment
+    along: Array  # distance (m) from that point to the projection
 
 
 def project(track: TrackArrays, position: Array) -> Projection:
-    """Projects a planar position onto the closed raceline (nearest segment)."""
-    n = track.xy.shape[0]
-    i = jnp.argmin(jnp.sum((track.xy - position) ** 2, axis=1))
+    """Projects a planar position onto the closed raceline (nearest segment).
 
-    def onto_segment(start: Array) -> tuple[Array, Array, Array, Array]:
+    Works on offsets from ``position``: float32 keeps its precision far from the map origin
+    (at 100 m a coordinate's rounding step is 8e-6 m; the offsets are exact near the car).
+    """
+    n = track.xy.shape[0]
+    rel = track.xy - position
+    i = jnp.argmin(jnp.sum(rel**2, axis=1))
+
+    def onto_segment(start: Array) -> tuple[Array, ...]:
         end = (start + 1) % n
-        p0, p1 = track.xy[start], track.xy[end]
-        seg = p1 - p0
+        to_start = rel[start]  # p0 - position
+        seg = track.xy[end] - track.xy[start]
         seg_len = jnp.maximum(jnp.linalg.norm(seg), 1e-9)
-        t = jnp.clip(jnp.dot(position - p0, seg) / seg_len**2, 0.0, 1.0)
-        closest = p0 + t * seg
-        dist2 = jnp.sum((position - closest) ** 2)
-        cross = seg[0] * (position - p0)[1] - seg[1] * (position - p0)[0]
-        return dist2, track.s[start] + t * seg_len, cross / seg_len, jnp.arctan2(seg[1], seg[0])
+        t = jnp.clip(-jnp.dot(to_start, seg) / seg_len**2, 0.0, 1.0)
+        dist2 = jnp.sum((to_start + t * seg) ** 2)
+        cross = seg[1] * to_start[0] - seg[0] * to_start[1]
+        return dist2, t, t * seg_len, cross / seg_len, jnp.arctan2(seg[1], seg[0]), start
 
     prev = onto_segment((i - 1) % n)
     nxt = onto_segment(i)
-    pick_next = nxt[0] <= prev[0]
-    progress, lateral, heading = (
-        jnp.where(pick_next, a, b) for a, b in zip(nxt[1:], prev[1:], strict=True)
+    # Outside a corner both segments' closest point is the vertex: the distances tie exactly
+    # and rounding would pick either segment (a jump in heading and progress). Take the next
+    # segment there, so the result does not depend on how the arithmetic rounds.
+    at_vertex = (prev[1] >= 1.0) & (nxt[1] <= 0.0)
+    pick_next = (nxt[0] <= prev[0]) | at_vertex
+    along, lateral, heading, segment = (
+        jnp.where(pick_next, a, b) for a, b in zip(nxt[2:], prev[2:], strict=True)
     )
     return Projection(
-        progress=jnp.mod(progress, track.length), lateral_error=lateral, heading=heading
+        progress=jnp.mod(track.s[segment] + along, track.length),
+        lateral_error=lateral,
+        heading=heading,
+        segment=segment,
+        along=along,
     )
+
+
+def interpolate_ahead(
+    track: TrackArrays, anchor: Array, ahead: Array, origin: Array
+) -> tuple[Array, Array, Array, Array]:
+    """Position, heading, profile speed and border half-plane ``ahead`` metres of arc past
+    raceline point ``anchor``, with position and border offsets relative to ``origin``.
+
+    Arc lengths are taken relative to the anchor and positions relative to the origin, so the
+    result is as precise near a car 200 m down the track as at the start line.
+    """
+    n = track.s.shape[0]
+    length = track.length
+    s_anchor = track.s[anchor]
+    target = jnp.mod(s_anchor + ahead, length)  # only picks the segment
+    i = jnp.clip(jnp.searchsorted(track.s, target, side="right") - 1, 0, n - 1)
+    j = (i + 1) % n
+    gap = track.s[i] - s_anchor  # exact for nearby points
+    s_i = gap - length * jnp.round((gap - ahead) / length)  # the lap that puts it near ahead
+    seg = jnp.where(j == 0, length, track.s[j]) - track.s[i]
+    t = jnp.clip((ahead - s_i) / jnp.maximum(seg, 1e-9), 0.0, 1.0)
+    dpsi = jnp.arctan2(jnp.sin(track.psi[j] - track.psi[i]), jnp.cos(track.psi[j] - track.psi[i]))
+    psi = track.psi[i] + t * dpsi
+    speed = (1.0 - t) * track.speed[i] + t * track.speed[j]
+    rel_i, rel_j = track.xy[i] - origin, track.xy[j] - origin
+    xy = (1.0 - t) * rel_i + t * rel_j
+    row_i = track.border[i].at[2:].add(jnp.dot(track.border[i, :2], rel_i))
+    row_j = track.border[j].at[2:].add(jnp.dot(track.border[j, :2], rel_j))
+    border = (1.0 - t) * row_i + t * row_j
+    normal = border[:2] / jnp.linalg.norm(border[:2])
+    return xy, psi, speed, jnp.concatenate([normal, border[2:]])
 
 
 def interpolate(track: TrackArrays, s: Array) -> tuple[Array, Array, Array, Array]:
     """Position, heading, profile speed and border coefficients at arc length ``s``."""
-    s = jnp.mod(s, track.length)
-    n = track.s.shape[0]
-    i = jnp.clip(jnp.searchsorted(track.s, s, side="right") - 1, 0, n - 1)
-    j = (i + 1) % n
-    s_next = jnp.where(j == 0, track.length, track.s[j])
-    t = jnp.clip((s - track.s[i]) / jnp.maximum(s_next - track.s[i], 1e-9), 0.0, 1.0)
-    xy = (1.0 - t) * track.xy[i] + t * track.xy[j]
-    dpsi = jnp.arctan2(jnp.sin(track.psi[j] - track.psi[i]), jnp.cos(track.psi[j] - track.psi[i]))
-    psi = track.psi[i] + t * dpsi
-    speed = (1.0 - t) * track.speed[i] + t * track.speed[j]
-    border = (1.0 - t) * track.border[i] + t * track.border[j]
-    normal = border[:2] / jnp.linalg.norm(border[:2])
-    return xy, psi, speed, jnp.concatenate([normal, border[2:]])
+    return interpolate_ahead(track, 0, jnp.mod(s, track.length), jnp.zeros(2))
 
 
 @struct.dataclass
@@ -636,16 +682,20 @@ class ReferenceWindow:
 
     Attributes:
         states: ``(H, nx)`` reference states for the predicted states ``x_1 .. x_H``; position,
-            heading and speed entries are filled, the rest are zero.
-        border: ``(H, 4)`` half-plane coefficients ``(a, b, c_left, c_right)``, no margin.
+            heading and speed entries are filled, the rest are zero. Positions are relative
+            to ``origin``.
+        border: ``(H, 4)`` half-plane coefficients ``(a, b, c_left, c_right)``, no margin,
+            relative to ``origin``.
         progress: Arc length of the projection of the current state.
         lateral_error: Signed distance of the current state to the raceline.
+        origin: ``(2,)`` world position of the frame of ``states`` and ``border``.
     """
 
     states: Array
     border: Array
     progress: Array
     lateral_error: Array
+    origin: Array
 
 
 def reference_window(
@@ -659,23 +709,27 @@ def reference_window(
     heading_index: int | None = 4,
     speed_index: int | None = 3,
     use_speed_profile: bool = False,
+    origin: Array | None = None,
 ) -> ReferenceWindow:
     """Reference points ahead of the vehicle, spaced by the reference speed times ``dt``.
 
     The window starts at the projection of ``state`` and advances ``v * dt`` per step with
     ``v = reference_speed`` (or ``min(reference_speed, profile speed)`` when
     ``use_speed_profile``). ``reference_speed`` is an array, so changing it never recompiles.
+    With ``origin`` the positions and borders are expressed relative to it (world frame by
+    default).
     """
     proj = project(track, state[jnp.array(position_indices)])
+    origin = jnp.zeros(2) if origin is None else origin
 
-    def advance(s: Array, _: None) -> tuple[Array, tuple[Array, ...]]:
-        _, _, profile, _ = interpolate(track, s)
+    def advance(ahead: Array, _: None) -> tuple[Array, tuple[Array, ...]]:
+        _, _, profile, _ = interpolate_ahead(track, proj.segment, ahead, origin)
         v = jnp.minimum(reference_speed, profile) if use_speed_profile else reference_speed
-        s_next = s + v * dt
-        xy, psi, _, border = interpolate(track, s_next)
-        return s_next, (xy, psi, jnp.broadcast_to(v, ()), border)
+        ahead_next = ahead + v * dt
+        xy, psi, _, border = interpolate_ahead(track, proj.segment, ahead_next, origin)
+        return ahead_next, (xy, psi, jnp.broadcast_to(v, ()), border)
 
-    _, (xy, psi, speed, border) = jax.lax.scan(advance, proj.progress, None, length=horizon)
+    _, (xy, psi, speed, border) = jax.lax.scan(advance, proj.along, None, length=horizon)
     states = jnp.zeros((horizon, state_dim))
     states = states.at[:, position_indices[0]].set(xy[:, 0])
     states = states.at[:, position_indices[1]].set(xy[:, 1])
@@ -684,5 +738,9 @@ def reference_window(
     if speed_index is not None:
         states = states.at[:, speed_index].set(speed)
     return ReferenceWindow(
-        states=states, border=border, progress=proj.progress, lateral_error=proj.lateral_error
+        states=states,
+        border=border,
+        progress=proj.progress,
+        lateral_error=proj.lateral_error,
+        origin=origin,
     )

@@ -34,6 +34,7 @@ class RosBench:
     events: bool = True
     swap_samples: int = 512
     log_dir: str | None = None
+    backend: str = "jax"
 
 
 def rss_mb(pid: int) -> float:
@@ -91,6 +92,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         bench.controller,
         bench.rate_hz,
         bench.command_type,
+        controller_params={"backend": bench.backend},
         sim_params={"initial_speed": 0.0},
     )
     events: dict[str, tuple[float, float]] = {}
@@ -164,6 +166,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
     rss_end = float(memory[-1, 1]) if len(memory) else float("nan")
     report: dict[str, Any] = {
         "controller": bench.controller,
+        "backend": bench.backend,
         "model_id": ctrl.get("model_id", ""),
         "duration_s": bench.duration_s,
         "rate_hz": bench.rate_hz,
@@ -199,4 +202,22 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "faults": int(ctrl.get("faults", 0)),
         "logs": str(log_dir),
     }
+    return report
+
+
+COMPARED_KEYS = ("latency_p50_ms", "latency_p99_ms", "data_age_p99_ms", "missed_cycles")
+
+
+def run_compared(bench: RosBench, log=print) -> dict[str, Any]:
+    """:func:`run`; for a backend other than jax, then the same run on jax, with the ratios
+    (this machine is shared and noisy: only same-run ratios compare backends)."""
+    report = run(bench, log)
+    if bench.backend == "jax":
+        return report
+    sub_dir = None if bench.log_dir is None else str(Path(bench.log_dir) / "jax_reference")
+    reference = run(dataclasses.replace(bench, backend="jax", log_dir=sub_dir), log)
+    report["jax_reference"] = {k: reference.get(k) for k in COMPARED_KEYS}
+    for key in ("latency_p50_ms", "latency_p99_ms"):
+        ours, theirs = report.get(key), reference.get(key)
+        report[f"{key[:-3]}_ratio_to_jax"] = ours / theirs if ours and theirs else None
     return report

@@ -43,10 +43,11 @@ from rclpy.task import Future
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError
+from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, resolve_model
 from mppi_ros.core.controllers import controller_names
 from mppi_ros.core.tracks import TrackFormatError, track_from_polylines
 from mppi_ros.engine import (
+    BACKENDS,
     UNTIMED_SPEED,
     CompiledController,
     EngineSpec,
@@ -54,6 +55,7 @@ from mppi_ros.engine import (
     load_matching_bundle,
     uses_horizon,
 )
+from mppi_ros.export.onnx_runtime import OnnxBundleError, read_onnx_spec
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import (
     LATCHED,
@@ -77,7 +79,6 @@ from mppi_ros.ros.loop import (
 from mppi_ros.runtime import enable_compilation_cache
 
 NODE_NAME = "mppi_controller"
-BACKENDS = ("jax",)  # "onnx" arrives with the ONNX deployment issue.
 SWAP_TIMEOUT_S = 300.0
 # Compiled controllers replaced by a swap are kept while the loop runs: freeing one holds the
 # GIL for ~15 ms (XLA unloads its code), which would cost a control cycle. Beyond this many,
@@ -102,7 +103,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             "compiled in the background; the old model drives until the swap)."
         ),
     ),
-    "backend": ("jax", describe("Inference backend: jax.", constraints="one of: jax")),
+    "backend": (
+        "jax",
+        describe(
+            "Inference backend: jax (XLA) or onnx (the bundle's controller.onnx on "
+            "onnxruntime, CUDA when available; learned controllers). Switching rebuilds in "
+            "the background and swaps between two cycles, like a model swap.",
+            constraints="one of: jax, onnx",
+        ),
+    ),
     "control_rate": (
         100.0,
         describe("Control loop rate (Hz).", read_only=True, float_range=(1.0, 1000.0)),
@@ -225,7 +234,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         describe("Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0)),
     ),
 }
-REBUILD_PARAMETERS = ("model_path", "num_samples", "horizon")
+REBUILD_PARAMETERS = ("model_path", "num_samples", "horizon", "backend")
 LOOP_PARAMETERS = (
     "state_timeout",
     "frame_id",
@@ -468,6 +477,7 @@ class ControllerNode(LifecycleNode):
             horizon=int(get("horizon")),
             control_period=1.0 / float(self.get_parameter("control_rate").value),
             reference_points=int(self.get_parameter("reference_points").value),
+            backend=get("backend"),
         )
 
     def _tuning_for(self, compiled: CompiledController, overrides: dict[str, Any]):
@@ -592,6 +602,21 @@ class ControllerNode(LifecycleNode):
             )
         return None
 
+    def _validate_backend(self, backend: str, model_path: str) -> str | None:
+        """Why ``backend`` cannot run ``model_path``, or None when it can."""
+        if backend not in BACKENDS:
+            return f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+        if backend != "onnx":
+            return None
+        controller = self.get_parameter("controller").value
+        if controller not in LEARNED_CONTROLLERS:
+            return f"backend 'onnx' runs learned controllers only, not {controller!r}"
+        try:
+            read_onnx_spec(resolve_model(model_path or f"f1tenth_{controller}"))
+        except (OnnxBundleError, BundleError) as err:
+            return str(err)
+        return None
+
     # ------------------------------------------------------------------ parameters
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -606,8 +631,6 @@ class ControllerNode(LifecycleNode):
                 if value is not None:
                     scalar = isinstance(value, float | int)
                     tuning_changes[name] = value if scalar else [float(v) for v in value]
-            elif name == "backend" and value not in BACKENDS:
-                return _reject(f"backend must be one of {', '.join(BACKENDS)}, got {value!r}")
             elif name == "horizon" and value and not uses_horizon(controller):
                 return _reject(f"horizon does not apply to {controller} (single-step)")
             elif name == "num_samples" and value and controller == "dpc":
@@ -618,6 +641,11 @@ class ControllerNode(LifecycleNode):
                     return _reject(reason)
             if name in REBUILD_PARAMETERS:
                 spec_changes[name] = value
+        if {"backend", "model_path"} & set(spec_changes):
+            get = lambda n: spec_changes.get(n, self.get_parameter(n).value)
+            reason = self._validate_backend(get("backend"), get("model_path"))
+            if reason is not None:
+                return _reject(reason)
         if tuning_changes:
             if self._active is not None:
                 merged = {**self._tuning_values, **tuning_changes}
@@ -885,7 +913,7 @@ class ControllerNode(LifecycleNode):
         values = {
             "controller": active.controller.name if active else "",
             "model_id": active.model_id if active else "",
-            "backend": self.get_parameter("backend").value,
+            "backend": active.spec.backend if active else "",
             "num_samples": str(getattr(active.controller.config, "num_samples", 0))
             if active
             else "",

@@ -213,6 +213,7 @@ def run_closed_loop(
     policy_step: Callable | None = None,
     progress: Callable[[float], None] | None = None,
     keep_infos: bool = False,
+    cstate: Any = None,
 ) -> SimResult:
     """Drives ``ctrl`` around ``track`` until ``config.laps`` laps, a time-out or losing the car.
 
@@ -224,6 +225,7 @@ def run_closed_loop(
         policy_step: A pre-jitted ``make_policy_step`` (reuse one compilation across runs).
         progress: Called with the fraction of laps done after each control step.
         keep_infos: Keep each step's ``info`` pytree (e.g. predicted trajectories).
+        cstate: Initial controller state for ``policy_step`` (default ``ctrl.init``).
     """
     tuning = tuning if tuning is not None else ctrl.default_tuning()
     arrays = track.arrays()
@@ -237,7 +239,7 @@ def run_closed_loop(
 
     key = jax.random.PRNGKey(config.seed)
     key, init_key, warm_key = jax.random.split(key, 3)
-    cstate = ctrl.init(init_key)
+    cstate = ctrl.init(init_key) if cstate is None else cstate
     pstate = plant.initial_state(start_state(plant.model, track, speed0))
     # Compile and warm up outside the timed loop; the result is discarded.
     jax.block_until_ready(policy_step(cstate, pstate.x, tuning, warm_key))

@@ -139,6 +139,10 @@ class TrainConfig:
             but state gradients are cut every ``gradient_window`` steps (0 = full BPTT).
             Full BPTT through 100 steps of this closed loop gave gradients too chaotic to
             learn from within the CPU budget; windows of 10 steps learn in minutes.
+        init_from: Optional bundle whose network weights start this run: every parameter
+            whose name and shape match is copied (a DPC bundle gives Step-MPPI its backbone
+            and mean head; the covariance head starts fresh). The bundle's input
+            normalisation must equal this run's (same data config).
     """
 
     controller: str = "step_mppi"
@@ -156,6 +160,7 @@ class TrainConfig:
     curriculum: tuple[int, ...] = ()
     curriculum_epochs: int = 2
     gradient_window: int = 0
+    init_from: str | None = None
     network: NetworkConfig = NetworkConfig()
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()

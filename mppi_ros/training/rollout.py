@@ -35,6 +35,8 @@ def fixed_size_arrays(track: Track, points: int) -> TrackArrays:
     arrays = track.arrays()
     s = jnp.arange(points, dtype=jnp.float32) * (arrays.length / points)
     xy, psi, speed, border = jax.vmap(lambda si: interpolate(arrays, si))(s)
+    # TrackArrays keep border offsets relative to their own raceline point.
+    border = border.at[:, 2:].add(-jnp.sum(border[:, :2] * xy, axis=1, keepdims=True))
     return TrackArrays(s=s, xy=xy, psi=psi, speed=speed, border=border, length=arrays.length)
 
 
@@ -152,16 +154,20 @@ def rollout_loss(
             x = jnp.where(t % loss.gradient_window == 0, jax.lax.stop_gradient(x), x)
         s_ref = s_ref + tuning.reference_speed * ctrl.dt
         projected, window = observe(ctrl, track, x, tuning)
-        obs = time_indexed(x, s_ref) if loss.time_indexed_reference else projected
+        if loss.time_indexed_reference:
+            obs, origin = time_indexed(x, s_ref), jnp.zeros(2)
+        else:
+            obs, origin = projected, window.origin
         cstate = LearnedState(weights=weights, key=k, steps=jnp.zeros((), jnp.int32))
         u, _, info = ctrl.step(cstate, obs, tuning, k)
         x_next = step_fn(x, u, plant_params)
         ref, border = obs.reference[0], obs.border[0]
+        x_frame = x_next.at[pos_idx].add(-origin)  # costs in the observation's frame
         track_cost = tracking_cost(
-            x_next, u, ref, tuning.q_weights, tuning.r_weights, model.angle_indices
+            x_frame, u, ref, tuning.q_weights, tuning.r_weights, model.angle_indices
         )
         border_pen = penalty_cost(
-            x_next,
+            x_frame,
             border,
             model.position_indices,
             1.0,
@@ -171,7 +177,7 @@ def rollout_loss(
             tuning.state_max,
         )
         box_pen = penalty_cost(
-            x_next,
+            x_frame,
             border,
             model.position_indices,
             0.0,

@@ -28,7 +28,7 @@ import optax
 from flax import serialization
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mppi_ros.core.bundle import save_bundle
+from mppi_ros.core.bundle import BundleError, load_bundle, resolve_model, save_bundle
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.controllers.step_mppi import PolicyWeights, StepMPPIConfig
 from mppi_ros.core.tracks import Track, generate_track, load_track
@@ -246,8 +246,43 @@ class Trainer:
 
     # ----- state -----------------------------------------------------------------------------
 
-    def fresh_state(self) -> dict[str, Any]:
+    def initial_params(self) -> Any:
+        """Fresh random weights, with every matching parameter of ``init_from`` copied in."""
         params = self.ctrl.init_weights(self._init_key).params
+        source = self.config.init_from
+        if source is None:
+            return params
+        try:
+            bundle = load_bundle(resolve_model(source))
+        except (BundleError, FileNotFoundError) as err:
+            raise TrainingError(f"init_from: {err}") from err
+        mean, std = (np.asarray(s) for s in self.stats)
+        if not (
+            np.allclose(bundle.weights.input_mean, mean, rtol=1e-4, atol=1e-5)
+            and np.allclose(bundle.weights.input_std, std, rtol=1e-4, atol=1e-5)
+        ):
+            raise TrainingError(
+                f"init_from: {source} was trained with a different input normalisation "
+                "(different data config); its weights would see shifted inputs"
+            )
+        donor = dict(jax.tree_util.tree_flatten_with_path(bundle.weights.params)[0])
+        copied = 0
+
+        def take(path: Any, leaf: Array) -> Array:
+            nonlocal copied
+            other = donor.get(path)
+            if other is None or np.shape(other) != np.shape(leaf):
+                return leaf
+            copied += 1
+            return jnp.asarray(other, dtype=leaf.dtype)
+
+        params = jax.tree_util.tree_map_with_path(take, params)
+        if copied == 0:
+            raise TrainingError(f"init_from: {source} shares no parameter with this network")
+        return params
+
+    def fresh_state(self) -> dict[str, Any]:
+        params = self.initial_params()
         c = self.config
         return {
             "params": params,

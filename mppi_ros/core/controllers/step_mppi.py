@@ -231,6 +231,11 @@ class StepMPPI(_LearnedController):
             {"params": weights.params}, self.normalised_features(weights, obs), lo, hi
         )
 
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of the standard normal noise one step consumes: ``(K, nu)``."""
+        return (self.config.num_samples, self.model.control_dim)
+
     def step(
         self,
         cstate: LearnedState,
@@ -239,11 +244,18 @@ class StepMPPI(_LearnedController):
         key: Array | None = None,
     ) -> tuple[Array, LearnedState, StepMPPIInfo]:
         key, next_key = step_keys(cstate.key, key)
+        eps = jax.random.normal(key, self.noise_shape)
+        action, cstate, info = self.step_with_noise(cstate, obs, tuning, eps)
+        return action, cstate.replace(key=next_key), info
+
+    def step_with_noise(
+        self, cstate: LearnedState, obs: Observation, tuning: TrackingTuning, eps: Array
+    ) -> tuple[Array, LearnedState, StepMPPIInfo]:
+        """:meth:`step` with the noise given (``noise_shape``): what ONNX export traces."""
         model = self.model
         mu, chol = self.distribution(cstate.weights, obs, tuning)
         # tuning.noise_std scales the learned spread live (1 = as trained).
         chol = chol * tuning.noise_std[:, None]
-        eps = jax.random.normal(key, (self.config.num_samples, model.control_dim))
         step_fn = model.discrete(self.config.dt, self.config.integrator)
         cost_fn = one_step_cost(model, step_fn, obs, tuning)
         u, weights, costs = mppi_layer(mu, chol, eps, cost_fn, tuning.temperature)
@@ -258,7 +270,7 @@ class StepMPPI(_LearnedController):
                 [obs.state, step_fn(obs.state, action, tuning.model_params)]
             ),
         )
-        return action, cstate.replace(key=next_key, steps=cstate.steps + 1), info
+        return action, cstate.replace(steps=cstate.steps + 1), info
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,6 +285,11 @@ class DPC(_LearnedController):
             control_dim=self.model.control_dim, hidden=c.hidden, activation=c.activation
         )
 
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """DPC draws no noise."""
+        return ()
+
     def step(
         self,
         cstate: LearnedState,
@@ -281,9 +298,16 @@ class DPC(_LearnedController):
         key: Array | None = None,
     ) -> tuple[Array, LearnedState, dict]:
         _, next_key = step_keys(cstate.key, key)
+        action, cstate, info = self.step_with_noise(cstate, obs, tuning, None)
+        return action, cstate.replace(key=next_key), info
+
+    def step_with_noise(
+        self, cstate: LearnedState, obs: Observation, tuning: TrackingTuning, eps: None
+    ) -> tuple[Array, LearnedState, dict]:
+        """:meth:`step` without a PRNG key (DPC ignores ``eps``)."""
         lo, hi = self.model.control_bounds(tuning.model_params)
         w = cstate.weights
         action = self.network().apply(
             {"params": w.params}, self.normalised_features(w, obs), lo, hi
         )
-        return action, cstate.replace(key=next_key, steps=cstate.steps + 1), {}
+        return action, cstate.replace(steps=cstate.steps + 1), {}

@@ -95,6 +95,11 @@ def discretize(derivative: Derivative, dt: float, method: str = "rk4") -> StepFn
 
 
 def wrap_angle(angle: Array) -> Array:
-    """Wraps angles to (-pi, pi]."""
-    wrapped = jnp.mod(angle + jnp.pi, 2.0 * jnp.pi) - jnp.pi
-    return jnp.where(wrapped == -jnp.pi, jnp.pi, wrapped)
+    """Wraps angles to (-pi, pi].
+
+    ``atan2(sin, cos)`` rather than a modulo: exact for large angles too, and it exports to
+    ONNX with a symbolic sample count (the exporter's ``rem`` needs static shapes).
+    """
+    wrapped = jnp.arctan2(jnp.sin(angle), jnp.cos(angle))
+    # float32 pi exceeds pi, so atan2 lands an input of pi on -pi: fold the boundary back.
+    return jnp.where(wrapped <= -jnp.pi + 1e-6, wrapped + 2.0 * jnp.pi, wrapped)

@@ -1,0 +1,199 @@
+"""Runs a bundle's ``controller.onnx`` with onnxruntime: NumPy in, NumPy out, no JAX.
+
+This module imports only the standard library, NumPy and onnxruntime, so a vehicle computer
+with ``onnxruntime-gpu`` and no JAX can run a trained controller::
+
+    policy = OnnxPolicy("models/f1tenth_step_mppi")
+    action, info = policy.step(state, track_inputs(s, xy, psi, speed, border, length))
+
+The graph is the deployed policy step (track projection, reference window, normalisation,
+network, sampling from the given noise, one model step, costs and penalties, softmax
+weights, weighted mean); noise is drawn here with NumPy, so results are reproducible from a
+seed and comparable with the JAX step for the same noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ONNX_FILE = "controller.onnx"
+TRACK_FIELDS = ("s", "xy", "psi", "speed", "border", "length")
+TUNING_PREFIX = "tuning."
+TRACK_PREFIX = "track."
+
+
+class OnnxBundleError(ValueError):
+    """A bundle whose ONNX controller must not be run; the message names the problem."""
+
+
+def available_providers() -> list[str]:
+    """onnxruntime's execution providers in preference order (CUDA first when present)."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_onnx_spec(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The verified path of ``controller.onnx`` and the manifest's ``onnx`` section.
+
+    Raises:
+        OnnxBundleError: No manifest, no exported controller, or a checksum mismatch.
+    """
+    bundle = Path(bundle)
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise OnnxBundleError(f"model bundle {bundle} has no manifest.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise OnnxBundleError(
+            f"model bundle {bundle}: manifest.json is not valid JSON ({err})"
+        ) from None
+    entry = manifest.get("files", {}).get(ONNX_FILE)
+    spec = manifest.get("onnx")
+    if entry is None or not isinstance(spec, dict):
+        raise OnnxBundleError(
+            f"model bundle {bundle} has no exported {ONNX_FILE}; run "
+            f"`mppi-ros export onnx {bundle}` first"
+        )
+    path = bundle / ONNX_FILE
+    if not path.is_file():
+        raise OnnxBundleError(f"model bundle {bundle} is missing {ONNX_FILE}")
+    if _sha256(path) != entry.get("sha256"):
+        raise OnnxBundleError(
+            f"model bundle {bundle}: {ONNX_FILE} does not match its SHA-256 in the manifest "
+            "(corrupt or modified file)"
+        )
+    return path, spec
+
+
+def track_inputs(
+    s: np.ndarray,
+    xy: np.ndarray,
+    psi: np.ndarray,
+    speed: np.ndarray,
+    border: np.ndarray,
+    length: float,
+) -> dict[str, np.ndarray]:
+    """Feeds for the raceline inputs (arc length, positions, headings, speed profile, border
+    half-planes ``(a, b, c_left, c_right)`` per point, lap length), all float32."""
+    values = dict(s=s, xy=xy, psi=psi, speed=speed, border=border, length=length)
+    return {TRACK_PREFIX + k: np.asarray(v, np.float32) for k, v in values.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxStepInfo:
+    """What one ONNX step returns besides the action."""
+
+    lateral_error: float
+    finite: bool
+    predicted_states: np.ndarray | None  # (2, nx) or None (DPC)
+
+
+class OnnxPolicy:
+    """An exported controller step on onnxruntime (CUDA when available, else CPU).
+
+    Args:
+        bundle: Bundle folder holding ``controller.onnx``.
+        providers: Execution providers to try; default :func:`available_providers`.
+        seed: Seed of the NumPy generator that draws the sampling noise.
+        threads: Intra-op threads (0: onnxruntime's default).
+        num_samples: K (0: the bundle's); the graph takes any K, so this needs no re-export.
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        providers: list[str] | None = None,
+        seed: int = 0,
+        threads: int = 0,
+        num_samples: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        path, spec = read_onnx_spec(bundle)
+        self.bundle = Path(bundle)
+        self.spec = spec
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # the exporter leaves unused initialisers: not news
+        options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=providers or available_providers()
+            )
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise OnnxBundleError(
+                f"model bundle {bundle}: onnxruntime cannot load {ONNX_FILE} ({err})"
+            ) from None
+        self.provider = self.session.get_providers()[0]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        control_dims = spec["noise_shape"][1:]
+        k = num_samples or int(spec["num_samples"])
+        self.noise_shape = (k, *control_dims) if control_dims else ()
+        self.reference_points = int(spec["reference_points"])
+        self.default_tuning = {
+            TUNING_PREFIX + k: np.asarray(v, np.float32) for k, v in spec["tuning"].items()
+        }
+        self.rng = np.random.default_rng(seed)
+
+    def draw_noise(self) -> np.ndarray | None:
+        if not self.noise_shape:
+            return None
+        return self.rng.standard_normal(self.noise_shape, dtype=np.float32)
+
+    def feeds(
+        self,
+        state: np.ndarray,
+        track: Mapping[str, np.ndarray],
+        tuning: Mapping[str, np.ndarray] | None = None,
+        noise: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Input dict for one step; ``tuning`` entries override the exported defaults."""
+        feeds = dict(self.default_tuning)
+        if tuning:
+            feeds.update(tuning)
+        feeds.update(track)
+        feeds["state"] = np.asarray(state, np.float32)
+        if self.noise_shape:
+            feeds["noise"] = self.draw_noise() if noise is None else np.asarray(noise, np.float32)
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise ValueError(f"missing ONNX inputs {missing}")
+        return {n: feeds[n] for n in self.input_names}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, OnnxStepInfo]:
+        """One step from prepared feeds (see :meth:`feeds`)."""
+        out = self.session.run(self.output_names, feeds)
+        packed = out[0]
+        info = OnnxStepInfo(
+            lateral_error=float(packed[-2]),
+            finite=bool(packed[-1] == 1.0),
+            predicted_states=out[1] if len(out) > 1 else None,
+        )
+        return packed[:-2].astype(np.float64), info
+
+    def step(
+        self,
+        state: np.ndarray,
+        track: Mapping[str, np.ndarray],
+        tuning: Mapping[str, np.ndarray] | None = None,
+        noise: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, OnnxStepInfo]:
+        """The control for ``state`` on ``track`` (see :func:`track_inputs`)."""
+        return self.run(self.feeds(state, track, tuning, noise))
