@@ -321,9 +321,6 @@ def test_backend_switches_to_onnx_at_runtime_and_back(active, tmp_path):
     manifest = json.loads((no_export / "manifest.json").read_text())
     del manifest["files"]["controller.onnx"], manifest["onnx"]
     (no_export / "manifest.json").write_text(json.dumps(manifest))
-    result = monitor.set_parameters(CTRL, backend="onnx", model_path=str(no_export))[0]
-    assert not result.successful and "mppi-ros export onnx" in result.reason, result.reason
-    assert get_parameter(monitor, "backend") == "jax"
     result = monitor.set_parameters(CTRL, backend="tensorrt")[0]
     assert not result.successful and "one of jax, onnx" in result.reason
 
@@ -347,5 +344,12 @@ def test_backend_switches_to_onnx_at_runtime_and_back(active, tmp_path):
         on_jax.mean(0),
         on_onnx.mean(0),
     )
+    # On onnx, a bundle without an export is rejected and the exported model keeps driving.
+    model_id = diag(monitor)["model_id"]
+    result = monitor.set_parameters(CTRL, model_path=str(no_export))[0]
+    assert not result.successful and "mppi-ros export onnx" in result.reason, result.reason
+    time.sleep(0.3)
+    assert diag(monitor)["model_id"] == model_id and diag(monitor)["backend"] == "onnx"
+    assert get_parameter(monitor, "model_path") == ""
     assert monitor.set_parameters(CTRL, backend="jax")[0].successful
     monitor.wait_for(lambda: diag(monitor)["backend"] == "jax", 120, "back to jax")
