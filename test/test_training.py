@@ -247,3 +247,30 @@ def test_train_cli_writes_a_bundle_that_inspect_verifies(tmp_path):
         timeout=300,
     )
     assert bad.returncode != 0 and "nope.csv" in bad.stderr
+
+
+@pytest.mark.slow
+def test_init_from_copies_matching_weights_and_checks_normalisation(trained_tiny, tmp_path):
+    """A DPC run started from the Step-MPPI bundle takes its backbone and mean head; a run
+    whose data (hence input statistics) differ is refused."""
+    from mppi_ros.core.bundle import load_bundle
+    from mppi_ros.training.trainer import Trainer, TrainingError
+
+    _, out, _ = trained_tiny
+    donor = load_bundle(out).weights.params
+    cfg = tiny_config(controller="dpc", num_samples=0, deploy_samples=0, init_from=str(out))
+    params = Trainer(cfg, tmp_path / "dpc").initial_params()
+    assert set(params) == {"MLP_0", "mean_head"}
+    for a, b in zip(
+        jax.tree.leaves(params),
+        jax.tree.leaves({"MLP_0": donor["MLP_0"], "mean_head": donor["mean_head"]}),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    fresh = Trainer(tiny_config(controller="dpc", num_samples=0, deploy_samples=0), tmp_path / "f")
+    assert not np.allclose(
+        np.asarray(fresh.initial_params()["mean_head"]["kernel"]), donor["mean_head"]["kernel"]
+    )
+    other = tiny_config(init_from=str(out), data=DataConfig(train_tracks=3, validation_tracks=1))
+    with pytest.raises(TrainingError, match="different input normalisation"):
+        Trainer(other, tmp_path / "other").initial_params()

@@ -257,9 +257,14 @@ class Trainer:
         except (BundleError, FileNotFoundError) as err:
             raise TrainingError(f"init_from: {err}") from err
         mean, std = (np.asarray(s) for s in self.stats)
+        # Same data config gives the same statistics up to float32 rounding: allow 1 % of a
+        # standard deviation, far below what another track set or start distribution moves.
+        donor_mean, donor_std = (
+            np.asarray(a) for a in (bundle.weights.input_mean, bundle.weights.input_std)
+        )
         if not (
-            np.allclose(bundle.weights.input_mean, mean, rtol=1e-4, atol=1e-5)
-            and np.allclose(bundle.weights.input_std, std, rtol=1e-4, atol=1e-5)
+            np.all(np.abs(donor_mean - mean) <= 0.01 * std)
+            and np.all(np.abs(donor_std / std - 1.0) <= 0.01)
         ):
             raise TrainingError(
                 f"init_from: {source} was trained with a different input normalisation "
