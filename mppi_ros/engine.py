@@ -20,9 +20,11 @@ import numpy as np
 
 from mppi_ros.core.bundle import (
     LEARNED_CONTROLLERS,
+    PARAMS,
     Bundle,
     BundleError,
     load_bundle,
+    read_manifest,
     resolve_model,
 )
 from mppi_ros.core.controllers import Controller, TrackingTuning, make_controller
@@ -340,7 +342,8 @@ def load_onnx_controller(spec: EngineSpec, warmup_steps: int = 3) -> OnnxCompile
             f"{policy.bundle}/controller.onnx was exported for reference_points "
             f"{policy.reference_points}, not {spec.reference_points}"
         )
-    if policy.spec.get("model_id") != model_id:
+    params_sha = read_manifest(policy.bundle)["files"][PARAMS]["sha256"]
+    if policy.spec.get("params_sha256") != params_sha:
         raise BundleError(
             f"{policy.bundle}/controller.onnx was exported from other weights "
             f"({policy.spec.get('model_id')}, bundle is {model_id}); re-export it"

@@ -211,6 +211,12 @@ def test_onnx_backend_rejects_what_it_cannot_run(exported, tmp_path):
         )
     with pytest.raises(ValueError, match="valid: jax, onnx"):
         compile_controller(EngineSpec(controller="dpc", backend="tensorrt"))
+    # A copied (renamed) bundle keeps a valid export: it is bound to the weights, not the name.
+    renamed = tmp_path / "renamed"
+    shutil.copytree(exported["dpc"], renamed)
+    assert compile_controller(onnx(controller="dpc", model_path=str(renamed))).model_id.startswith(
+        "renamed@"
+    )
     # New weights under an old export: the export no longer matches the bundle.
     stale = tmp_path / "stale"
     shutil.copytree(exported["dpc"], stale)

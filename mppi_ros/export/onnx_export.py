@@ -19,7 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.bundle import MANIFEST, BundleError, load_bundle, resolve_model, sha256_file
+from mppi_ros.core.bundle import (
+    MANIFEST,
+    PARAMS,
+    BundleError,
+    load_bundle,
+    resolve_model,
+    sha256_file,
+)
 from mppi_ros.engine import (
     EngineSpec,
     build_controller,
@@ -109,6 +116,7 @@ def export_onnx(
         "exporter": f"jax2onnx {version('jax2onnx')}",
         "opset": OPSET,
         "model_id": model_id,
+        "params_sha256": bundle.manifest["files"][PARAMS]["sha256"],
         "noise_shape": ["K", *noise_shape[1:]] if noise_shape else [],
         "num_samples": noise_shape[0] if noise_shape else 0,
         "reference_points": reference_points,
