@@ -273,6 +273,11 @@ class OnnxCompiledController(CompiledController):
     """:class:`CompiledController` on onnxruntime: the controller state is the NumPy
     generator that draws the sampling noise; ``key`` is not used."""
 
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider in use."""
+        return self._step[0].provider
+
     def init_state(self, seed: int) -> np.random.Generator:
         return np.random.default_rng(seed)
 
@@ -285,12 +290,12 @@ class OnnxCompiledController(CompiledController):
         key: Array | None = None,
     ) -> tuple[StepResult, np.random.Generator]:
         policy, tuning_feeds, track_feeds = self._step
-        feeds = dict(tuning_feeds(tuning))
-        feeds.update(track_feeds(track))
+        feeds = {**tuning_feeds(tuning), **track_feeds(track)}
         feeds["state"] = np.asarray(state, np.float32)
-        if policy.noise_shape:
-            feeds["noise"] = cstate.standard_normal(policy.noise_shape, dtype=np.float32)
-        action, info = policy.run({n: feeds[n] for n in policy.input_names})
+        noise = policy.draw_noise(cstate)
+        if noise is not None:
+            feeds["noise"] = noise
+        action, info = policy.run(feeds)
         result = StepResult(
             action=action,
             predicted=info.predicted_states,

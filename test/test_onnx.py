@@ -3,6 +3,7 @@ closed lap on either backend, a JAX-free runtime, and clear rejections of bad ex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -235,9 +236,7 @@ def test_onnx_backend_rejects_what_it_cannot_run(exported, tmp_path):
 def test_onnx_num_samples_is_a_run_time_choice(exported):
     """K is symbolic in the graph: a K = 256 engine runs the same file with 256 samples."""
     spec = EngineSpec(controller="step_mppi", model_path=str(exported["step_mppi"]))
-    small = compile_controller(
-        EngineSpec(**{**spec.__dict__, "num_samples": 256, "backend": "onnx"})
-    )
+    small = compile_controller(dataclasses.replace(spec, num_samples=256, backend="onnx"))
     assert small._step[0].noise_shape == (256, 2)
     track = reference_track(load_track("default"), POINTS, timed=False)
     state = random_states(small.controller.model, track, 1, np.random.default_rng(0))[0]

@@ -125,7 +125,7 @@ def _backend_entries(bench: LatencyBench, track: Track) -> dict[str, Any]:
                 entry = {"controller": name, "num_samples": k, "backend": backend}
                 entry.update(_stats(times))
                 if backend == "onnx":
-                    entry["provider"] = compiled._step[0].provider
+                    entry["provider"] = compiled.provider
                 pair[backend] = entry
             pair["onnx"]["ratio_to_jax"] = pair["onnx"]["p50_ms"] / pair["jax"]["p50_ms"]
             for backend, entry in pair.items():

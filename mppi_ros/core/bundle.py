@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from mppi_ros.checksums import sha256_file
 from mppi_ros.core.controllers.step_mppi import PolicyWeights, StepMPPIConfig
 from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.networks import feature_dim
@@ -109,14 +109,6 @@ def shipped_model_path(controller: str) -> Path:
     if controller not in LEARNED_CONTROLLERS:
         raise BundleError(f"no shipped weights for {controller!r}; valid: {LEARNED_CONTROLLERS}")
     return resolve_model(SHIPPED_PREFIX + controller)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

@@ -128,9 +128,8 @@ def export_onnx(
             for n, v in zip(tuning_names, tuning_leaves, strict=True)
         },
     }
-    for key, value in {"mppi_ros": json.dumps(spec)}.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    entry = proto.metadata_props.add()  # the spec travels with the file too
+    entry.key, entry.value = "mppi_ros", json.dumps(spec)
     data = proto.SerializeToString()
     if out is not None:
         target = Path(out)

@@ -15,13 +15,14 @@ seed and comparable with the JAX step for the same noise.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mppi_ros.checksums import sha256_file
 
 ONNX_FILE = "controller.onnx"
 TRACK_FIELDS = ("s", "xy", "psi", "speed", "border", "length")
@@ -39,14 +40,6 @@ def available_providers() -> list[str]:
 
     have = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in have]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_onnx_spec(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -74,7 +67,7 @@ def read_onnx_spec(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
     path = bundle / ONNX_FILE
     if not path.is_file():
         raise OnnxBundleError(f"model bundle {bundle} is missing {ONNX_FILE}")
-    if _sha256(path) != entry.get("sha256"):
+    if sha256_file(path) != entry.get("sha256"):
         raise OnnxBundleError(
             f"model bundle {bundle}: {ONNX_FILE} does not match its SHA-256 in the manifest "
             "(corrupt or modified file)"
@@ -152,10 +145,12 @@ class OnnxPolicy:
         }
         self.rng = np.random.default_rng(seed)
 
-    def draw_noise(self) -> np.ndarray | None:
+    def draw_noise(self, rng: np.random.Generator | None = None) -> np.ndarray | None:
+        """Standard normal noise of ``noise_shape`` from ``rng`` (default: the policy's own);
+        None for DPC."""
         if not self.noise_shape:
             return None
-        return self.rng.standard_normal(self.noise_shape, dtype=np.float32)
+        return (rng or self.rng).standard_normal(self.noise_shape, dtype=np.float32)
 
     def feeds(
         self,
@@ -175,7 +170,7 @@ class OnnxPolicy:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise ValueError(f"missing ONNX inputs {missing}")
-        return {n: feeds[n] for n in self.input_names}
+        return feeds
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, OnnxStepInfo]:
         """One step from prepared feeds (see :meth:`feeds`)."""
