@@ -45,14 +45,22 @@ def _controller_node(context, *args, **kwargs):
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
-            DeclareLaunchArgument("controller", default_value="step_mppi",
-                                  description="step_mppi, dpc or mppi"),
-            DeclareLaunchArgument("model_path", default_value="",
-                                  description="model bundle folder (empty: shipped weights)"),
-            DeclareLaunchArgument("params_file", default_value="",
-                                  description="parameters YAML (default config/<controller>.yaml)"),
-            DeclareLaunchArgument("autostart", default_value="true",
-                                  description="configure and activate on start-up"),
+            DeclareLaunchArgument(
+                "controller", default_value="step_mppi", description="step_mppi, dpc or mppi"
+            ),
+            DeclareLaunchArgument(
+                "model_path",
+                default_value="",
+                description="model bundle folder (empty: shipped weights)",
+            ),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value="",
+                description="parameters YAML (default config/<controller>.yaml)",
+            ),
+            DeclareLaunchArgument(
+                "autostart", default_value="true", description="configure and activate on start-up"
+            ),
             DeclareLaunchArgument("namespace", default_value=""),
             OpaqueFunction(function=_controller_node),
         ]

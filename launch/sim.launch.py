@@ -1,6 +1,6 @@
 """Simulator + track publisher + controller: the node graph of ``make demo``.
 
-    ros2 launch mppi_ros sim.launch.py track:=default controller:=step_mppi
+ros2 launch mppi_ros sim.launch.py track:=default controller:=step_mppi
 """
 
 import os
@@ -19,14 +19,17 @@ def generate_launch_description() -> LaunchDescription:
     track = LaunchConfiguration("track")
     return LaunchDescription(
         [
-            DeclareLaunchArgument("track", default_value="default",
-                                  description="built-in track name or raceline CSV"),
+            DeclareLaunchArgument(
+                "track", default_value="default", description="built-in track name or raceline CSV"
+            ),
             DeclareLaunchArgument("controller", default_value="step_mppi"),
             DeclareLaunchArgument("model_path", default_value=""),
-            DeclareLaunchArgument("params_file", default_value="",
-                                  description="controller parameters YAML"),
-            DeclareLaunchArgument("sim_params_file",
-                                  default_value=os.path.join(share, "config", "sim.yaml")),
+            DeclareLaunchArgument(
+                "params_file", default_value="", description="controller parameters YAML"
+            ),
+            DeclareLaunchArgument(
+                "sim_params_file", default_value=os.path.join(share, "config", "sim.yaml")
+            ),
             *(
                 Node(
                     package="mppi_ros",
@@ -38,7 +41,9 @@ def generate_launch_description() -> LaunchDescription:
                 for name in ("track_publisher", "vehicle_simulator")
             ),
             IncludeLaunchDescription(
-                PythonLaunchDescriptionSource(os.path.join(share, "launch", "controller.launch.py")),
+                PythonLaunchDescriptionSource(
+                    os.path.join(share, "launch", "controller.launch.py")
+                ),
                 launch_arguments={
                     "controller": LaunchConfiguration("controller"),
                     "model_path": LaunchConfiguration("model_path"),

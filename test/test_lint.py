@@ -18,6 +18,6 @@ def test_ruff_check_passes():
             pytest.skip("ruff is not installed (requirements-dev.txt)")
         ruff = Path(found)
     out = subprocess.run(
-        [str(ruff), "check", "mppi_ros", "test"], cwd=REPO, capture_output=True, text=True
+        [str(ruff), "check", "mppi_ros", "test", "launch"], cwd=REPO, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr

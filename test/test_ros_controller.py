@@ -15,6 +15,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from mppi_ros.core.bundle import shipped_model_path
@@ -32,7 +33,8 @@ MODEL = get_dynamics("single_track")
 class Vehicle:
     """Publishes the track and odometry of a car held at the start line at 5 m/s.
 
-    ``frame``, ``nan`` and ``paused`` change what is sent; ``stamp_offset`` shifts stamps.
+    ``frame``, ``nan`` and ``paused`` change what is sent; ``stamp_offset`` shifts stamps;
+    ``steering`` (rad), when set, is published as the ``steering`` joint on ``joint_states``.
     """
 
     def __init__(self, monitor: Monitor) -> None:
@@ -44,10 +46,12 @@ class Vehicle:
             for k in ("reference", "border_left", "border_right")
         }
         self.odom_pub = node.create_publisher(Odometry, "odom", qos_profile_sensor_data)
+        self.joint_pub = node.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
         self.cmds: list[tuple[float, list[float]]] = []
         node.create_subscription(Float64MultiArray, "cmd", self._on_cmd, 100)
         self.state = start_state(MODEL, self.track, 5.0)
         self.frame, self.nan, self.paused, self.stamp_offset = "map", False, False, 0.0
+        self.steering: float | None = None
         self.publish_track()
         node.create_timer(0.01, self._on_timer)
 
@@ -73,6 +77,10 @@ class Vehicle:
             x, MODEL, conversions.seconds_to_time(now), self.frame, "base_link"
         )
         self.odom_pub.publish(msg)
+        if self.steering is not None:
+            self.joint_pub.publish(
+                conversions.make_joint_state("steering", self.steering, msg.header.stamp)
+            )
 
     def commands_since(self, t: float) -> list[list[float]]:
         return [c for s, c in list(self.cmds) if s >= t]
@@ -302,6 +310,25 @@ def test_bad_input_brakes_reports_and_recovers(active, fault, cause):
         assert monitor.set_parameters(CTRL, noise_std=[1.0])[0].successful
     wait_watchdog(monitor, "ok", 10.0)
     assert processes.dead() == []
+
+
+def test_steering_comes_from_joint_states_while_fresh(active):
+    """A measured steering angle replaces the integrated commands (which drift whenever the
+    actuator drops a command or the car is reset); without it the node integrates again."""
+    _, monitor, vehicle, _ = active
+    wait_watchdog(monitor, "ok", 10.0)
+    assert diag(monitor)["steering_source"] == "integrated"
+    vehicle.steering = 0.2
+    monitor.wait_for(
+        lambda: diag(monitor)["steering_source"] == "joint_states", 5.0, "steering measured"
+    )
+    assert float(diag(monitor)["steering"]) == pytest.approx(0.2, abs=1e-4)
+    vehicle.steering = math.nan  # a bad reading is ignored: the last good one ages out
+    monitor.wait_for(
+        lambda: diag(monitor)["steering_source"] == "integrated", 5.0, "steering integrated"
+    )
+    vehicle.steering = None
+    assert diag(monitor)["watchdog"] == "ok"
 
 
 def test_node_logged_each_cause_and_is_alive(active):

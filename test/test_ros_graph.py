@@ -47,7 +47,9 @@ def test_demo_graph_completes_a_lap_at_the_control_rate(tmp_path):
     summary = run_demo(DemoConfig(laps=1, out_dir=str(tmp_path)), log=lambda _: None)
     assert summary["laps_completed"] == 1, summary
     assert summary["border_violations"] == 0
-    assert summary["tracking_error_mean_m"] < 0.1
+    # Offline the same controller tracks this lap to 0.010 m; an integrated steering estimate
+    # that drifts from the simulator's (the bug this guards) gave 0.085-0.10 m.
+    assert summary["tracking_error_mean_m"] < 0.03
     assert abs(summary["command_rate_hz"] - 100.0) <= 2.0, summary["command_rate_hz"]
     assert abs(summary["loop_rate_hz"] - 100.0) <= 2.0
     assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]

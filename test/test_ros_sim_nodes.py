@@ -57,6 +57,7 @@ RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 BEST_EFFORT = QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 TRACK_TOPICS = ("reference", "border_left", "border_right")
 DIAGNOSTIC_KEYS = {
+    "steering",
     "laps",
     "lap_times",
     "border_violations",
@@ -232,6 +233,7 @@ def nodes(tmp_path_factory, domain_id):
     sim_params = write_params(folder / "sim.yaml", "vehicle_simulator", SIM_PARAMS)
     twist_params = write_params(folder / "twist.yaml", "twist_sim", TWIST_SIM_PARAMS)
     remap_twist = ("-r", "__node:=twist_sim", "-r", "cmd:=twist_cmd", "-r", "odom:=twist_odom")
+    remap_twist += ("-r", "joint_states:=twist_joint_states")
     processes = {
         "track": NodeProcess(
             "mppi_ros.ros.track_publisher_node",
@@ -556,6 +558,32 @@ def test_acceleration_commands_match_the_offline_plant(ros, odom):
     np.testing.assert_allclose(measured[[0, 1]], expected[[0, 1]], atol=1e-3)  # position
     np.testing.assert_allclose(measured[3], expected[3], atol=1e-3)  # speed
     np.testing.assert_allclose(measured[4], expected[4], atol=1e-4)  # heading
+
+
+def test_joint_states_carry_the_steering_angle_with_the_odometry_stamp(ros, odom):
+    """A steering-rate command of 0.5 rad/s for 0.3 s: ``joint_states`` reports the angle,
+    stamped like the odometry of the same plant step, rising at the commanded rate."""
+    from sensor_msgs.msg import JointState
+
+    joints = Recorder(ros, JointState, "joint_states", BEST_EFFORT)
+    _call_reset(ros)
+    ros.spin_for(0.05)
+    joints.clear()
+    odom.clear()
+    stop = _publish_periodically(ros, Float64MultiArray, "cmd", _array_command(0.5, 0.0), DT)
+    ros.spin_for(0.3)
+    stop()
+    ros.spin_for(0.05)
+    ros.node.destroy_subscription(joints.subscription)
+    assert len(joints) > 20
+    assert all(list(m.name) == ["steering"] for _, m in joints.messages)
+    angles = np.array([m.position[0] for _, m in joints.messages])
+    rates = np.diff(angles) / np.diff([time_to_seconds(m.header.stamp) for _, m in joints.messages])
+    assert np.median(rates[-10:]) == pytest.approx(0.5, abs=1e-3)  # integrated steering rate
+    assert angles[-1] > 0.1
+    odom_stamps = set(_stamps(odom).round(6))
+    joint_stamps = [round(time_to_seconds(m.header.stamp), 6) for _, m in joints.messages]
+    assert sum(s in odom_stamps for s in joint_stamps) >= 0.9 * len(joint_stamps)
 
 
 def test_without_commands_the_car_brakes_to_a_stop_and_never_reverses(ros, odom):

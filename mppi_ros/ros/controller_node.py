@@ -40,6 +40,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.task import Future
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -185,6 +186,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             float_range=(0.001, 10.0),
         ),
     ),
+    "steering_joint": (
+        "steering",
+        describe(
+            "Joint of sensor_msgs/JointState on joint_states whose position (rad) is the "
+            "measured steering angle; used while no older than state_timeout. Without it the "
+            "node integrates its own steering commands. Empty: never subscribe.",
+            read_only=True,
+        ),
+    ),
     "brake_decel": (
         5.0,
         describe("Deceleration (m/s^2) of the brake command.", float_range=(0.1, 50.0)),
@@ -255,6 +265,8 @@ class _Inputs:
     reference: Path | None = None
     border_left: Path | None = None
     border_right: Path | None = None
+    steering: float | None = None  # measured, from joint_states
+    steering_received: float = -math.inf  # monotonic seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +315,8 @@ class ControllerNode(LifecycleNode):
         self._track = None
         self._reference_fault: str | None = "no_reference: no reference path received yet"
         self._steering = 0.0
+        self._steering_measured = False
+        self._state_steering = 0.0
         self._speed_estimate = 0.0
         self._watchdog = Watchdog()
         self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
@@ -431,6 +445,10 @@ class ControllerNode(LifecycleNode):
             (Path, "border_left", self._on_border_left, LATCHED),
             (Path, "border_right", self._on_border_right, LATCHED),
         ]
+        if self.get_parameter("steering_joint").value:
+            subs.append(
+                (JointState, "joint_states", self._on_joint_states, qos_profile_sensor_data)
+            )
         self._entities = [self.create_subscription(t, topic, cb, qos) for t, topic, cb, qos in subs]
         # Its own group: the coroutine awaiting a swap must not hold the default group, which
         # would keep odometry callbacks out of the (single-threaded) executor meanwhile.
@@ -708,6 +726,12 @@ class ControllerNode(LifecycleNode):
         inputs.odom_received = time.monotonic()
         inputs.out_of_order = False
 
+    def _on_joint_states(self, msg: JointState) -> None:
+        position = conversions.joint_position(msg, self.get_parameter("steering_joint").value)
+        if position is not None:  # other joints' messages, or a NaN reading: keep the last
+            self._inputs.steering = position
+            self._inputs.steering_received = time.monotonic()
+
     def _on_reference(self, msg: Path) -> None:
         self._inputs.reference = msg
         self._rebuild_track()
@@ -786,6 +810,12 @@ class ControllerNode(LifecycleNode):
                 f"expected {frame!r}"
             ), None
         model = self._active.controller.model
+        self._steering_measured = now - inputs.steering_received <= timeout
+        if self._steering_measured:
+            # A measurement replaces the integral of the commands, which drifts whenever the
+            # actuator drops or repeats a command, or the car is reset.
+            self._steering = inputs.steering
+        self._state_steering = self._steering
         try:
             state = conversions.odometry_to_state(inputs.odom, model, steering=self._steering)
         except ValueError as err:
@@ -922,6 +952,8 @@ class ControllerNode(LifecycleNode):
             "swaps": str(self._swaps),
             "compiling": str(self._pending is not None or bool(self._swap_events)).lower(),
             "last_error": self._last_build_error,
+            "steering": f"{self._state_steering:.4f}",  # as used in the last state
+            "steering_source": "joint_states" if self._steering_measured else "integrated",
         }
         values.update({k: f"{v:.4f}" for k, v in summary.items()})
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -3,7 +3,8 @@
 State layout follows the dynamics model's ``state_names``: ``px, py`` from the pose, ``yaw``
 from the orientation, ``v`` and ``beta`` from the body-frame twist, ``yaw_rate`` from the
 angular twist, ``vx, vy`` (point mass) from the linear twist. The steering angle ``delta`` is
-not part of nav_msgs/Odometry: the controller node integrates its own steering commands.
+not part of nav_msgs/Odometry: the controller node takes it from the steering joint of
+sensor_msgs/JointState when that is published, and integrates its own commands otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, Quaternion, TwistStamped
 from nav_msgs.msg import Odometry, Path
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from mppi_ros.core.dynamics import DynamicsModel
@@ -74,6 +76,21 @@ def quaternion_to_yaw(q: Quaternion) -> float:
 
 
 # --------------------------------------------------------------------------- odometry
+
+
+def joint_position(msg: JointState, joint: str) -> float | None:
+    """Position of ``joint`` in ``msg``, or ``None`` when it is absent or not finite."""
+    try:
+        value = float(msg.position[list(msg.name).index(joint)])
+    except (ValueError, IndexError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def make_joint_state(joint: str, position: float, stamp: Time) -> JointState:
+    msg = JointState(name=[joint], position=[float(position)])
+    msg.header.stamp = stamp
+    return msg
 
 
 def odometry_to_state(msg: Odometry, model: DynamicsModel, steering: float = 0.0) -> np.ndarray:

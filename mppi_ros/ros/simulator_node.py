@@ -16,7 +16,10 @@ Interface:
     simulated time when ``publish_clock`` (then also ``/clock``), else with the node clock;
     ``/diagnostics`` at 2 Hz: one status named after the node with ``laps``, ``lap_times``,
     ``border_violations``, ``lost``, ``sim_time``, ``progress_m``, ``lateral_error_m``,
-    ``speed`` and ``commands_received``.
+    ``speed``, ``commands_received`` and ``steering``; ``joint_states``
+    (sensor_msgs/JointState, SensorData QoS) with the steering angle as joint
+    ``steering_joint``, every plant step with the odometry's stamp (models with a steering
+    state; empty ``steering_joint``: not published).
   * service ``~/reset`` (std_srvs/Trigger): the car back at the start line at
     ``initial_speed``, counters cleared; the simulated time keeps running.
 
@@ -55,6 +58,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
@@ -64,6 +68,7 @@ from mppi_ros.ros.conversions import (
     COMMAND_TYPES,
     command_message_class,
     decode_command,
+    make_joint_state,
     seconds_to_time,
     state_to_odometry,
 )
@@ -390,6 +395,12 @@ class VehicleSimulator(Node):
         self._warm_up()
 
         self._odom_pub = self.create_publisher(Odometry, "odom", qos_profile_sensor_data)
+        self._steering_joint = get("steering_joint") if self._steering_index is not None else ""
+        self._joint_pub = (
+            self.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
+            if self._steering_joint
+            else None
+        )
         self._clock_pub = (
             self.create_publisher(Clock, "/clock", CLOCK_QOS) if self._publish_clock else None
         )
@@ -485,6 +496,11 @@ class VehicleSimulator(Node):
             "publish_clock",
             False,
             _describe("Publish the simulated time on /clock and stamp odom with it"),
+        )
+        declare(
+            "steering_joint",
+            "steering",
+            _describe("Joint name of the steering angle on joint_states; empty: not published"),
         )
         declare("frame_id", "map", _describe("Odometry frame"))
         declare("child_frame_id", "base_link", _describe("Vehicle frame"))
@@ -631,6 +647,10 @@ class VehicleSimulator(Node):
                 self._x, self._plant.model, stamp, self._frame_id, self._child_frame_id
             )
         )
+        if self._joint_pub is not None:
+            self._joint_pub.publish(
+                make_joint_state(self._steering_joint, self._x[self._steering_index], stamp)
+            )
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._reset_vehicle()
@@ -669,6 +689,8 @@ class VehicleSimulator(Node):
             "speed": f"{self._speed():.3f}",
             "commands_received": str(self._commands_received),
         }
+        if self._steering_index is not None:
+            values["steering"] = f"{self._x[self._steering_index]:.4f}"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
