@@ -136,3 +136,58 @@ def gaussian_entropy(chol: Array) -> Array:
     return 0.5 * d * jnp.log(2.0 * jnp.pi * jnp.e) + jnp.sum(
         jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1
     )
+
+
+# --------------------------------------------------------------------------- softMPCritic
+
+
+class QNetwork(nn.Module):
+    """Soft action-value ``Q(s, a)`` in cost units: ``(obs, act) -> 256 -> 256 -> 1`` (SiLU).
+
+    Inputs are normalised by the caller (see :class:`Normalizer`); leading batch dimensions
+    are kept.
+    """
+
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, obs: Array, act: Array) -> Array:
+        x = jnp.concatenate([obs, act], axis=-1)
+        return nn.Dense(1)(MLP(self.hidden, self.activation)(x))[..., 0]
+
+
+class DeltaMLP(nn.Module):
+    """One ensemble member: normalised ``(obs, act)`` -> normalised state change."""
+
+    out_dim: int
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        return nn.Dense(self.out_dim)(MLP(self.hidden, self.activation)(x))
+
+
+class EnsembleDelta(nn.Module):
+    """``members`` independent :class:`DeltaMLP` (stacked parameters, one vmapped call).
+
+    Returns ``(members, ..., out_dim)`` for an input of shape ``(..., in_dim)``.
+    """
+
+    out_dim: int
+    members: int = 4
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "silu"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        stacked = nn.vmap(
+            DeltaMLP,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.members,
+        )
+        return stacked(self.out_dim, self.hidden, self.activation, name="member")(x)

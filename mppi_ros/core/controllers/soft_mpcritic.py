@@ -1,0 +1,292 @@
+"""softMPCritic (seed 003, Algorithm 1): MPPI over a short horizon with a learned dynamics
+ensemble and a terminal soft Q-function.
+
+A plan holds ``H + 1`` actions: ``a_0 .. a_{H-1}`` drive the rollout, ``a_H`` is the action at
+which the terminal ``Q(s_H, a_H)`` is evaluated. For each of ``K`` samples ``eps ~ N(0, Sigma)``
+(per step and action entry) the sample cost is
+
+    S = sum_{t<H} gamma^t c(s_t, a_t, s_{t+1}) + gamma^H Q(s_H, a_H) + prior(eps),
+
+with actions ``a = clip(u + eps)`` fed to the model (the update uses the unclipped noise).
+Gaussian prior ``N(0, Sigma)``: ``prior = lambda sum_{t<=H} gamma^t u_t^T Sigma^-1 eps_t``;
+uniform prior over the action box: ``prior = -lambda/2 sum_{t<=H} gamma^t eps_t^T Sigma^-1
+eps_t`` and samples leaving the box get zero weight. Weights ``softmax(-S / lambda)``; the plan
+moves by the weighted mean of ``eps``; the soft value (free energy, in cost units) is
+
+    V = -lambda log mean_k exp(-S_k / lambda) + correction,
+
+where the correction is ``lambda/2 sum gamma^t u_t^T Sigma^-1 u_t`` (Gaussian; it makes the
+importance-sampled estimate unbiased for ``-lambda log E_prior exp(-J / lambda)`` when
+``gamma = 1``) or the log-density ratio constant of the uniform prior. Costs are negated
+rewards: ``Q`` and ``V`` are costs-to-go.
+
+Everything is a pure function of explicit arguments: learned weights (``CriticWeights``),
+live tuning (``SoftTuning``: lambda, Sigma, gamma) and the warm-start plan. The caller jits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from mppi_ros.core.dynamics.ensemble import EnsembleModel, EnsembleParams
+from mppi_ros.core.networks import QNetwork
+
+Array = jax.Array
+StageCost = Callable[[Array, Array, Array], Array]  # (s, a, s_next) -> cost
+
+PRIORS = ("gaussian", "uniform")
+MEMBER_SAMPLING = ("step", "sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftMPCriticConfig:
+    """Static planner settings (changing one recompiles).
+
+    Attributes:
+        num_samples: Sampled sequences K per iteration.
+        horizon: Model steps H (the plan has H + 1 actions).
+        iterations: MPPI iterations per call (each redraws noise around the updated plan).
+        prior: ``"gaussian"`` (prior N(0, Sigma)) or ``"uniform"`` (prior uniform on the box).
+        member_sampling: ``"step"``: one ensemble member per rollout step shared by all samples
+            (as the reference code; one member evaluated per step); ``"sample"``: a member per
+            sample and step (every member evaluated).
+    """
+
+    num_samples: int = 200
+    horizon: int = 4
+    iterations: int = 1
+    prior: str = "gaussian"
+    member_sampling: str = "step"
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.horizon < 1 or self.iterations < 1:
+            raise ValueError("num_samples, horizon and iterations must be >= 1")
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown prior {self.prior!r}; valid priors: {', '.join(PRIORS)}")
+        if self.member_sampling not in MEMBER_SAMPLING:
+            raise ValueError(
+                f"unknown member_sampling {self.member_sampling!r}; valid: "
+                f"{', '.join(MEMBER_SAMPLING)}"
+            )
+
+
+@struct.dataclass
+class SoftTuning:
+    """Live values (arguments of the compiled step; changing them never recompiles).
+
+    Attributes:
+        temperature: lambda > 0.
+        noise_std: ``(nu,)`` standard deviations (Sigma = diag(noise_std^2)).
+        discount: gamma in (0, 1].
+    """
+
+    temperature: Array
+    noise_std: Array
+    discount: Array
+
+
+def make_soft_tuning(
+    act_dim: int, temperature: float = 0.1, noise_var: float = 0.1, discount: float = 0.99
+) -> SoftTuning:
+    """Tuning with the paper's Gaussian-prior defaults (lambda 0.1, Sigma 0.1 I, gamma 0.99).
+
+    Raises:
+        ValueError: For a non-positive temperature or variance, or a discount outside (0, 1].
+    """
+    if not temperature > 0 or not noise_var > 0 or not 0 < discount <= 1:
+        raise ValueError(
+            f"need temperature > 0, noise_var > 0 and 0 < discount <= 1; got {temperature}, "
+            f"{noise_var}, {discount}"
+        )
+    return SoftTuning(
+        temperature=jnp.float32(temperature),
+        noise_std=jnp.full((act_dim,), np.sqrt(noise_var), jnp.float32),
+        discount=jnp.float32(discount),
+    )
+
+
+@struct.dataclass
+class CriticWeights:
+    """Learned weights: the Q-network (cost units) and the dynamics ensemble."""
+
+    q: Any
+    dynamics: EnsembleParams
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticProblem:
+    """What the planner needs besides weights and tuning (static, hashable).
+
+    Attributes:
+        ensemble: The dynamics ensemble.
+        stage_cost: ``(s, a, s_next) -> cost`` (a negated analytic reward, or a tracking cost).
+        action_low: Lower action bounds.
+        action_high: Upper action bounds.
+        q_hidden: Hidden widths of the Q-network.
+    """
+
+    ensemble: EnsembleModel
+    stage_cost: StageCost
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    q_hidden: tuple[int, ...] = (256, 256)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.ensemble.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.ensemble.act_dim
+
+    @property
+    def q_network(self) -> QNetwork:
+        return QNetwork(tuple(self.q_hidden))
+
+    def bounds(self) -> tuple[Array, Array]:
+        return jnp.asarray(self.action_low, jnp.float32), jnp.asarray(self.action_high, jnp.float32)
+
+    def init_weights(self, key: Array) -> CriticWeights:
+        kq, kd = jax.random.split(key)
+        q = self.q_network.init(kq, jnp.zeros(self.obs_dim), jnp.zeros(self.act_dim))
+        return CriticWeights(q=q, dynamics=self.ensemble.init(kd))
+
+    def q_value(self, q_params: Any, s: Array, a: Array) -> Array:
+        return self.q_network.apply(q_params, s, a)
+
+
+@struct.dataclass
+class PlanResult:
+    """One planner call.
+
+    Attributes:
+        plan: ``(H + 1, nu)`` updated plan (unclipped; not yet shifted).
+        action: ``clip(plan[0])``, the control to apply.
+        value: Soft value ``V(s0)`` (cost units) from the last iteration's samples.
+        cost_min: Lowest sample cost of the last iteration.
+        effective_samples: ``1 / sum w^2`` of the last iteration.
+    """
+
+    plan: Array
+    action: Array
+    value: Array
+    cost_min: Array
+    effective_samples: Array
+
+
+def sample_costs(
+    problem: CriticProblem,
+    config: SoftMPCriticConfig,
+    weights: CriticWeights,
+    tuning: SoftTuning,
+    s0: Array,
+    plan: Array,
+    eps: Array,
+    members: Array,
+) -> Array:
+    """Discounted rollout cost plus terminal Q of each sample, without the prior term.
+
+    Args:
+        eps: ``(K, H + 1, nu)`` noise.
+        members: ``(H,)`` member per step (``member_sampling == "step"``) or ``(H, K)``.
+
+    Returns:
+        ``(K,)`` costs ``J``.
+    """
+    low, high = problem.bounds()
+    actions = jnp.clip(plan + eps, low, high)  # (K, H+1, nu)
+    k = eps.shape[0]
+    ensemble = problem.ensemble
+
+    def body(carry, inputs):
+        s, total, factor = carry
+        a, member = inputs
+        if config.member_sampling == "step":
+            s_next = ensemble.predict_member(weights.dynamics, member, s, a)
+        else:
+            every = ensemble.predict_all(weights.dynamics, s, a)  # (E, K, nx)
+            s_next = every[member, jnp.arange(k)]
+        cost = jax.vmap(problem.stage_cost)(s, a, s_next)
+        return (s_next, total + factor * cost, factor * tuning.discount), None
+
+    start = (jnp.broadcast_to(s0, (k, s0.shape[-1])), jnp.zeros(k), jnp.ones(()))
+    steps = (jnp.swapaxes(actions[:, :-1], 0, 1), members)
+    (s_h, total, factor), _ = jax.lax.scan(body, start, steps)
+    return total + factor * problem.q_value(weights.q, s_h, actions[:, -1])
+
+
+def _discounts(tuning: SoftTuning, length: int) -> Array:
+    return tuning.discount ** jnp.arange(length, dtype=jnp.float32)
+
+
+def improve(
+    problem: CriticProblem,
+    config: SoftMPCriticConfig,
+    weights: CriticWeights,
+    tuning: SoftTuning,
+    s0: Array,
+    plan: Array,
+    key: Array,
+) -> PlanResult:
+    """``config.iterations`` MPPI iterations from ``plan`` at state ``s0`` (Algorithm 1)."""
+    low, high = problem.bounds()
+    lam, inv_var = tuning.temperature, 1.0 / tuning.noise_std**2
+    k, h, nu = config.num_samples, config.horizon, problem.act_dim
+    disc = _discounts(tuning, h + 1)  # (H + 1,)
+    members_shape = (h,) if config.member_sampling == "step" else (h, k)
+
+    def iteration(plan: Array, key: Array):
+        k_eps, k_member = jax.random.split(key)
+        eps = jax.random.normal(k_eps, (k, h + 1, nu)) * tuning.noise_std
+        members = jax.random.randint(k_member, members_shape, 0, problem.ensemble.members)
+        costs = sample_costs(problem, config, weights, tuning, s0, plan, eps, members)
+        if config.prior == "gaussian":
+            prior = lam * jnp.einsum("t,tu,ktu->k", disc, plan * inv_var, eps)
+            correction = 0.5 * lam * jnp.einsum("t,tu->", disc, plan**2 * inv_var)
+            valid = jnp.ones(k, bool)
+        else:
+            prior = -0.5 * lam * jnp.einsum("t,ktu->k", disc, eps**2 * inv_var)
+            log_q_norm = -0.5 * (nu * jnp.log(2 * jnp.pi) + jnp.sum(jnp.log(tuning.noise_std**2)))
+            correction = lam * jnp.sum(disc) * (log_q_norm + jnp.sum(jnp.log(high - low)))
+            raw = plan + eps
+            inside = jnp.all((raw >= low) & (raw <= high), axis=(1, 2))
+            valid = jnp.where(jnp.any(inside), inside, True)  # none inside: use all
+        total = costs + prior
+        total = jnp.where(valid & jnp.isfinite(total), total, jnp.inf)
+        baseline = jnp.min(total)
+        logits = -(total - baseline) / lam
+        log_mean = jax.nn.logsumexp(logits) - jnp.log(k)  # samples outside p's support count
+        w = jax.nn.softmax(logits)
+        value = baseline - lam * log_mean + correction
+        new_plan = plan + jnp.einsum("k,ktu->tu", w, eps)
+        return new_plan, (value, baseline, 1.0 / jnp.sum(w**2))
+
+    plan, (values, mins, ess) = jax.lax.scan(
+        iteration, plan, jax.random.split(key, config.iterations)
+    )
+    return PlanResult(
+        plan=plan,
+        action=jnp.clip(plan[0], low, high),
+        value=values[-1],
+        cost_min=mins[-1],
+        effective_samples=ess[-1],
+    )
+
+
+def shift_plan(plan: Array) -> Array:
+    """Warm start for the next state: drop the executed action, append zeros."""
+    return jnp.concatenate([plan[1:], jnp.zeros_like(plan[:1])], axis=0)
+
+
+def initial_plan(key: Array, config: SoftMPCriticConfig, tuning: SoftTuning) -> Array:
+    """A plan drawn from N(0, Sigma) (the reference resets to a prior sample)."""
+    return (
+        jax.random.normal(key, (config.horizon + 1, tuning.noise_std.shape[0])) * tuning.noise_std
+    )

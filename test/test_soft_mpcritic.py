@@ -1,0 +1,162 @@
+"""softMPCritic planner (Algorithm 1): the soft value against a direct Monte-Carlo estimate,
+plan improvement, ensemble member sampling and live tuning."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mppi_ros.core.controllers.soft_mpcritic import (
+    CriticProblem,
+    SoftMPCriticConfig,
+    improve,
+    make_soft_tuning,
+    sample_costs,
+    shift_plan,
+)
+from mppi_ros.core.dynamics.ensemble import EnsembleModel
+
+OBS, ACT = 3, 2
+
+
+def quadratic_cost(s, a, s_next):
+    return jnp.sum(s_next**2) + 0.1 * jnp.sum(a**2)
+
+
+def small_problem(members: int = 1, low: float = -1.0, high: float = 1.0) -> CriticProblem:
+    return CriticProblem(
+        ensemble=EnsembleModel(OBS, ACT, members=members, hidden=(16, 16)),
+        stage_cost=quadratic_cost,
+        action_low=(low,) * ACT,
+        action_high=(high,) * ACT,
+        q_hidden=(16, 16),
+    )
+
+
+def direct_free_energy(problem, config, weights, tuning, s0, prior_samples):
+    """-lambda log E_prior[exp(-J / lambda)] with actions drawn from the prior itself."""
+    members = jnp.zeros((config.horizon,), jnp.int32)
+    plan = jnp.zeros((config.horizon + 1, ACT))
+    costs = sample_costs(problem, config, weights, tuning, s0, plan, prior_samples, members)
+    lam = tuning.temperature
+    return -lam * (jax.nn.logsumexp(-costs / lam) - jnp.log(costs.shape[0]))
+
+
+@pytest.mark.parametrize("prior", ["gaussian", "uniform"])
+def test_soft_value_matches_direct_monte_carlo(prior):
+    """With gamma = 1 the planner's importance-sampled V (samples around a non-zero plan)
+    equals the free energy computed by sampling the prior directly."""
+    problem = small_problem()
+    weights = problem.init_weights(jax.random.PRNGKey(0))
+    # The uniform prior needs a proposal N(u, Sigma) wide enough to cover its box, or the
+    # importance weights' variance swamps any finite sample.
+    var = 0.09 if prior == "gaussian" else 0.5
+    tuning = make_soft_tuning(ACT, temperature=0.5, noise_var=var, discount=1.0)
+    n = 400_000
+    config = SoftMPCriticConfig(num_samples=n, horizon=3, prior=prior)
+    s0 = jnp.array([0.3, -0.2, 0.1])
+    plan = jnp.array([[0.2, -0.1], [0.1, 0.0], [0.0, 0.1], [-0.1, 0.05]])
+    shape = (n, config.horizon + 1, ACT)
+    if prior == "gaussian":
+        draws = jax.random.normal(jax.random.PRNGKey(7), shape) * tuning.noise_std
+    else:
+        draws = jax.random.uniform(jax.random.PRNGKey(7), shape, minval=-1.0, maxval=1.0)
+    expected = direct_free_energy(problem, config, weights, tuning, s0, draws)
+    result = jax.jit(improve, static_argnums=(0, 1))(
+        problem, config, weights, tuning, s0, plan, jax.random.PRNGKey(3)
+    )
+    assert float(result.value) == pytest.approx(float(expected), abs=0.01)
+    # A wrong correction term (e.g. dropping it) is far outside that tolerance.
+    assert abs(float(expected)) > 0.05
+
+
+def test_value_is_a_soft_minimum_of_sample_costs():
+    """V lies between the lowest sample cost and the mean cost when the plan is zero."""
+    problem = small_problem()
+    weights = problem.init_weights(jax.random.PRNGKey(1))
+    tuning = make_soft_tuning(ACT, temperature=0.2, noise_var=0.1, discount=0.9)
+    config = SoftMPCriticConfig(num_samples=4096, horizon=4)
+    s0 = jnp.array([1.0, 0.5, -0.5])
+    plan = jnp.zeros((5, ACT))
+    key = jax.random.PRNGKey(4)
+    result = improve(problem, config, weights, tuning, s0, plan, key)
+    assert float(result.cost_min) <= float(result.value)
+    members = jnp.zeros(4, jnp.int32)
+    draws = jax.random.normal(jax.random.PRNGKey(9), (4096, 5, ACT)) * tuning.noise_std
+    costs = sample_costs(problem, config, weights, tuning, s0, plan, draws, members)
+    assert float(result.value) <= float(jnp.mean(costs)) + 0.05
+
+
+def test_iterations_lower_the_cost_of_the_plan():
+    """Repeated improvement from a poor plan lowers the deterministic cost of the plan."""
+    problem = small_problem(low=-3.0, high=3.0)
+    weights = problem.init_weights(jax.random.PRNGKey(2))
+    tuning = make_soft_tuning(ACT, temperature=0.05, noise_var=0.1, discount=0.99)
+    config = SoftMPCriticConfig(num_samples=512, horizon=4, iterations=1)
+    s0 = jnp.array([1.0, -1.0, 0.5])
+    plan = jnp.full((5, ACT), 2.0)
+    zero_noise = jnp.zeros((1, 5, ACT))
+    members = jnp.zeros(4, jnp.int32)
+
+    def plan_cost(p):
+        return float(sample_costs(problem, config, weights, tuning, s0, p, zero_noise, members)[0])
+
+    step = jax.jit(improve, static_argnums=(0, 1))
+    before = plan_cost(plan)
+    for i in range(10):
+        plan = step(problem, config, weights, tuning, s0, plan, jax.random.PRNGKey(i)).plan
+    assert plan_cost(plan) < before - 0.1 * abs(before)
+    # Warm start: shifted by one, zero appended.
+    shifted = shift_plan(plan)
+    np.testing.assert_array_equal(shifted[:-1], plan[1:])
+    np.testing.assert_array_equal(shifted[-1], 0.0)
+
+
+@pytest.mark.parametrize("sampling", ["step", "sample"])
+def test_rollouts_use_the_drawn_ensemble_members(sampling):
+    """Per step (shared) or per sample: the cost equals a rollout under the drawn members."""
+    problem = small_problem(members=3)
+    weights = problem.init_weights(jax.random.PRNGKey(5))
+    tuning = make_soft_tuning(ACT, discount=0.95)
+    config = SoftMPCriticConfig(num_samples=4, horizon=2, member_sampling=sampling)
+    s0 = jnp.array([0.1, 0.2, 0.3])
+    plan = jnp.zeros((3, ACT))
+    eps = jax.random.normal(jax.random.PRNGKey(6), (4, 3, ACT)) * 0.3
+    members = jnp.array([2, 0]) if sampling == "step" else jnp.array([[2, 1, 0, 2], [0, 0, 1, 2]])
+    costs = sample_costs(problem, config, weights, tuning, s0, plan, eps, members)
+    ens = problem.ensemble
+    for k in range(4):
+        s, total = s0, 0.0
+        for t in range(2):
+            m = members[t] if sampling == "step" else members[t, k]
+            a = jnp.clip(eps[k, t], -1, 1)
+            s_next = ens.predict_all(weights.dynamics, s, a)[m]
+            total += 0.95**t * quadratic_cost(s, a, s_next)
+            s = s_next
+        total += 0.95**2 * problem.q_value(weights.q, s, jnp.clip(eps[k, 2], -1, 1))
+        assert float(costs[k]) == pytest.approx(float(total), rel=1e-5)
+
+
+def test_tuning_changes_do_not_recompile():
+    problem = small_problem()
+    weights = problem.init_weights(jax.random.PRNGKey(0))
+    config = SoftMPCriticConfig(num_samples=64)
+    step = jax.jit(improve, static_argnums=(0, 1))
+    s0, plan = jnp.zeros(OBS), jnp.zeros((5, ACT))
+    sizes = []
+    for lam, var, gamma in [(0.1, 0.1, 0.99), (0.5, 0.02, 0.9), (1.0, 0.3, 1.0)]:
+        tuning = make_soft_tuning(ACT, lam, var, gamma)
+        step(problem, config, weights, tuning, s0, plan, jax.random.PRNGKey(0))
+        sizes.append(step._cache_size())
+    assert sizes[0] == sizes[-1]
+
+
+def test_bad_settings_are_rejected_with_the_valid_choices():
+    with pytest.raises(ValueError, match="gaussian, uniform"):
+        SoftMPCriticConfig(prior="beta")
+    with pytest.raises(ValueError, match="step, sample"):
+        SoftMPCriticConfig(member_sampling="all")
+    with pytest.raises(ValueError, match="temperature > 0"):
+        make_soft_tuning(2, temperature=0.0)
