@@ -234,18 +234,27 @@ def improve(
     s0: Array,
     plan: Array,
     key: Array,
+    members: Array | None = None,
 ) -> PlanResult:
-    """``config.iterations`` MPPI iterations from ``plan`` at state ``s0`` (Algorithm 1)."""
+    """``config.iterations`` MPPI iterations from ``plan`` at state ``s0`` (Algorithm 1).
+
+    Args:
+        members: Optional ensemble members per iteration, ``(iterations, H)`` or
+            ``(iterations, H, K)`` (see :func:`draw_members`); drawn from ``key`` when omitted.
+            A batch of planners (``vmap``) sharing one draw evaluates one member per step, as
+            the reference implementation does.
+    """
     low, high = problem.bounds()
     lam, inv_var = tuning.temperature, 1.0 / tuning.noise_std**2
     k, h, nu = config.num_samples, config.horizon, problem.act_dim
     disc = _discounts(tuning, h + 1)  # (H + 1,)
-    members_shape = (h,) if config.member_sampling == "step" else (h, k)
+    k_members, key = jax.random.split(key)
+    if members is None:
+        members = draw_members(k_members, problem, config)
 
-    def iteration(plan: Array, key: Array):
-        k_eps, k_member = jax.random.split(key)
+    def iteration(plan: Array, inputs: tuple[Array, Array]):
+        k_eps, members = inputs
         eps = jax.random.normal(k_eps, (k, h + 1, nu)) * tuning.noise_std
-        members = jax.random.randint(k_member, members_shape, 0, problem.ensemble.members)
         costs = sample_costs(problem, config, weights, tuning, s0, plan, eps, members)
         if config.prior == "gaussian":
             prior = lam * jnp.einsum("t,tu,ktu->k", disc, plan * inv_var, eps)
@@ -268,9 +277,8 @@ def improve(
         new_plan = plan + jnp.einsum("k,ktu->tu", w, eps)
         return new_plan, (value, baseline, 1.0 / jnp.sum(w**2))
 
-    plan, (values, mins, ess) = jax.lax.scan(
-        iteration, plan, jax.random.split(key, config.iterations)
-    )
+    keys = jax.random.split(key, config.iterations)
+    plan, (values, mins, ess) = jax.lax.scan(iteration, plan, (keys, members))
     return PlanResult(
         plan=plan,
         action=jnp.clip(plan[0], low, high),
@@ -278,6 +286,14 @@ def improve(
         cost_min=mins[-1],
         effective_samples=ess[-1],
     )
+
+
+def draw_members(key: Array, problem: CriticProblem, config: SoftMPCriticConfig) -> Array:
+    """Uniform ensemble member indices, ``(iterations, H)`` or ``(iterations, H, K)``."""
+    shape = (config.iterations, config.horizon)
+    if config.member_sampling == "sample":
+        shape += (config.num_samples,)
+    return jax.random.randint(key, shape, 0, problem.ensemble.members)
 
 
 def shift_plan(plan: Array) -> Array:

@@ -1,0 +1,361 @@
+"""softMPCritic training (seed 003, Algorithm 2): amortised fitted Q-iteration with MPPI.
+
+Each environment step plans with MPPI warm-started from the shifted previous plan and stores
+``(s, a, r, s', terminated, plan)``. Each update (one per step) samples a batch, recomputes the
+MPPI soft value at ``s'`` warm-started from the STORED plan (shifted by one) with the target
+Q-network, writes the refined plan back into the buffer, regresses ``Q(s, a)`` on
+``c + gamma (1 - terminated) V(s')`` (costs = negated rewards), soft-updates the target network
+(``tau`` every ``target_every`` steps) and fits the dynamics ensemble by MSE on state changes
+(a second, independent batch). Planning, buffer writes and both updates are one compiled
+function per environment step; the environment runs in Python (MuJoCo).
+
+``cold_start`` replaces the stored warm start by a zero plan and runs ``target_iterations``
+iterations (the paper's Table I ablation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from mppi_ros.core.controllers.soft_mpcritic import (
+    CriticProblem,
+    CriticWeights,
+    PlanResult,
+    SoftMPCriticConfig,
+    SoftTuning,
+    draw_members,
+    improve,
+    initial_plan,
+    make_soft_tuning,
+    shift_plan,
+)
+from mppi_ros.core.dynamics.ensemble import EnsembleModel
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftMPCriticTrainConfig:
+    """Everything one training run depends on (YAML: ``mppi-ros train soft-mpcritic``).
+
+    Defaults are the paper's Gaussian-prior settings (REFERENCE.md section 5).
+    """
+
+    task: str = "InvertedDoublePendulum-v5"
+    total_steps: int = 50_000
+    seed: int = 0
+    num_samples: int = 200
+    target_samples: int = 20
+    horizon: int = 4
+    iterations: int = 1
+    target_iterations: int = 1
+    cold_start: bool = False
+    prior: str = "gaussian"
+    member_sampling: str = "step"
+    temperature: float = 0.1
+    noise_var: float = 0.1
+    discount: float = 0.99
+    ensemble_size: int = 4
+    hidden: tuple[int, ...] = (256, 256)
+    learning_rate: float = 3e-4
+    batch_size: int = 32
+    tau: float = 0.005
+    target_every: int = 2
+    buffer_size: int = 1_000_000
+    checkpoint_every: int = 10_000
+
+    def __post_init__(self) -> None:
+        positive = ("total_steps", "num_samples", "target_samples", "horizon", "iterations")
+        for name in (*positive, "target_iterations", "ensemble_size", "batch_size", "buffer_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.tau <= 1 or self.target_every < 1:
+            raise ValueError("tau must lie in (0, 1] and target_every be >= 1")
+        make_soft_tuning(1, self.temperature, self.noise_var, self.discount)  # validates
+        self.online_config()  # validates prior / member_sampling
+
+    def online_config(self) -> SoftMPCriticConfig:
+        return SoftMPCriticConfig(
+            self.num_samples, self.horizon, self.iterations, self.prior, self.member_sampling
+        )
+
+    def target_config(self) -> SoftMPCriticConfig:
+        return SoftMPCriticConfig(
+            self.target_samples,
+            self.horizon,
+            self.target_iterations,
+            self.prior,
+            self.member_sampling,
+        )
+
+    def tuning(self, act_dim: int) -> SoftTuning:
+        return make_soft_tuning(act_dim, self.temperature, self.noise_var, self.discount)
+
+    @property
+    def capacity(self) -> int:
+        return min(self.buffer_size, self.total_steps)
+
+
+@struct.dataclass
+class Replay:
+    """Ring buffer on the device; ``plan`` is refined in place by target computations."""
+
+    obs: Array
+    act: Array
+    cost: Array
+    next_obs: Array
+    terminated: Array
+    plan: Array
+    size: Array
+    cursor: Array
+
+    @classmethod
+    def empty(cls, capacity: int, obs_dim: int, act_dim: int, plan_len: int) -> Replay:
+        z = functools.partial(jnp.zeros, dtype=jnp.float32)
+        return cls(
+            obs=z((capacity, obs_dim)),
+            act=z((capacity, act_dim)),
+            cost=z((capacity,)),
+            next_obs=z((capacity, obs_dim)),
+            terminated=z((capacity,)),
+            plan=z((capacity, plan_len, act_dim)),
+            size=jnp.zeros((), jnp.int32),
+            cursor=jnp.zeros((), jnp.int32),
+        )
+
+    def add(self, obs, act, cost, next_obs, terminated, plan) -> Replay:
+        i = self.cursor
+        capacity = self.obs.shape[0]
+        return self.replace(
+            obs=self.obs.at[i].set(obs),
+            act=self.act.at[i].set(act),
+            cost=self.cost.at[i].set(cost),
+            next_obs=self.next_obs.at[i].set(next_obs),
+            terminated=self.terminated.at[i].set(terminated),
+            plan=self.plan.at[i].set(plan),
+            size=jnp.minimum(self.size + 1, capacity),
+            cursor=(i + 1) % capacity,
+        )
+
+
+@struct.dataclass
+class TrainState:
+    """Everything that changes during training (checkpointed as one msgpack tree)."""
+
+    weights: CriticWeights
+    target_q: Any
+    q_opt: Any
+    dynamics_opt: Any
+    replay: Replay
+    key: Array
+    step: Array
+
+
+@struct.dataclass
+class StepMetrics:
+    q_loss: Array
+    model_loss: Array
+    target_value: Array
+    plan_change: Array  # mean |refined - stored| of the written-back plans
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftMPCriticLearner:
+    """Static pieces of a run: the planning problem, configs and optimiser (hashable, so the
+    compiled functions take it as a static argument)."""
+
+    problem: CriticProblem
+    config: SoftMPCriticTrainConfig
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        return optax.adam(self.config.learning_rate)
+
+    def init(self, key: Array) -> TrainState:
+        k_weights, key = jax.random.split(key)
+        weights = self.problem.init_weights(k_weights)
+        opt = self.optimizer
+        cfg = self.config
+        return TrainState(
+            weights=weights,
+            target_q=jax.tree.map(jnp.copy, weights.q),  # own buffers (the step donates)
+            q_opt=opt.init(weights.q),
+            dynamics_opt=opt.init(weights.dynamics.net),
+            replay=Replay.empty(
+                cfg.capacity, self.problem.obs_dim, self.problem.act_dim, cfg.horizon + 1
+            ),
+            key=key,
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def reset_plan(self, key: Array) -> Array:
+        cfg = self.config
+        return initial_plan(key, cfg.online_config(), cfg.tuning(self.problem.act_dim))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def act(self, weights: CriticWeights, obs: Array, plan: Array, key: Array) -> PlanResult:
+        """Online MPPI at ``obs`` from the warm-start ``plan``."""
+        cfg = self.config
+        return improve(
+            self.problem,
+            cfg.online_config(),
+            weights,
+            cfg.tuning(self.problem.act_dim),
+            obs,
+            plan,
+            key,
+        )
+
+    def _targets(self, weights, target_q, replay: Replay, idx: Array, key: Array):
+        cfg = self.config
+        tuning = cfg.tuning(self.problem.act_dim)
+        stored = replay.plan[idx]
+        if cfg.cold_start:
+            start = jnp.zeros_like(stored)
+        else:
+            start = jax.vmap(shift_plan)(stored)
+        planner_weights = weights.replace(q=target_q)
+        k_members, key = jax.random.split(key)
+        members = draw_members(k_members, self.problem, cfg.target_config())  # shared by batch
+        keys = jax.random.split(key, idx.shape[0])
+        result = jax.vmap(
+            lambda s, p, k: improve(
+                self.problem, cfg.target_config(), planner_weights, tuning, s, p, k, members
+            )
+        )(replay.next_obs[idx], start, keys)
+        target = replay.cost[idx] + tuning.discount * (1.0 - replay.terminated[idx]) * result.value
+        # Write back: slots 1..H of the stored plan are the refined plan's steps 0..H-1 at s'.
+        written = jnp.concatenate([stored[:, :1], result.plan[:, :-1]], axis=1)
+        return jax.lax.stop_gradient(target), written, result
+
+    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+    def learn(self, state: TrainState, transition: tuple) -> tuple[TrainState, StepMetrics]:
+        """Stores one transition, then one Q update and one ensemble update (Algorithm 2)."""
+        cfg, problem = self.config, self.problem
+        replay = state.replay.add(*transition)
+        key, k_q, k_plan, k_model = jax.random.split(state.key, 4)
+        idx = jax.random.randint(k_q, (cfg.batch_size,), 0, replay.size)
+        target, written, result = self._targets(state.weights, state.target_q, replay, idx, k_plan)
+        stored = replay.plan[idx]
+        replay = replay.replace(plan=replay.plan.at[idx].set(written))
+
+        def q_loss(q_params):
+            q = problem.q_value(q_params, replay.obs[idx], replay.act[idx])
+            return jnp.mean((q - target) ** 2)
+
+        loss_q, grads = jax.value_and_grad(q_loss)(state.weights.q)
+        opt = self.optimizer
+        updates, q_opt = opt.update(grads, state.q_opt, state.weights.q)
+        q_params = optax.apply_updates(state.weights.q, updates)
+        step = state.step + 1
+        tau = jnp.where(step % cfg.target_every == 0, cfg.tau, 0.0)
+        target_q = optax.incremental_update(q_params, state.target_q, tau)
+
+        midx = jax.random.randint(k_model, (cfg.batch_size,), 0, replay.size)
+        ensemble = problem.ensemble
+        dynamics = state.weights.dynamics
+
+        def model_loss(net):
+            return ensemble.loss(
+                dynamics.replace(net=net),
+                replay.obs[midx],
+                replay.act[midx],
+                replay.next_obs[midx],
+            )
+
+        loss_m, grads = jax.value_and_grad(model_loss)(dynamics.net)
+        updates, dynamics_opt = opt.update(grads, state.dynamics_opt, dynamics.net)
+        net = optax.apply_updates(dynamics.net, updates)
+        new_state = TrainState(
+            weights=CriticWeights(q=q_params, dynamics=dynamics.replace(net=net)),
+            target_q=target_q,
+            q_opt=q_opt,
+            dynamics_opt=dynamics_opt,
+            replay=replay,
+            key=key,
+            step=step,
+        )
+        metrics = StepMetrics(
+            q_loss=loss_q,
+            model_loss=loss_m,
+            target_value=jnp.mean(result.value),
+            plan_change=jnp.mean(jnp.abs(written - stored)),
+        )
+        return new_state, metrics
+
+
+def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
+    """The learner for ``config.task`` (a gymnasium task name)."""
+    from mppi_ros.training.gym_tasks import get_task
+
+    task = get_task(config.task)
+    problem = CriticProblem(
+        ensemble=EnsembleModel(
+            task.obs_dim, task.act_dim, config.ensemble_size, tuple(config.hidden)
+        ),
+        stage_cost=task.stage_cost,
+        action_low=task.action_low,
+        action_high=task.action_high,
+        q_hidden=tuple(config.hidden),
+    )
+    return SoftMPCriticLearner(problem, config)
+
+
+def run_episodes(learner: SoftMPCriticLearner, steps: int, seed: int, log=print) -> dict:
+    """Minimal online loop (Algorithm 2): returns episode returns and steps/s."""
+    import time
+
+    from mppi_ros.training.gym_tasks import get_task
+
+    task = get_task(learner.config.task)
+    env = task.make_env()
+    key = jax.random.PRNGKey(seed)
+    key, k_init, k_plan = jax.random.split(key, 3)
+    state = learner.init(k_init)
+    plan = learner.reset_plan(k_plan)
+    obs, _ = env.reset(seed=seed)
+    returns, episode_return, lengths, length = [], 0.0, [], 0
+    start = time.perf_counter()
+    for t in range(steps):
+        key, k_act, k_reset = jax.random.split(key, 3)
+        result = learner.act(state.weights, jnp.asarray(obs, jnp.float32), plan, k_act)
+        action = np.asarray(result.action)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        transition = (
+            jnp.asarray(obs, jnp.float32),
+            result.action,
+            jnp.float32(-reward),
+            jnp.asarray(next_obs, jnp.float32),
+            jnp.float32(terminated),
+            result.plan,
+        )
+        state, metrics = learner.learn(state, transition)
+        episode_return += float(reward)
+        length += 1
+        plan = shift_plan(result.plan)
+        obs = next_obs
+        if terminated or truncated:
+            returns.append(episode_return)
+            lengths.append(length)
+            log(
+                f"step {t + 1}: return {episode_return:.1f} length {length} "
+                f"({(t + 1) / (time.perf_counter() - start):.0f} steps/s) "
+                f"q_loss {float(metrics.q_loss):.3g} model {float(metrics.model_loss):.3g}"
+            )
+            episode_return, length = 0.0, 0
+            plan = learner.reset_plan(k_reset)
+            obs, _ = env.reset()
+    return {
+        "returns": returns,
+        "lengths": lengths,
+        "steps_per_s": steps / (time.perf_counter() - start),
+        "state": state,
+    }
