@@ -65,6 +65,7 @@ setup(
     extras_require={
         "gpu": ["jax[cuda12]", "onnxruntime-gpu"],
         "onnx": ["onnxruntime", "jax2onnx"],
+        "rl": ["gymnasium[mujoco]"],  # softMPCritic training on gymnasium MuJoCo tasks
         "test": ["pytest", "pytest-timeout"],
     },
     zip_safe=True,

@@ -206,9 +206,58 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_soft_mpcritic(args: argparse.Namespace) -> int:
+    from mppi_ros.training import TrainingError
+    from mppi_ros.training.soft_mpcritic import load_soft_mpcritic_config, train_soft_mpcritic
+
+    config = load_soft_mpcritic_config(
+        args.config,
+        seed=args.seed,
+        total_steps=args.steps,
+        cold_start=True if args.cold_start else None,
+        target_iterations=args.target_iters,
+    )
+    try:
+        result = train_soft_mpcritic(
+            config,
+            args.out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except TrainingError as err:
+        print(f"mppi-ros train: error: {err}", file=sys.stderr)
+        return 1
+    last = result.returns[-10:]
+    print(
+        json.dumps(
+            {
+                "bundle": str(result.bundle),
+                "task": config.task,
+                "steps": result.steps,
+                "episodes": result.episodes,
+                "last10_return_mean": sum(last) / len(last) if last else None,
+                "steps_per_s": round(result.steps_per_s, 1),
+                "wall_s": round(result.wall_s, 1),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mppi_ros.training import TrainingError, load_config, train
 
+    if args.controller == "soft-mpcritic":
+        return cmd_train_soft_mpcritic(args)
+    if args.cold_start or args.target_iters is not None or args.steps is not None:
+        print(
+            "mppi-ros train: error: --cold-start, --target-iters and --steps are soft-mpcritic "
+            "options",
+            file=sys.stderr,
+        )
+        return 2
     controller = args.controller.replace("-", "_")
     config = load_config(args.config, controller=controller, seed=args.seed)
     if args.epochs is not None:
@@ -287,8 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)
 
-    tr = sub.add_parser("train", help="train Step-MPPI or DPC weights into a model bundle")
-    tr.add_argument("controller", choices=("step-mppi", "dpc"))
+    tr = sub.add_parser(
+        "train", help="train Step-MPPI, DPC or softMPCritic weights into a model bundle"
+    )
+    tr.add_argument("controller", choices=("step-mppi", "dpc", "soft-mpcritic"))
     tr.add_argument("--config", required=True, help="YAML training config (config/train/)")
     tr.add_argument(
         "--track",
@@ -299,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
     tr.add_argument("--seed", type=int, default=None, help="override the config's seed")
     tr.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    tr.add_argument("--steps", type=int, default=None, help="soft-mpcritic: environment steps")
+    tr.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="soft-mpcritic: targets from a zero plan instead of the stored one (ablation)",
+    )
+    tr.add_argument(
+        "--target-iters", type=int, default=None, help="soft-mpcritic: MPPI iterations per target"
+    )
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
 

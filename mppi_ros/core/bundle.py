@@ -336,9 +336,9 @@ def _check_against_template(path: Path, state: Any, template: dict[str, Any]) ->
             raise BundleError(f"model bundle {path}: weight {key} is {got.dtype}, not float32")
         if not np.all(np.isfinite(got)):
             raise BundleError(f"model bundle {path}: weight {key} contains NaN or infinity")
-    std = np.asarray(flat_s["input_std"])
-    if np.any(std <= 0):
-        raise BundleError(f"model bundle {path}: input_std must be positive")
+    for key in flat_s:
+        if key.endswith("std") and np.any(np.asarray(flat_s[key]) <= 0):
+            raise BundleError(f"model bundle {path}: {key} must be positive")
     return jax.tree.map(lambda a: jax.numpy.asarray(a), state)
 
 
@@ -368,3 +368,179 @@ def controller_from_bundle(path: str | Path, **overrides: Any):
 
 def _freeze(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------- softMPCritic
+
+SOFT_MPCRITIC = "soft_mpcritic"
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticBundle:
+    """A validated softMPCritic bundle: planner config, tuning, weights and the environment
+    it was trained in (``env``: ``{"kind": "gymnasium", "id": ...}`` or a vehicle track)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    problem_spec: dict[str, Any]
+    weights: Any
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.path.name}@{self.manifest['files'][PARAMS]['sha256'][:12]}"
+
+
+def save_soft_mpcritic_bundle(
+    directory: str | Path,
+    problem,
+    config,
+    tuning,
+    weights,
+    env: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    dt: float = 0.0,
+) -> Path:
+    """Writes a softMPCritic bundle: Q-network and ensemble weights with its normalisation.
+
+    Args:
+        problem: The :class:`~mppi_ros.core.controllers.soft_mpcritic.CriticProblem`.
+        config: The online :class:`SoftMPCriticConfig`.
+        tuning: :class:`SoftTuning` the weights were trained with (the loaded defaults).
+        weights: :class:`CriticWeights`.
+        env: Where the weights act (``mppi-ros eval`` rebuilds it from this).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PARAMS).write_bytes(serialization.to_bytes(_critic_state(weights)))
+    ensemble = problem.ensemble
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "controller": SOFT_MPCRITIC,
+        "tuning": {
+            "temperature": float(tuning.temperature),
+            "noise_std": _jsonable(tuning.noise_std),
+            "discount": float(tuning.discount),
+        },
+        "dynamics": {
+            "name": "ensemble",
+            "members": ensemble.members,
+            "predicts": "state change s' - s (z-scored with the stored statistics)",
+        },
+        "dt": dt,
+        "config": _jsonable(dataclasses.asdict(config)),
+        "env": _jsonable(env),
+        "inputs": {"obs_dim": ensemble.obs_dim, "act_dim": ensemble.act_dim},
+        "outputs": {
+            "act_dim": ensemble.act_dim,
+            "low": list(problem.action_low),
+            "high": list(problem.action_high),
+        },
+        "architecture": {
+            "q_network": "QNetwork (obs, act) -> hidden -> 1",
+            "q_hidden": list(problem.q_hidden),
+            "ensemble_hidden": list(ensemble.hidden),
+            "activation": ensemble.activation,
+        },
+        "training": _jsonable(training or {}),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "files": {
+            PARAMS: {
+                "sha256": sha256_file(directory / PARAMS),
+                "bytes": (directory / PARAMS).stat().st_size,
+            }
+        },
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return directory
+
+
+def _critic_state(weights) -> dict[str, Any]:
+    d = weights.dynamics
+    return jax.tree.map(
+        np.asarray,
+        {
+            "q": weights.q,
+            "dynamics": {
+                "net": d.net,
+                "inputs": {"mean": d.inputs.mean, "std": d.inputs.std},
+                "deltas": {"mean": d.deltas.mean, "std": d.deltas.std},
+            },
+        },
+    )
+
+
+def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
+    """Loads and validates a softMPCritic bundle.
+
+    Returns:
+        ``(bundle, problem, config, tuning)``: a :class:`CriticBundle` with the weights, the
+        ``CriticProblem`` (with ``stage_cost``, or the gymnasium task's negated reward when
+        ``None``), the online ``SoftMPCriticConfig`` and the trained ``SoftTuning``.
+
+    Raises:
+        BundleError: One sentence naming the bundle and what is wrong.
+    """
+    from mppi_ros.core.controllers.soft_mpcritic import (
+        CriticProblem,
+        CriticWeights,
+        SoftMPCriticConfig,
+        make_soft_tuning,
+    )
+    from mppi_ros.core.dynamics.ensemble import EnsembleModel, EnsembleParams, Normalizer
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_checksums(path, manifest)
+    if manifest["controller"] != SOFT_MPCRITIC:
+        raise BundleError(
+            f"model bundle {path} is for controller {manifest['controller']!r}, not "
+            f"{SOFT_MPCRITIC!r}"
+        )
+    try:
+        inputs, arch, outputs = manifest["inputs"], manifest["architecture"], manifest["outputs"]
+        env = manifest.get("env", {})
+        config = SoftMPCriticConfig(**manifest["config"])
+        ensemble = EnsembleModel(
+            int(inputs["obs_dim"]),
+            int(inputs["act_dim"]),
+            int(manifest["dynamics"]["members"]),
+            tuple(arch["ensemble_hidden"]),
+            arch["activation"],
+        )
+        if stage_cost is None:
+            if env.get("kind") != "gymnasium":
+                raise ValueError(f"no stage cost given for environment {env!r}")
+            from mppi_ros.training.gym_tasks import get_task
+
+            stage_cost = get_task(env["id"]).stage_cost
+        problem = CriticProblem(
+            ensemble,
+            stage_cost,
+            tuple(outputs["low"]),
+            tuple(outputs["high"]),
+            tuple(arch["q_hidden"]),
+        )
+        t = manifest["tuning"]
+        tuning = make_soft_tuning(ensemble.act_dim, t["temperature"], 1.0, t["discount"])
+        tuning = tuning.replace(noise_std=jax.numpy.asarray(t["noise_std"], jax.numpy.float32))
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"model bundle {path}: invalid softMPCritic manifest ({err})") from None
+    template = _critic_state(problem.init_weights(jax.random.PRNGKey(0)))
+    try:
+        state = serialization.msgpack_restore((path / PARAMS).read_bytes())
+    except (ValueError, TypeError) as err:
+        raise BundleError(
+            f"model bundle {path}: {PARAMS} is not readable msgpack ({err})"
+        ) from None
+    w = _check_against_template(path, state, template)
+    d = w["dynamics"]
+    weights = CriticWeights(
+        q=w["q"],
+        dynamics=EnsembleParams(
+            net=d["net"],
+            inputs=Normalizer(d["inputs"]["mean"], d["inputs"]["std"]),
+            deltas=Normalizer(d["deltas"]["mean"], d["deltas"]["std"]),
+        ),
+    )
+    bundle = CriticBundle(path, manifest, {"env": env}, weights)
+    return bundle, problem, config, tuning

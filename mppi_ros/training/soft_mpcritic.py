@@ -15,15 +15,22 @@ iterations (the paper's Table I ablation).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
+import json
+import os
+import platform
+import time
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
+import yaml
+from flax import serialization, struct
 
 from mppi_ros.core.controllers.soft_mpcritic import (
     CriticProblem,
@@ -38,6 +45,8 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     shift_plan,
 )
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
+from mppi_ros.training.config import _build
+from mppi_ros.training.trainer import TrainingError, _atomic_write, _progress_bar, command_line
 
 Array = jax.Array
 
@@ -309,53 +318,237 @@ def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
     return SoftMPCriticLearner(problem, config)
 
 
-def run_episodes(learner: SoftMPCriticLearner, steps: int, seed: int, log=print) -> dict:
-    """Minimal online loop (Algorithm 2): returns episode returns and steps/s."""
-    import time
+CHECKPOINT = "checkpoint.msgpack"
+CHECKPOINT_INFO = "checkpoint.json"
+METRICS = "metrics.csv"
+METRIC_FIELDS = (
+    "step",
+    "episode",
+    "return",
+    "length",
+    "terminated",
+    "steps_per_s",
+    "wall_s",
+    "q_loss",
+    "model_loss",
+    "target_value",
+    "plan_change",
+)
 
+
+@dataclasses.dataclass
+class SoftMPCriticResult:
+    bundle: Path
+    steps: int
+    episodes: int
+    returns: list[float]
+    steps_per_s: float
+    wall_s: float
+
+
+class SoftMPCriticTrainer:
+    """Runs Algorithm 2 on a gymnasium task; writes ``out/training/{metrics.csv, checkpoint}``
+    and the bundle ``out/{manifest.json, params.msgpack}``.
+
+    ``--resume`` restores the networks, optimisers, replay buffer (with its refined plans),
+    PRNG key and counters from the last checkpoint; the interrupted episode starts afresh.
+    """
+
+    def __init__(self, config: SoftMPCriticTrainConfig, out: str | Path) -> None:
+        self.config = config
+        self.learner = make_learner(config)
+        self.out = Path(out)
+        self.work = self.out / "training"
+
+    # ----- checkpoints -----------------------------------------------------------------------
+
+    def _fresh(self) -> dict[str, Any]:
+        return {
+            "train": self.learner.init(jax.random.PRNGKey(self.config.seed)),
+            "episodes": 0,
+            "wall_s": 0.0,
+            "returns": np.zeros(0),
+        }
+
+    def save_checkpoint(self, run: dict[str, Any]) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        host = jax.device_get(run)
+        host["returns"] = np.asarray(host["returns"], np.float64)
+        _atomic_write(
+            self.work / CHECKPOINT,
+            serialization.msgpack_serialize(serialization.to_state_dict(host)),
+        )
+        info = {"step": int(host["train"].step), "config": _config_dict(self.config)}
+        _atomic_write(self.work / CHECKPOINT_INFO, json.dumps(info, indent=2).encode())
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        info_path = self.work / CHECKPOINT_INFO
+        if not info_path.exists() or not (self.work / CHECKPOINT).exists():
+            raise TrainingError(f"--resume: no checkpoint in {self.work}")
+        saved = json.loads(info_path.read_text())["config"]
+        now = _config_dict(self.config)
+        changed = sorted(k for k in now if k != "total_steps" and saved.get(k) != now[k])
+        if changed:
+            raise TrainingError(
+                f"--resume: the config differs from the checkpoint's in {changed}; "
+                "resume with the same config or start a new --out"
+            )
+        template = jax.device_get(self._fresh())
+        raw = serialization.msgpack_restore((self.work / CHECKPOINT).read_bytes())
+        template["returns"] = np.asarray(raw["returns"])
+        return serialization.from_state_dict(template, raw)
+
+    # ----- loop ------------------------------------------------------------------------------
+
+    def run(self, resume: bool = False, progress: bool = True, log=print) -> SoftMPCriticResult:
+        cfg, learner = self.config, self.learner
+        from mppi_ros.training.gym_tasks import get_task
+
+        if not resume and (self.work / CHECKPOINT).exists():
+            raise TrainingError(
+                f"{self.out} already holds a training run; pass --resume or pick a new --out"
+            )
+        run = self.load_checkpoint() if resume else self._fresh()
+        if not resume:
+            self.work.mkdir(parents=True, exist_ok=True)
+            with open(self.work / METRICS, "w", newline="") as f:
+                csv.writer(f).writerow(METRIC_FIELDS)
+        state: TrainState = run["train"]
+        start_step = int(state.step)
+        env = get_task(cfg.task).make_env()
+        env.action_space.seed(cfg.seed)
+        obs, _ = env.reset(seed=cfg.seed + start_step)
+        key = jax.random.fold_in(state.key, 1)
+        key, k_plan = jax.random.split(key)
+        plan = learner.reset_plan(k_plan)
+        returns = list(np.asarray(run["returns"]))
+        episode_return, length = 0.0, 0
+        bar = _progress_bar(cfg.total_steps, start_step, progress)
+        started, wall0 = time.perf_counter(), float(run["wall_s"])
+        metrics = None
+        with open(self.work / METRICS, "a", newline="") as f:
+            writer = csv.writer(f)
+            for step in range(start_step, cfg.total_steps):
+                key, k_act, k_reset = jax.random.split(key, 3)
+                result = learner.act(state.weights, jnp.asarray(obs, jnp.float32), plan, k_act)
+                action = np.asarray(result.action)
+                next_obs, reward, terminated, truncated, _ = env.step(action)
+                transition = (
+                    jnp.asarray(obs, jnp.float32),
+                    result.action,
+                    jnp.float32(-reward),
+                    jnp.asarray(next_obs, jnp.float32),
+                    jnp.float32(terminated),
+                    result.plan,
+                )
+                state, metrics = learner.learn(state, transition)
+                episode_return += float(reward)
+                length += 1
+                plan = shift_plan(result.plan)
+                obs = next_obs
+                bar.update(1)
+                if terminated or truncated:
+                    returns.append(episode_return)
+                    run["episodes"] += 1
+                    elapsed = time.perf_counter() - started
+                    m = jax.device_get(metrics)
+                    writer.writerow(
+                        [
+                            step + 1,
+                            run["episodes"],
+                            round(episode_return, 3),
+                            length,
+                            int(terminated),
+                            round((step + 1 - start_step) / elapsed, 2),
+                            round(wall0 + elapsed, 2),
+                            float(m.q_loss),
+                            float(m.model_loss),
+                            float(m.target_value),
+                            float(m.plan_change),
+                        ]
+                    )
+                    f.flush()
+                    bar.set_postfix(ret=f"{episode_return:.0f}", refresh=False)
+                    episode_return, length = 0.0, 0
+                    plan = learner.reset_plan(k_reset)
+                    obs, _ = env.reset()
+                if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.total_steps:
+                    run.update(
+                        train=state,
+                        wall_s=wall0 + time.perf_counter() - started,
+                        returns=np.asarray(returns),
+                    )
+                    self.save_checkpoint(run)
+        bar.close()
+        elapsed = time.perf_counter() - started
+        steps_per_s = (cfg.total_steps - start_step) / max(elapsed, 1e-9)
+        log(f"{cfg.task}: {len(returns)} episodes, {steps_per_s:.0f} steps/s")
+        bundle = self.write_bundle(state, returns, steps_per_s, wall0 + elapsed)
+        return SoftMPCriticResult(
+            bundle, cfg.total_steps, len(returns), returns, steps_per_s, wall0 + elapsed
+        )
+
+    def write_bundle(self, state: TrainState, returns, steps_per_s: float, wall_s: float) -> Path:
+        from mppi_ros.core.bundle import save_soft_mpcritic_bundle
+
+        last = returns[-10:]
+        return save_soft_mpcritic_bundle(
+            self.out,
+            self.learner.problem,
+            self.config.online_config(),
+            self.config.tuning(self.learner.problem.act_dim),
+            jax.device_get(state.weights),
+            env={
+                "kind": "gymnasium",
+                "id": self.config.task,
+                **dict(get_task_kwargs(self.config.task)),
+            },
+            training={
+                "command": command_line(),
+                "config": _config_dict(self.config),
+                "metrics": {
+                    "steps": self.config.total_steps,
+                    "episodes": len(returns),
+                    "last10_return_mean": float(np.mean(last)) if last else None,
+                    "steps_per_s": round(steps_per_s, 1),
+                    "wall_s": round(wall_s, 1),
+                },
+                "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+            },
+        )
+
+
+def get_task_kwargs(task: str) -> tuple[tuple[str, Any], ...]:
     from mppi_ros.training.gym_tasks import get_task
 
-    task = get_task(learner.config.task)
-    env = task.make_env()
-    key = jax.random.PRNGKey(seed)
-    key, k_init, k_plan = jax.random.split(key, 3)
-    state = learner.init(k_init)
-    plan = learner.reset_plan(k_plan)
-    obs, _ = env.reset(seed=seed)
-    returns, episode_return, lengths, length = [], 0.0, [], 0
-    start = time.perf_counter()
-    for t in range(steps):
-        key, k_act, k_reset = jax.random.split(key, 3)
-        result = learner.act(state.weights, jnp.asarray(obs, jnp.float32), plan, k_act)
-        action = np.asarray(result.action)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        transition = (
-            jnp.asarray(obs, jnp.float32),
-            result.action,
-            jnp.float32(-reward),
-            jnp.asarray(next_obs, jnp.float32),
-            jnp.float32(terminated),
-            result.plan,
-        )
-        state, metrics = learner.learn(state, transition)
-        episode_return += float(reward)
-        length += 1
-        plan = shift_plan(result.plan)
-        obs = next_obs
-        if terminated or truncated:
-            returns.append(episode_return)
-            lengths.append(length)
-            log(
-                f"step {t + 1}: return {episode_return:.1f} length {length} "
-                f"({(t + 1) / (time.perf_counter() - start):.0f} steps/s) "
-                f"q_loss {float(metrics.q_loss):.3g} model {float(metrics.model_loss):.3g}"
-            )
-            episode_return, length = 0.0, 0
-            plan = learner.reset_plan(k_reset)
-            obs, _ = env.reset()
+    return get_task(task).make_kwargs
+
+
+def _config_dict(config: SoftMPCriticTrainConfig) -> dict[str, Any]:
     return {
-        "returns": returns,
-        "lengths": lengths,
-        "steps_per_s": steps / (time.perf_counter() - start),
-        "state": state,
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
     }
+
+
+def load_soft_mpcritic_config(path: str | Path, **overrides: Any) -> SoftMPCriticTrainConfig:
+    """Reads a YAML config; ``overrides`` that are not ``None`` win."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from err
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return _build(SoftMPCriticTrainConfig, values, str(path))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def train_soft_mpcritic(
+    config: SoftMPCriticTrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+) -> SoftMPCriticResult:
+    return SoftMPCriticTrainer(config, out).run(resume=resume, progress=progress, log=log)
