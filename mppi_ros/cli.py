@@ -246,6 +246,26 @@ def cmd_train_soft_mpcritic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mppi_ros.core.bundle import BundleError, read_manifest, resolve_model
+    from mppi_ros.training.soft_mpcritic import evaluate_gym_bundle
+
+    try:
+        path = resolve_model(args.model)
+        env = read_manifest(path).get("env", {})
+        if env.get("kind") != "gymnasium":
+            raise BundleError(
+                f"model bundle {path}: mppi-ros eval runs gymnasium softMPCritic bundles; "
+                f"use mppi-ros bench closed-loop --controllers {path} for vehicle models"
+            )
+        report = evaluate_gym_bundle(path, episodes=args.episodes, seed=args.seed)
+    except (BundleError, ValueError) as err:
+        print(f"mppi-ros eval: error: {err}", file=sys.stderr)
+        return 1
+    _emit(report, args.json)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mppi_ros.training import TrainingError, load_config, train
 
@@ -361,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="run a trained bundle in the environment of its manifest")
+    ev.add_argument("model", help="bundle folder or shipped model name")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", default=None)
+    ev.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser(
         "demo",

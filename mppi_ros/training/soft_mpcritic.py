@@ -552,3 +552,48 @@ def train_soft_mpcritic(
     log=print,
 ) -> SoftMPCriticResult:
     return SoftMPCriticTrainer(config, out).run(resume=resume, progress=progress, log=log)
+
+
+def evaluate_gym_bundle(path: str | Path, episodes: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Runs a gymnasium softMPCritic bundle with its online planner (no learning).
+
+    Returns:
+        ``{"model", "env", "episodes", "return_mean", "return_std", "returns", "lengths",
+        "steps_per_s"}``.
+    """
+    from mppi_ros.core.bundle import load_soft_mpcritic_bundle
+    from mppi_ros.training.gym_tasks import get_task
+
+    bundle, problem, config, tuning = load_soft_mpcritic_bundle(path)
+    task = get_task(bundle.problem_spec["env"]["id"])
+    plan_step = jax.jit(functools.partial(improve, problem, config))
+    env = task.make_env()
+    key = jax.random.PRNGKey(seed)
+    returns, lengths, steps = [], [], 0
+    started = time.perf_counter()
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        key, k_plan = jax.random.split(key)
+        plan = initial_plan(k_plan, config, tuning)
+        total, length, done = 0.0, 0, False
+        while not done:
+            key, k_act = jax.random.split(key)
+            result = plan_step(bundle.weights, tuning, jnp.asarray(obs, jnp.float32), plan, k_act)
+            obs, reward, terminated, truncated, _ = env.step(np.asarray(result.action))
+            plan = shift_plan(result.plan)
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+        steps += length
+    return {
+        "model": bundle.model_id,
+        "env": task.name,
+        "episodes": episodes,
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "returns": [round(r, 3) for r in returns],
+        "lengths": lengths,
+        "steps_per_s": steps / (time.perf_counter() - started),
+    }
