@@ -133,8 +133,9 @@ def wait_watchdog(monitor: Monitor, prefix: str, timeout: float = 10.0) -> None:
 def active(node):
     """The node configured and active, driving from good input."""
     _processes, monitor, _vehicle, _ = node
-    if lifecycle_state(monitor) != "active":
+    if lifecycle_state(monitor) == "unconfigured":
         assert change_state(monitor, Transition.TRANSITION_CONFIGURE)
+    if lifecycle_state(monitor) == "inactive":
         assert change_state(monitor, Transition.TRANSITION_ACTIVATE)
     wait_watchdog(monitor, "ok", 30.0)
     return node
@@ -163,6 +164,25 @@ def test_lifecycle_brakes_on_deactivate_and_resumes(node):
     assert len(vehicle.commands_since(t1 + 0.1)) == 0, "no control commands while inactive"
     assert change_state(monitor, Transition.TRANSITION_ACTIVATE)
     wait_watchdog(monitor, "ok", 10.0)
+
+
+def test_invalid_lifecycle_request_is_refused_and_the_node_keeps_driving(active):
+    """rclpy raises inside the change_state service for a transition the current state does
+    not have; the node logs it and carries on instead of dying."""
+    processes, monitor, _, _ = active
+    request = ChangeState.Request()
+    request.transition.id = Transition.TRANSITION_CONFIGURE  # not valid while active
+    client = monitor.node.create_client(ChangeState, f"/{CTRL}/change_state")
+    try:
+        assert client.wait_for_service(timeout_sec=10.0)
+        client.call_async(request)  # rclpy sends no reply when the handler raises
+        time.sleep(1.0)
+    finally:
+        monitor.node.destroy_client(client)
+    assert processes.dead() == []
+    assert lifecycle_state(monitor) == "active"
+    assert "refused a request" in processes.log(CTRL)
+    wait_watchdog(monitor, "ok", 5.0)
 
 
 @pytest.mark.parametrize(

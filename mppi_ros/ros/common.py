@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy import logging
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -74,7 +76,12 @@ def spin_until(
     try:
         with around or contextlib.nullcontext():
             while not stop.is_set() and rclpy.ok():
-                executor.spin_once(timeout_sec=0.1)
+                try:
+                    executor.spin_once(timeout_sec=0.1)
+                except RCLError as err:
+                    # A request rcl refuses (e.g. a lifecycle transition the current state
+                    # lacks) raises out of rclpy's own service handler: log it, keep running.
+                    logging.get_logger("mppi_ros").error(f"refused a request: {err}")
     except ExternalShutdownException:
         pass
 
