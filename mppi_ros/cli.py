@@ -206,8 +206,26 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_soft_mpcritic(args: argparse.Namespace) -> int:
+def _run_training(args: argparse.Namespace, train_fn, config, **extra: Any):
+    """Calls a training entry point with the CLI's ``--out``, ``--resume``, progress and
+    stderr logging; reports a ``TrainingError`` and returns ``None`` for it."""
     from mppi_ros.training import TrainingError
+
+    try:
+        return train_fn(
+            config,
+            args.out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+            **extra,
+        )
+    except TrainingError as err:
+        print(f"mppi-ros train: error: {err}", file=sys.stderr)
+        return None
+
+
+def cmd_train_soft_mpcritic(args: argparse.Namespace) -> int:
     from mppi_ros.training.soft_mpcritic import load_soft_mpcritic_config, train_soft_mpcritic
 
     config = load_soft_mpcritic_config(
@@ -217,16 +235,8 @@ def cmd_train_soft_mpcritic(args: argparse.Namespace) -> int:
         cold_start=True if args.cold_start else None,
         target_iterations=args.target_iters,
     )
-    try:
-        result = train_soft_mpcritic(
-            config,
-            args.out,
-            resume=args.resume,
-            progress=not args.no_progress,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    except TrainingError as err:
-        print(f"mppi-ros train: error: {err}", file=sys.stderr)
+    result = _run_training(args, train_soft_mpcritic, config)
+    if result is None:
         return 1
     last = result.returns[-10:]
     print(
@@ -267,7 +277,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mppi_ros.training import TrainingError, load_config, train
+    from mppi_ros.training import load_config, train
 
     if args.controller == "soft-mpcritic":
         return cmd_train_soft_mpcritic(args)
@@ -284,17 +294,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         import dataclasses
 
         config = dataclasses.replace(config, epochs=args.epochs)
-    try:
-        result = train(
-            config,
-            args.out,
-            extra_tracks=tuple(args.track or ()),
-            resume=args.resume,
-            progress=not args.no_progress,
-            log=lambda line: print(line, file=sys.stderr, flush=True),
-        )
-    except TrainingError as err:
-        print(f"mppi-ros train: error: {err}", file=sys.stderr)
+    result = _run_training(args, train, config, extra_tracks=tuple(args.track or ()))
+    if result is None:
         return 1
     print(
         json.dumps(

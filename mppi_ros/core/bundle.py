@@ -382,7 +382,7 @@ class CriticBundle:
 
     path: Path
     manifest: dict[str, Any]
-    problem_spec: dict[str, Any]
+    env: dict[str, Any]
     weights: Any
 
     @property
@@ -542,5 +542,5 @@ def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
             deltas=Normalizer(d["deltas"]["mean"], d["deltas"]["std"]),
         ),
     )
-    bundle = CriticBundle(path, manifest, {"env": env}, weights)
+    bundle = CriticBundle(path, manifest, env, weights)
     return bundle, problem, config, tuning

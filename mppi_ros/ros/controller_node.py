@@ -445,7 +445,8 @@ class ControllerNode(LifecycleNode):
             (Path, "border_left", self._on_border_left, LATCHED),
             (Path, "border_right", self._on_border_right, LATCHED),
         ]
-        if self.get_parameter("steering_joint").value:
+        self._steering_joint = self.get_parameter("steering_joint").value  # read-only
+        if self._steering_joint:
             subs.append(
                 (JointState, "joint_states", self._on_joint_states, qos_profile_sensor_data)
             )
@@ -727,7 +728,7 @@ class ControllerNode(LifecycleNode):
         inputs.out_of_order = False
 
     def _on_joint_states(self, msg: JointState) -> None:
-        position = conversions.joint_position(msg, self.get_parameter("steering_joint").value)
+        position = conversions.joint_position(msg, self._steering_joint)
         if position is not None:  # other joints' messages, or a NaN reading: keep the last
             self._inputs.steering = position
             self._inputs.steering_received = time.monotonic()

@@ -194,7 +194,12 @@ class TrainConfig:
         return self.curriculum[stage] if stage < len(self.curriculum) else self.rollout_steps
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return config_to_dict(self)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain JSON values (tuples become lists)."""
+    return _to_plain(dataclasses.asdict(config))
 
 
 def _to_plain(value: Any) -> Any:
@@ -239,12 +244,20 @@ def config_from_dict(values: dict[str, Any], **overrides: Any) -> TrainConfig:
 
 def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Reads a YAML training config (``mppi-ros train --config``)."""
+    return load_yaml_config(TrainConfig, path, **overrides)
+
+
+def load_yaml_config(cls: type, path: str | Path, **overrides: Any) -> Any:
+    """Builds config dataclass ``cls`` from a YAML file; ``overrides`` that are not ``None``
+    win. Errors name the file and the offending key."""
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err})") from err
+    values = dict(values)
+    values.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return config_from_dict(values, **overrides)
+        return _build(cls, values, "config")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import json
 import os
 import platform
 import time
@@ -29,15 +28,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import yaml
 from flax import serialization, struct
 
+from mppi_ros.core.bundle import load_soft_mpcritic_bundle, save_soft_mpcritic_bundle
 from mppi_ros.core.controllers.soft_mpcritic import (
     CriticProblem,
     CriticWeights,
     PlanResult,
     SoftMPCriticConfig,
     SoftTuning,
+    control_step,
     draw_members,
     improve,
     initial_plan,
@@ -45,8 +45,17 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     shift_plan,
 )
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
-from mppi_ros.training.config import _build
-from mppi_ros.training.trainer import TrainingError, _atomic_write, _progress_bar, command_line
+from mppi_ros.training.config import config_to_dict, load_yaml_config
+from mppi_ros.training.gym_tasks import get_task
+from mppi_ros.training.trainer import (
+    CHECKPOINT,
+    METRICS,
+    TrainingError,
+    _progress_bar,
+    command_line,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 Array = jax.Array
 
@@ -210,10 +219,12 @@ class SoftMPCriticLearner:
         return initial_plan(key, cfg.online_config(), cfg.tuning(self.problem.act_dim))
 
     @functools.partial(jax.jit, static_argnums=0)
-    def act(self, weights: CriticWeights, obs: Array, plan: Array, key: Array) -> PlanResult:
-        """Online MPPI at ``obs`` from the warm-start ``plan``."""
+    def act(
+        self, weights: CriticWeights, obs: Array, plan: Array, key: Array
+    ) -> tuple[PlanResult, Array]:
+        """Online MPPI at ``obs`` from the warm-start ``plan``; also the next warm start."""
         cfg = self.config
-        return improve(
+        return control_step(
             self.problem,
             cfg.online_config(),
             weights,
@@ -243,7 +254,7 @@ class SoftMPCriticLearner:
         target = replay.cost[idx] + tuning.discount * (1.0 - replay.terminated[idx]) * result.value
         # Write back: slots 1..H of the stored plan are the refined plan's steps 0..H-1 at s'.
         written = jnp.concatenate([stored[:, :1], result.plan[:, :-1]], axis=1)
-        return jax.lax.stop_gradient(target), written, result
+        return jax.lax.stop_gradient(target), stored, written, result
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
     def learn(self, state: TrainState, transition: tuple) -> tuple[TrainState, StepMetrics]:
@@ -252,8 +263,9 @@ class SoftMPCriticLearner:
         replay = state.replay.add(*transition)
         key, k_q, k_plan, k_model = jax.random.split(state.key, 4)
         idx = jax.random.randint(k_q, (cfg.batch_size,), 0, replay.size)
-        target, written, result = self._targets(state.weights, state.target_q, replay, idx, k_plan)
-        stored = replay.plan[idx]
+        target, stored, written, result = self._targets(
+            state.weights, state.target_q, replay, idx, k_plan
+        )
         replay = replay.replace(plan=replay.plan.at[idx].set(written))
 
         def q_loss(q_params):
@@ -303,8 +315,6 @@ class SoftMPCriticLearner:
 
 def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
     """The learner for ``config.task`` (a gymnasium task name)."""
-    from mppi_ros.training.gym_tasks import get_task
-
     task = get_task(config.task)
     problem = CriticProblem(
         ensemble=EnsembleModel(
@@ -318,9 +328,6 @@ def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
     return SoftMPCriticLearner(problem, config)
 
 
-CHECKPOINT = "checkpoint.msgpack"
-CHECKPOINT_INFO = "checkpoint.json"
-METRICS = "metrics.csv"
 METRIC_FIELDS = (
     "step",
     "episode",
@@ -371,39 +378,21 @@ class SoftMPCriticTrainer:
         }
 
     def save_checkpoint(self, run: dict[str, Any]) -> None:
-        self.work.mkdir(parents=True, exist_ok=True)
         host = jax.device_get(run)
         host["returns"] = np.asarray(host["returns"], np.float64)
-        _atomic_write(
-            self.work / CHECKPOINT,
-            serialization.msgpack_serialize(serialization.to_state_dict(host)),
-        )
-        info = {"step": int(host["train"].step), "config": _config_dict(self.config)}
-        _atomic_write(self.work / CHECKPOINT_INFO, json.dumps(info, indent=2).encode())
+        info = {"step": int(host["train"].step), "config": config_to_dict(self.config)}
+        write_checkpoint(self.work, host, info)
 
     def load_checkpoint(self) -> dict[str, Any]:
-        info_path = self.work / CHECKPOINT_INFO
-        if not info_path.exists() or not (self.work / CHECKPOINT).exists():
-            raise TrainingError(f"--resume: no checkpoint in {self.work}")
-        saved = json.loads(info_path.read_text())["config"]
-        now = _config_dict(self.config)
-        changed = sorted(k for k in now if k != "total_steps" and saved.get(k) != now[k])
-        if changed:
-            raise TrainingError(
-                f"--resume: the config differs from the checkpoint's in {changed}; "
-                "resume with the same config or start a new --out"
-            )
+        raw = read_checkpoint(self.work, config_to_dict(self.config), may_change="total_steps")
         template = jax.device_get(self._fresh())
-        raw = serialization.msgpack_restore((self.work / CHECKPOINT).read_bytes())
-        template["returns"] = np.asarray(raw["returns"])
+        template["returns"] = np.asarray(raw["returns"])  # grows with the run
         return serialization.from_state_dict(template, raw)
 
     # ----- loop ------------------------------------------------------------------------------
 
     def run(self, resume: bool = False, progress: bool = True, log=print) -> SoftMPCriticResult:
         cfg, learner = self.config, self.learner
-        from mppi_ros.training.gym_tasks import get_task
-
         if not resume and (self.work / CHECKPOINT).exists():
             raise TrainingError(
                 f"{self.out} already holds a training run; pass --resume or pick a new --out"
@@ -430,7 +419,9 @@ class SoftMPCriticTrainer:
             writer = csv.writer(f)
             for step in range(start_step, cfg.total_steps):
                 key, k_act, k_reset = jax.random.split(key, 3)
-                result = learner.act(state.weights, jnp.asarray(obs, jnp.float32), plan, k_act)
+                result, next_plan = learner.act(
+                    state.weights, jnp.asarray(obs, jnp.float32), plan, k_act
+                )
                 action = np.asarray(result.action)
                 next_obs, reward, terminated, truncated, _ = env.step(action)
                 transition = (
@@ -444,7 +435,7 @@ class SoftMPCriticTrainer:
                 state, metrics = learner.learn(state, transition)
                 episode_return += float(reward)
                 length += 1
-                plan = shift_plan(result.plan)
+                plan = next_plan
                 obs = next_obs
                 bar.update(1)
                 if terminated or truncated:
@@ -489,8 +480,6 @@ class SoftMPCriticTrainer:
         )
 
     def write_bundle(self, state: TrainState, returns, steps_per_s: float, wall_s: float) -> Path:
-        from mppi_ros.core.bundle import save_soft_mpcritic_bundle
-
         last = returns[-10:]
         return save_soft_mpcritic_bundle(
             self.out,
@@ -498,14 +487,10 @@ class SoftMPCriticTrainer:
             self.config.online_config(),
             self.config.tuning(self.learner.problem.act_dim),
             jax.device_get(state.weights),
-            env={
-                "kind": "gymnasium",
-                "id": self.config.task,
-                **dict(get_task_kwargs(self.config.task)),
-            },
+            env={"kind": "gymnasium", "id": self.config.task},
             training={
                 "command": command_line(),
-                "config": _config_dict(self.config),
+                "config": config_to_dict(self.config),
                 "metrics": {
                     "steps": self.config.total_steps,
                     "episodes": len(returns),
@@ -518,30 +503,9 @@ class SoftMPCriticTrainer:
         )
 
 
-def get_task_kwargs(task: str) -> tuple[tuple[str, Any], ...]:
-    from mppi_ros.training.gym_tasks import get_task
-
-    return get_task(task).make_kwargs
-
-
-def _config_dict(config: SoftMPCriticTrainConfig) -> dict[str, Any]:
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
-    }
-
-
 def load_soft_mpcritic_config(path: str | Path, **overrides: Any) -> SoftMPCriticTrainConfig:
     """Reads a YAML config; ``overrides`` that are not ``None`` win."""
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from err
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return _build(SoftMPCriticTrainConfig, values, str(path))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from err
+    return load_yaml_config(SoftMPCriticTrainConfig, path, **overrides)
 
 
 def train_soft_mpcritic(
@@ -561,12 +525,9 @@ def evaluate_gym_bundle(path: str | Path, episodes: int = 10, seed: int = 0) -> 
         ``{"model", "env", "episodes", "return_mean", "return_std", "returns", "lengths",
         "steps_per_s"}``.
     """
-    from mppi_ros.core.bundle import load_soft_mpcritic_bundle
-    from mppi_ros.training.gym_tasks import get_task
-
     bundle, problem, config, tuning = load_soft_mpcritic_bundle(path)
-    task = get_task(bundle.problem_spec["env"]["id"])
-    plan_step = jax.jit(functools.partial(improve, problem, config))
+    task = get_task(bundle.env["id"])
+    plan_step = jax.jit(functools.partial(control_step, problem, config))
     env = task.make_env()
     key = jax.random.PRNGKey(seed)
     returns, lengths, steps = [], [], 0
@@ -578,9 +539,9 @@ def evaluate_gym_bundle(path: str | Path, episodes: int = 10, seed: int = 0) -> 
         total, length, done = 0.0, 0, False
         while not done:
             key, k_act = jax.random.split(key)
-            result = plan_step(bundle.weights, tuning, jnp.asarray(obs, jnp.float32), plan, k_act)
+            obs_in = jnp.asarray(obs, jnp.float32)
+            result, plan = plan_step(bundle.weights, tuning, obs_in, plan, k_act)
             obs, reward, terminated, truncated, _ = env.step(np.asarray(result.action))
-            plan = shift_plan(result.plan)
             total += float(reward)
             length += 1
             done = terminated or truncated

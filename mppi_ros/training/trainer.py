@@ -128,6 +128,38 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_checkpoint(work: Path, host_state: Any, info: dict[str, Any]) -> None:
+    """Writes ``work/checkpoint.msgpack`` (a Flax state dict, never pickle) and
+    ``work/checkpoint.json`` (``info``, which holds the run's ``config``), each atomically."""
+    work.mkdir(parents=True, exist_ok=True)
+    _atomic_write(
+        work / CHECKPOINT,
+        serialization.msgpack_serialize(serialization.to_state_dict(host_state)),
+    )
+    _atomic_write(work / CHECKPOINT_INFO, json.dumps(info, indent=2).encode())
+
+
+def read_checkpoint(work: Path, config: dict[str, Any], may_change: str) -> dict[str, Any]:
+    """The raw state dict of ``work``'s checkpoint, after checking that its config equals
+    ``config`` in every key but ``may_change`` (the run's length, which ``--resume`` may
+    extend).
+
+    Raises:
+        TrainingError: No checkpoint, or a config that differs.
+    """
+    info_path = work / CHECKPOINT_INFO
+    if not info_path.exists() or not (work / CHECKPOINT).exists():
+        raise TrainingError(f"--resume: no checkpoint in {work}")
+    saved = json.loads(info_path.read_text())["config"]
+    changed = sorted(k for k in config if k != may_change and saved.get(k) != config[k])
+    if changed:
+        raise TrainingError(
+            f"--resume: the config differs from the checkpoint's in {changed}; "
+            "resume with the same config or start a new --out"
+        )
+    return serialization.msgpack_restore((work / CHECKPOINT).read_bytes())
+
+
 class Trainer:
     """Owns the compiled steps and the mutable loop state of one run."""
 
@@ -306,30 +338,13 @@ class Trainer:
         }
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        self.work.mkdir(parents=True, exist_ok=True)
-        host = jax.device_get(state)
-        _atomic_write(
-            self.work / CHECKPOINT,
-            serialization.msgpack_serialize(serialization.to_state_dict(host)),
-        )
         info = {"epoch": state["epoch"], "config": self.config.to_dict()}
-        _atomic_write(self.work / CHECKPOINT_INFO, json.dumps(info, indent=2).encode())
+        write_checkpoint(self.work, jax.device_get(state), info)
 
     def load_checkpoint(self) -> dict[str, Any]:
-        info_path = self.work / CHECKPOINT_INFO
-        if not info_path.exists() or not (self.work / CHECKPOINT).exists():
-            raise TrainingError(f"--resume: no checkpoint in {self.work}")
-        info = json.loads(info_path.read_text())
-        now = self.config.to_dict()
         # More epochs may be asked for on resume; anything else must match.
-        changed = sorted(k for k in now if k != "epochs" and info["config"].get(k) != now[k])
-        if changed:
-            raise TrainingError(
-                f"--resume: the config differs from the checkpoint's in {changed}; "
-                "resume with the same config or start a new --out"
-            )
+        raw = read_checkpoint(self.work, self.config.to_dict(), may_change="epochs")
         template = jax.device_get(self.fresh_state())
-        raw = serialization.msgpack_restore((self.work / CHECKPOINT).read_bytes())
         return serialization.from_state_dict(template, raw)
 
     def _append_metrics(

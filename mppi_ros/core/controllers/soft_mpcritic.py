@@ -301,6 +301,21 @@ def shift_plan(plan: Array) -> Array:
     return jnp.concatenate([plan[1:], jnp.zeros_like(plan[:1])], axis=0)
 
 
+def control_step(
+    problem: CriticProblem,
+    config: SoftMPCriticConfig,
+    weights: CriticWeights,
+    tuning: SoftTuning,
+    s0: Array,
+    plan: Array,
+    key: Array,
+) -> tuple[PlanResult, Array]:
+    """Receding-horizon use: :func:`improve`, plus the shifted plan for the next state (both
+    inside one compiled call when the caller jits this)."""
+    result = improve(problem, config, weights, tuning, s0, plan, key)
+    return result, shift_plan(result.plan)
+
+
 def initial_plan(key: Array, config: SoftMPCriticConfig, tuning: SoftTuning) -> Array:
     """A plan drawn from N(0, Sigma) (the reference resets to a prior sample)."""
     return (
