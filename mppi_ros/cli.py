@@ -201,7 +201,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from mppi_ros.export.onnx_export import export_onnx
 
-    path = export_onnx(args.model, out=args.out, reference_points=args.reference_points)
+    path = export_onnx(
+        args.model,
+        out=args.out,
+        reference_points=args.reference_points,
+        num_samples=args.num_samples,
+        horizon=args.horizon,
+        control_period=args.control_period,
+    )
     print(path)
     return 0
 
@@ -410,9 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export a model bundle for deployment without JAX")
     exp_sub = exp.add_subparsers(dest="export_cmd", required=True)
     onnx = exp_sub.add_parser("onnx", help="the whole controller step as controller.onnx")
-    onnx.add_argument("model", help="bundle folder or shipped model name")
+    onnx.add_argument(
+        "model", help="bundle folder, shipped model name, or 'mppi' (classic, needs --out)"
+    )
     onnx.add_argument(
         "--out", default=None, help="write only this file (default: into the bundle + manifest)"
+    )
+    onnx.add_argument("--num-samples", type=int, default=0, help="classic MPPI K (default 1024)")
+    onnx.add_argument("--horizon", type=int, default=0, help="classic MPPI H (default 40)")
+    onnx.add_argument(
+        "--control-period", type=float, default=0.01, help="classic MPPI s between calls"
     )
     onnx.add_argument(
         "--reference-points", type=int, default=2048, help="raceline points (node parameter)"

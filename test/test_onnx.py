@@ -242,3 +242,35 @@ def test_onnx_num_samples_is_a_run_time_choice(exported):
     state = random_states(small.controller.model, track, 1, np.random.default_rng(0))[0]
     result, _ = small.step(small.init_state(0), state, small.default_tuning, track.arrays())
     assert result.finite and result.action.shape == (2,)
+
+
+def test_classic_mppi_exports_with_its_warm_start_as_graph_state(tmp_path):
+    """Classic MPPI (no bundle): 25 consecutive steps along a drifting state with the warm
+    start carried explicitly through the graph equal the JAX steps for the same noise."""
+    with pytest.raises(ValueError, match="pass out=FILE"):
+        export_onnx("mppi")
+    path = export_onnx("mppi", out=tmp_path / "mppi.onnx", num_samples=64, horizon=10)
+    policy = OnnxPolicy(path, providers=["CPUExecutionProvider"])
+    assert policy.noise_shape == (64, 10, 2)
+    ctrl, _ = build_controller(EngineSpec(controller="mppi", num_samples=64, horizon=10))
+    tuning = ctrl.default_tuning()
+    step = jax.jit(policy_step(ctrl, given_noise=True))
+    ref = reference_track(load_track("sprint"), POINTS, timed=False)
+    arrays = ref.arrays()
+    feeds = track_inputs(*(np.asarray(getattr(arrays, f)) for f in TRACK_FIELDS))
+    rng = np.random.default_rng(5)
+    state = random_states(ctrl.model, ref, 1, rng)[0]
+    cstate, carry = ctrl.init(jax.random.PRNGKey(0)), policy.init_carry()
+    for _ in range(25):
+        noise = rng.standard_normal(policy.noise_shape, dtype=np.float32)
+        packed, cstate, predicted = step(cstate, state, tuning, arrays, noise)
+        action, info = policy.step(state, feeds, noise=noise, carry=carry)
+        np.testing.assert_allclose(action, np.asarray(packed)[:2], atol=1e-4)
+        np.testing.assert_allclose(info.carry["plan"], np.asarray(cstate.plan), atol=1e-4)
+        np.testing.assert_allclose(info.predicted_states, np.asarray(predicted), atol=1e-3)
+        carry = info.carry
+        state = state + np.float32(0.01) * rng.standard_normal(state.shape, dtype=np.float32)
+    # The warm start did move: a plan that stayed at zero would make the carry check empty.
+    assert np.abs(carry["plan"]).max() > 0.05
+    with pytest.raises(OnnxBundleError, match="exported for num_samples 64, not 128"):
+        OnnxPolicy(path, num_samples=128)

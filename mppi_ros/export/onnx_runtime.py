@@ -10,6 +10,15 @@ The graph is the deployed policy step (track projection, reference window, norma
 network, sampling from the given noise, one model step, costs and penalties, softmax
 weights, weighted mean); noise is drawn here with NumPy, so results are reproducible from a
 seed and comparable with the JAX step for the same noise.
+
+A controller with a warm start (classic MPPI, exported to a standalone ``.onnx`` file) keeps
+it explicit: ``info.carry`` of one step goes into the next (``carry=``); nothing is hidden in
+the policy object::
+
+    policy = OnnxPolicy("mppi.onnx")
+    carry = policy.init_carry()
+    action, info = policy.step(state, track, carry=carry)
+    carry = info.carry
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ ONNX_FILE = "controller.onnx"
 TRACK_FIELDS = ("s", "xy", "psi", "speed", "border", "length")
 TUNING_PREFIX = "tuning."
 TRACK_PREFIX = "track."
+CARRY_PREFIX = "carry."
+NEXT_PREFIX = "next."
+SPEC_KEY = "mppi_ros"  # metadata entry of the exported file holding the spec
 
 
 class OnnxBundleError(ValueError):
@@ -95,14 +107,17 @@ class OnnxStepInfo:
 
     lateral_error: float
     finite: bool
-    predicted_states: np.ndarray | None  # (2, nx) or None (DPC)
+    predicted_states: np.ndarray | None  # (steps + 1, nx) or None (DPC)
+    carry: dict[str, np.ndarray] | None = None  # warm start for the next step (classic MPPI)
 
 
 class OnnxPolicy:
     """An exported controller step on onnxruntime (CUDA when available, else CPU).
 
     Args:
-        bundle: Bundle folder holding ``controller.onnx``.
+        bundle: Bundle folder holding ``controller.onnx``, or a standalone exported ``.onnx``
+            file (classic controllers; its spec is read from the file's metadata and there is
+            no manifest checksum to verify).
         providers: Execution providers to try; default :func:`available_providers`.
         seed: Seed of the NumPy generator that draws the sampling noise.
         threads: Intra-op threads (0: onnxruntime's default).
@@ -119,9 +134,12 @@ class OnnxPolicy:
     ) -> None:
         import onnxruntime as ort
 
-        path, spec = read_onnx_spec(bundle)
+        standalone = Path(bundle).is_file()
+        if standalone:
+            path, spec = Path(bundle), None
+        else:
+            path, spec = read_onnx_spec(bundle)
         self.bundle = Path(bundle)
-        self.spec = spec
         options = ort.SessionOptions()
         options.log_severity_level = 3  # the exporter leaves unused initialisers: not news
         options.intra_op_num_threads = threads
@@ -131,19 +149,39 @@ class OnnxPolicy:
             )
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise OnnxBundleError(
-                f"model bundle {bundle}: onnxruntime cannot load {ONNX_FILE} ({err})"
+                f"model bundle {bundle}: onnxruntime cannot load {path.name} ({err})"
             ) from None
+        if standalone:
+            meta = self.session.get_modelmeta().custom_metadata_map
+            if SPEC_KEY not in meta:
+                raise OnnxBundleError(f"{bundle} is not an mppi-ros export (no {SPEC_KEY!r} spec)")
+            spec = json.loads(meta[SPEC_KEY])
+        self.spec = spec
         self.provider = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         control_dims = spec["noise_shape"][1:]
         k = num_samples or int(spec["num_samples"])
+        if control_dims and spec["noise_shape"][0] != "K" and k != int(spec["num_samples"]):
+            raise OnnxBundleError(
+                f"{bundle} was exported for num_samples {spec['num_samples']}, not {k}; "
+                "re-export with --num-samples"
+            )
         self.noise_shape = (k, *control_dims) if control_dims else ()
         self.reference_points = int(spec["reference_points"])
         self.default_tuning = {
             TUNING_PREFIX + k: np.asarray(v, np.float32) for k, v in spec["tuning"].items()
         }
+        self.initial_carry = {
+            name: np.asarray(value, np.float32) for name, value in spec.get("carry", {}).items()
+        }
         self.rng = np.random.default_rng(seed)
+
+    def init_carry(self) -> dict[str, np.ndarray] | None:
+        """The warm start of a first step (None for controllers without one)."""
+        if not self.initial_carry:
+            return None
+        return {name: value.copy() for name, value in self.initial_carry.items()}
 
     def draw_noise(self, rng: np.random.Generator | None = None) -> np.ndarray | None:
         """Standard normal noise of ``noise_shape`` from ``rng`` (default: the policy's own);
@@ -158,8 +196,10 @@ class OnnxPolicy:
         track: Mapping[str, np.ndarray],
         tuning: Mapping[str, np.ndarray] | None = None,
         noise: np.ndarray | None = None,
+        carry: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Input dict for one step; ``tuning`` entries override the exported defaults."""
+        """Input dict for one step; ``tuning`` entries override the exported defaults;
+        ``carry`` is the previous step's ``info.carry`` (default: :meth:`init_carry`)."""
         feeds = dict(self.default_tuning)
         if tuning:
             feeds.update(tuning)
@@ -167,6 +207,8 @@ class OnnxPolicy:
         feeds["state"] = np.asarray(state, np.float32)
         if self.noise_shape:
             feeds["noise"] = self.draw_noise() if noise is None else np.asarray(noise, np.float32)
+        for name, value in (carry or self.initial_carry).items():
+            feeds[CARRY_PREFIX + name] = np.asarray(value, np.float32)
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise ValueError(f"missing ONNX inputs {missing}")
@@ -174,12 +216,18 @@ class OnnxPolicy:
 
     def run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, OnnxStepInfo]:
         """One step from prepared feeds (see :meth:`feeds`)."""
-        out = self.session.run(self.output_names, feeds)
-        packed = out[0]
+        out = dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
+        packed = out["packed"]
+        carry = {
+            name[len(NEXT_PREFIX) :]: value
+            for name, value in out.items()
+            if name.startswith(NEXT_PREFIX)
+        }
         info = OnnxStepInfo(
             lateral_error=float(packed[-2]),
             finite=bool(packed[-1] == 1.0),
-            predicted_states=out[1] if len(out) > 1 else None,
+            predicted_states=out.get("predicted_states"),
+            carry=carry or None,
         )
         return packed[:-2].astype(np.float64), info
 
@@ -189,6 +237,7 @@ class OnnxPolicy:
         track: Mapping[str, np.ndarray],
         tuning: Mapping[str, np.ndarray] | None = None,
         noise: np.ndarray | None = None,
+        carry: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, OnnxStepInfo]:
         """The control for ``state`` on ``track`` (see :func:`track_inputs`)."""
-        return self.run(self.feeds(state, track, tuning, noise))
+        return self.run(self.feeds(state, track, tuning, noise, carry))

@@ -204,13 +204,27 @@ class MPPI:
         key: Array | None = None,
     ) -> tuple[Array, MPPIState, MPPIInfo]:
         """One MPPI iteration; returns ``(action, next_state, info)``."""
-        cfg, model = self.config, self.model
         key, next_key = step_keys(cstate.key, key)
+        eps = jax.random.normal(key, self.noise_shape)
+        action, cstate, info = self.step_with_noise(cstate, obs, tuning, eps)
+        return action, cstate.replace(key=next_key), info
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of the standard normal noise one step consumes: ``(K, H, nu)``."""
+        return (self.config.num_samples, self.config.horizon, self.model.control_dim)
+
+    def step_with_noise(
+        self, cstate: MPPIState, obs: Observation, tuning: TrackingTuning, eps: Array
+    ) -> tuple[Array, MPPIState, MPPIInfo]:
+        """:meth:`step` with the noise given (``noise_shape``; any K): what ONNX export
+        traces. The stored key is passed through unchanged."""
+        cfg, model = self.config, self.model
         u_min, u_max = model.control_bounds(tuning.model_params)
         sigma = tuning.noise_std * cstate.scale
-        eps = jax.random.normal(key, (cfg.num_samples, cfg.horizon, model.control_dim))
         if cfg.include_nominal:
-            eps = eps.at[0].set(0.0)
+            # Not an indexed update: exports with a symbolic sample count.
+            eps = jnp.concatenate([jnp.zeros_like(eps[:1]), eps[1:]], axis=0)
         controls = jnp.clip(cstate.plan + sigma * eps, u_min, u_max)
 
         step_fn = self._step_fn()
@@ -238,7 +252,7 @@ class MPPI:
         next_state = MPPIState(
             plan=shift_plan(plan, plan[-1], self.shift_steps),
             scale=shift_plan(scale, jnp.ones_like(scale[-1]), self.shift_steps),
-            key=next_key,
+            key=cstate.key,
             steps=cstate.steps + 1,
         )
         return plan[0], next_state, info

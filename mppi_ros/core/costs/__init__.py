@@ -22,9 +22,13 @@ VIOLATION_CLIP = 3.0
 def state_error(x: Array, x_ref: Array, angle_indices: Sequence[int] = ()) -> Array:
     """``x - x_ref`` with the given angle entries wrapped to (-pi, pi]."""
     err = x - x_ref
-    for i in angle_indices:
-        err = err.at[..., i].set(wrap_angle(err[..., i]))
-    return err
+    # Rebuilt from slices rather than indexed updates: no scatter in the graph (jax2onnx
+    # mis-converts scatters batched inside a scan body) and only the angles are wrapped.
+    pieces, start = [], 0
+    for i in sorted(angle_indices):
+        pieces += [err[..., start:i], wrap_angle(err[..., i : i + 1])]
+        start = i + 1
+    return jnp.concatenate([*pieces, err[..., start:]], axis=-1) if pieces else err
 
 
 def tracking_cost(
