@@ -108,6 +108,64 @@ def cmd_bench_closed_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soft_mpcritic_config(args: argparse.Namespace):
+    """The training config of a softMPCritic benchmark: ``--config`` (or the paper defaults
+    for ``--env``) with ``--steps``."""
+    from mppi_ros.training.soft_mpcritic import SoftMPCriticTrainConfig, load_soft_mpcritic_config
+
+    if args.config:
+        return load_soft_mpcritic_config(args.config, task=args.env, total_steps=args.steps)
+    task = args.env or "InvertedDoublePendulum-v5"
+    return SoftMPCriticTrainConfig(task=task, total_steps=args.steps or 50_000)
+
+
+def cmd_bench_soft_mpcritic(args: argparse.Namespace) -> int:
+    from mppi_ros.bench import soft_mpcritic as bench_sm
+
+    config = _soft_mpcritic_config(args)
+    bench = bench_sm.LearningCurveBench(
+        config=config,
+        seeds=tuple(range(args.seeds)),
+        out=Path(args.out or f"bench_output/soft_mpcritic_{config.task}"),
+        parallel=args.jobs,
+    )
+    report = bench_sm.run_learning_curves(bench, log=lambda m: print(m, file=sys.stderr))
+    if args.plot:
+        report["plot"] = str(
+            bench_sm.plot_curves(
+                {f"{config.task} ({args.seeds} seeds)": report["curve"]},
+                f"softMPCritic on {config.task}: median and 20-80 % band",
+                args.plot,
+            )
+        )
+    _emit(report, args.json)
+    return 0
+
+
+def cmd_bench_amortisation(args: argparse.Namespace) -> int:
+    from mppi_ros.bench import soft_mpcritic as bench_sm
+
+    config = _soft_mpcritic_config(args)
+    bench = bench_sm.AmortisationBench(
+        config=config,
+        target_samples=tuple(args.target_samples),
+        seeds=tuple(range(args.seeds)),
+        out=Path(args.out or f"bench_output/amortisation_{config.task}"),
+        parallel=args.jobs,
+    )
+    report = bench_sm.run_amortisation(bench, log=lambda m: print(m, file=sys.stderr))
+    if args.plot:
+        curves = {
+            f"{n} {mode}": cell["curve"]
+            for n, row in report["table"].items()
+            for mode, cell in row.items()
+        }
+        title = f"Amortised targets on {config.task}"
+        report["plot"] = str(bench_sm.plot_curves(curves, title, args.plot))
+    _emit(report, args.json)
+    return 0
+
+
 def cmd_bench_latency(args: argparse.Namespace) -> int:
     from mppi_ros.bench import latency
 
@@ -363,6 +421,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)
+
+    def soft_mpcritic_bench_args(p: argparse.ArgumentParser, seeds: int, what: str) -> None:
+        p.add_argument("--env", default=None, help="gymnasium task (default: the config's)")
+        p.add_argument("--config", default=None, help="training YAML (default: paper settings)")
+        p.add_argument("--steps", type=int, default=None, help="environment steps per run")
+        p.add_argument("--seeds", type=int, default=seeds, help="seeds 0..S-1 per " + what)
+        p.add_argument("--jobs", type=int, default=1, help="training processes at once")
+        p.add_argument("--out", default=None, help="run folders (finished runs are reused)")
+        p.add_argument("--json", default=None)
+        p.add_argument("--plot", default=None, help="learning-curve PNG")
+
+    smb = bench_sub.add_parser(
+        "soft-mpcritic", help="softMPCritic learning curves over seeds (median, 20-80 %% band)"
+    )
+    soft_mpcritic_bench_args(smb, seeds=3, what="run")
+    smb.set_defaults(func=cmd_bench_soft_mpcritic)
+    amo = bench_sub.add_parser(
+        "amortisation", help="warm 1-iteration vs cold 1/5/10-iteration targets (Table I)"
+    )
+    soft_mpcritic_bench_args(amo, seeds=1, what="cell")
+    amo.add_argument(
+        "--target-samples", type=_int_list, default=(10, 20, 50), help="N: samples per target"
+    )
+    amo.set_defaults(func=cmd_bench_amortisation)
 
     tr = sub.add_parser(
         "train", help="train Step-MPPI, DPC or softMPCritic weights into a model bundle"

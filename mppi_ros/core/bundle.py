@@ -438,6 +438,7 @@ def save_soft_mpcritic_bundle(
         "architecture": {
             "q_network": "QNetwork (obs, act) -> hidden -> 1",
             "q_hidden": list(problem.q_hidden),
+            "critics": problem.critics,
             "ensemble_hidden": list(ensemble.hidden),
             "activation": ensemble.activation,
         },
@@ -519,6 +520,7 @@ def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
             tuple(outputs["low"]),
             tuple(outputs["high"]),
             tuple(arch["q_hidden"]),
+            int(arch.get("critics", 1)),
         )
         t = manifest["tuning"]
         tuning = make_soft_tuning(ensemble.act_dim, t["temperature"], 1.0, t["discount"])

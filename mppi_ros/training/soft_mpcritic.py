@@ -82,6 +82,7 @@ class SoftMPCriticTrainConfig:
     noise_var: float = 0.1
     discount: float = 0.99
     ensemble_size: int = 4
+    critics: int = 1
     hidden: tuple[int, ...] = (256, 256)
     learning_rate: float = 3e-4
     batch_size: int = 32
@@ -269,8 +270,8 @@ class SoftMPCriticLearner:
         replay = replay.replace(plan=replay.plan.at[idx].set(written))
 
         def q_loss(q_params):
-            q = problem.q_value(q_params, replay.obs[idx], replay.act[idx])
-            return jnp.mean((q - target) ** 2)
+            q = problem.q_values(q_params, replay.obs[idx], replay.act[idx])
+            return jnp.mean((q - target) ** 2)  # each critic regresses the same target
 
         loss_q, grads = jax.value_and_grad(q_loss)(state.weights.q)
         opt = self.optimizer
@@ -324,6 +325,7 @@ def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
         action_low=task.action_low,
         action_high=task.action_high,
         q_hidden=tuple(config.hidden),
+        critics=config.critics,
     )
     return SoftMPCriticLearner(problem, config)
 

@@ -130,6 +130,8 @@ class CriticProblem:
         action_low: Lower action bounds.
         action_high: Upper action bounds.
         q_hidden: Hidden widths of the Q-network.
+        critics: Independent Q-networks; with 2 the planner and the targets use the larger
+            (more pessimistic, in cost units) of the two, as in clipped double Q-learning.
     """
 
     ensemble: EnsembleModel
@@ -137,6 +139,11 @@ class CriticProblem:
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
     q_hidden: tuple[int, ...] = (256, 256)
+    critics: int = 1
+
+    def __post_init__(self) -> None:
+        if self.critics not in (1, 2):
+            raise ValueError(f"critics must be 1 or 2, got {self.critics}")
 
     @property
     def obs_dim(self) -> int:
@@ -155,11 +162,24 @@ class CriticProblem:
 
     def init_weights(self, key: Array) -> CriticWeights:
         kq, kd = jax.random.split(key)
-        q = self.q_network.init(kq, jnp.zeros(self.obs_dim), jnp.zeros(self.act_dim))
+        obs, act = jnp.zeros(self.obs_dim), jnp.zeros(self.act_dim)
+        if self.critics == 1:
+            q = self.q_network.init(kq, obs, act)
+        else:  # parameters stacked on a leading critic axis
+            q = jax.vmap(lambda k: self.q_network.init(k, obs, act))(
+                jax.random.split(kq, self.critics)
+            )
         return CriticWeights(q=q, dynamics=self.ensemble.init(kd))
 
+    def q_values(self, q_params: Any, s: Array, a: Array) -> Array:
+        """Every critic's ``Q(s, a)``, stacked on a leading axis of size ``critics``."""
+        if self.critics == 1:
+            return self.q_network.apply(q_params, s, a)[None]
+        return jax.vmap(lambda p: self.q_network.apply(p, s, a))(q_params)
+
     def q_value(self, q_params: Any, s: Array, a: Array) -> Array:
-        return self.q_network.apply(q_params, s, a)
+        """``Q(s, a)`` in cost units (the pessimistic maximum over critics)."""
+        return jnp.max(self.q_values(q_params, s, a), axis=0)
 
 
 @struct.dataclass
