@@ -244,9 +244,13 @@ def cmd_tracks(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from mppi_ros.core.bundle import load_bundle
+    from mppi_ros.core.bundle import load_bundle, load_soft_mpcritic_bundle, read_manifest
 
-    bundle = load_bundle(args.model)  # validates schema, checksums, shapes
+    # Validates schema, checksums and weight shapes for either bundle family.
+    if read_manifest(Path(args.model)).get("controller") == "soft_mpcritic":
+        bundle = load_soft_mpcritic_bundle(args.model)[0]
+    else:
+        bundle = load_bundle(args.model)
     print(json.dumps(bundle.manifest, indent=2))
     print(
         f"OK: {bundle.model_id}: checksums of {len(bundle.manifest['files'])} file(s) verified, "

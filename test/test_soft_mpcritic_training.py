@@ -127,3 +127,20 @@ def test_eval_cli_rejects_a_vehicle_bundle_with_a_clear_error():
     )
     assert out.returncode == 1
     assert "bench closed-loop" in out.stderr
+
+
+def test_shipped_double_pendulum_bundle_inspects_and_records_its_training():
+    """`mppi-ros inspect` validates softMPCritic bundles too; the shipped one records the
+    command that made it and a last-10 training return at the paper's level."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mppi_ros.cli", "inspect", "models/double_pendulum_soft_mpcritic"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "checksums of 1 file(s) verified" in out.stderr
+    manifest = json.loads(out.stdout)
+    assert manifest["architecture"]["critics"] == 2
+    assert "config/train/double_pendulum_soft_mpcritic.yaml" in manifest["training"]["command"]
+    assert manifest["training"]["metrics"]["last10_return_mean"] >= 9000
