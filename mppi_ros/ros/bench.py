@@ -117,16 +117,27 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         def swaps() -> int:
             return int(float(monitor.diagnostic("mppi_controller").get("swaps", 0)))
 
+        def build_error() -> str:
+            return monitor.diagnostic("mppi_controller").get("last_error", "")
+
+        def swapped_since(before: int, error_before: str, label: str) -> bool:
+            """True once a swap happened; a new background-build error fails at once
+            instead of waiting out the time-out."""
+            error = build_error()
+            if error and error != error_before:
+                raise RuntimeError(f"{label}: the controller rejected the new build: {error}")
+            return swaps() > before
+
         def change(label: str, fraction: float, swap: bool, **values: Any) -> None:
             """At ``fraction`` of the run, sets ``values``; records the event window (until
             the swap when ``swap``, plus 1 s)."""
             wait_until(fraction)
-            before, t0 = swaps(), time.time()
+            before, error_before, t0 = swaps(), build_error(), time.time()
             result = monitor.set_parameters("mppi_controller", **values)[0]
             if not result.successful:
                 raise RuntimeError(f"{label} rejected: {result.reason}")
             if swap:
-                monitor.wait_for(lambda: swaps() > before, 300.0, label)
+                monitor.wait_for(lambda: swapped_since(before, error_before, label), 300.0, label)
             events[label] = (t0, time.time() + 1.0)
 
         if bench.events:
