@@ -121,6 +121,7 @@ def _soft_mpcritic_config(args: argparse.Namespace):
 
 def cmd_bench_soft_mpcritic(args: argparse.Namespace) -> int:
     from mppi_ros.bench import soft_mpcritic as bench_sm
+    from mppi_ros.bench.plots import plot_learning_curves
 
     config = _soft_mpcritic_config(args)
     bench = bench_sm.LearningCurveBench(
@@ -132,7 +133,7 @@ def cmd_bench_soft_mpcritic(args: argparse.Namespace) -> int:
     report = bench_sm.run_learning_curves(bench, log=lambda m: print(m, file=sys.stderr))
     if args.plot:
         report["plot"] = str(
-            bench_sm.plot_curves(
+            plot_learning_curves(
                 {f"{config.task} ({args.seeds} seeds)": report["curve"]},
                 f"softMPCritic on {config.task}: median and 20-80 % band",
                 args.plot,
@@ -144,6 +145,7 @@ def cmd_bench_soft_mpcritic(args: argparse.Namespace) -> int:
 
 def cmd_bench_amortisation(args: argparse.Namespace) -> int:
     from mppi_ros.bench import soft_mpcritic as bench_sm
+    from mppi_ros.bench.plots import plot_learning_curves
 
     config = _soft_mpcritic_config(args)
     bench = bench_sm.AmortisationBench(
@@ -161,7 +163,7 @@ def cmd_bench_amortisation(args: argparse.Namespace) -> int:
             for mode, cell in row.items()
         }
         title = f"Amortised targets on {config.task}"
-        report["plot"] = str(bench_sm.plot_curves(curves, title, args.plot))
+        report["plot"] = str(plot_learning_curves(curves, title, args.plot))
     _emit(report, args.json)
     return 0
 

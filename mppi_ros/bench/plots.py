@@ -1,8 +1,9 @@
-"""Matplotlib figures for closed-loop runs (Agg backend, PNG files)."""
+"""Matplotlib figures for benchmarks: closed-loop runs and learning curves (Agg backend, PNG)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +48,40 @@ def plot_closed_loop(track: Track, results: dict[str, SimResult], path: str | Pa
     ax_err.set_ylabel("lateral error to raceline (m)")
     ax_err.set_title("tracking error")
     ax_err.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Writes ``fig`` as a PNG (creating the folder) and closes it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_learning_curves(curves: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:
+    """Median learning curves with their 20-80 % bands, one line per entry."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, curve in curves.items():
+        steps = np.asarray(curve["steps"])
+        median, p20, p80 = (
+            np.array([np.nan if v is None else v for v in curve[k]], float)
+            for k in ("median", "p20", "p80")
+        )
+        ax.plot(steps, median, lw=1.5, label=label)
+        ax.fill_between(steps, p20, p80, alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return (mean of last 10 episodes)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)

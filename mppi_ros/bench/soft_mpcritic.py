@@ -250,32 +250,3 @@ def run_amortisation(bench: AmortisationBench, log=print) -> dict[str, Any]:
         "config": config_to_dict(bench.config),
         "table": table,
     }
-
-
-def plot_curves(curves: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:
-    """Median learning curves with their 20-80 % bands, one line per entry."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, curve in curves.items():
-        steps = np.asarray(curve["steps"])
-        median, p20, p80 = (
-            np.array([np.nan if v is None else v for v in curve[k]], float)
-            for k in ("median", "p20", "p80")
-        )
-        ax.plot(steps, median, lw=1.5, label=label)
-        ax.fill_between(steps, p20, p80, alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("return (mean of last 10 episodes)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -296,13 +296,7 @@ def load_bundle(path: str | Path) -> Bundle:
     template = make_controller(controller, **dataclasses.asdict(config)).init_weights(
         jax.random.PRNGKey(0)
     )
-    try:
-        state = serialization.msgpack_restore((path / PARAMS).read_bytes())
-    except (ValueError, TypeError) as err:  # msgpack's errors derive from ValueError
-        raise BundleError(
-            f"model bundle {path}: {PARAMS} is not readable msgpack ({err})"
-        ) from None
-    weights = _check_against_template(path, state, _weights_state(template))
+    weights = _read_weights(path, _weights_state(template))
     return Bundle(
         path=path,
         manifest=manifest,
@@ -313,6 +307,18 @@ def load_bundle(path: str | Path) -> Bundle:
             input_std=weights["input_std"],
         ),
     )
+
+
+def _read_weights(path: Path, template: dict[str, Any]) -> Any:
+    """``path``'s weights file, restored and checked against ``template`` (shapes, dtypes,
+    finite values, positive standard deviations)."""
+    try:
+        state = serialization.msgpack_restore((path / PARAMS).read_bytes())
+    except (ValueError, TypeError) as err:  # msgpack's errors derive from ValueError
+        raise BundleError(
+            f"model bundle {path}: {PARAMS} is not readable msgpack ({err})"
+        ) from None
+    return _check_against_template(path, state, template)
 
 
 def _check_against_template(path: Path, state: Any, template: dict[str, Any]) -> dict[str, Any]:
@@ -385,9 +391,7 @@ class CriticBundle:
     env: dict[str, Any]
     weights: Any
 
-    @property
-    def model_id(self) -> str:
-        return f"{self.path.name}@{self.manifest['files'][PARAMS]['sha256'][:12]}"
+    model_id = Bundle.model_id  # same fields (path, manifest), same identifier
 
 
 def save_soft_mpcritic_bundle(
@@ -527,14 +531,7 @@ def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
         tuning = tuning.replace(noise_std=jax.numpy.asarray(t["noise_std"], jax.numpy.float32))
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"model bundle {path}: invalid softMPCritic manifest ({err})") from None
-    template = _critic_state(problem.init_weights(jax.random.PRNGKey(0)))
-    try:
-        state = serialization.msgpack_restore((path / PARAMS).read_bytes())
-    except (ValueError, TypeError) as err:
-        raise BundleError(
-            f"model bundle {path}: {PARAMS} is not readable msgpack ({err})"
-        ) from None
-    w = _check_against_template(path, state, template)
+    w = _read_weights(path, _critic_state(problem.init_weights(jax.random.PRNGKey(0))))
     d = w["dynamics"]
     weights = CriticWeights(
         q=w["q"],

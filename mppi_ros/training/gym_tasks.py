@@ -15,6 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mppi_ros.core.registry import Registry
+
 Array = jax.Array
 
 IDP_POLE = 0.6  # m, each pole of InvertedDoublePendulum (tip site at the end of pole 2)
@@ -83,13 +85,11 @@ class GymTask:
         return gymnasium.make(self.name, **dict(self.make_kwargs))
 
 
-_TASKS: dict[str, GymTask] = {}
+_TASKS: Registry[GymTask] = Registry("task")
 
 
 def register_task(task: GymTask) -> None:
-    if task.name in _TASKS:
-        raise ValueError(f"task {task.name!r} is already registered")
-    _TASKS[task.name] = task
+    _TASKS.register(task.name, task)
 
 
 def get_task(name: str) -> GymTask:
@@ -98,14 +98,11 @@ def get_task(name: str) -> GymTask:
     Raises:
         ValueError: For an unknown name; the message lists the valid names.
     """
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(task_names())}") from None
+    return _TASKS.get(name)
 
 
 def task_names() -> list[str]:
-    return sorted(_TASKS)
+    return _TASKS.names()
 
 
 register_task(GymTask("InvertedDoublePendulum-v5", 9, 1, (-1.0,), (1.0,), double_pendulum_reward))

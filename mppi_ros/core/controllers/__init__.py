@@ -25,20 +25,19 @@ from mppi_ros.core.controllers.base import (
 )
 from mppi_ros.core.controllers.mppi import MPPI, MPPIConfig
 from mppi_ros.core.controllers.step_mppi import DPC, StepMPPI, StepMPPIConfig
+from mppi_ros.core.registry import Registry
 
 ControllerFactory = Callable[..., Controller]
-_REGISTRY: dict[str, ControllerFactory] = {}
+_REGISTRY: Registry[ControllerFactory] = Registry("controller")
 
 
 def register_controller(name: str, factory: ControllerFactory, *, overwrite: bool = False) -> None:
     """Registers ``factory(**overrides) -> Controller`` under ``name``."""
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"controller {name!r} is already registered")
-    _REGISTRY[name] = factory
+    _REGISTRY.register(name, factory, overwrite=overwrite)
 
 
 def controller_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def make_controller(name: str, **overrides: Any) -> Controller:
@@ -56,11 +55,7 @@ def make_controller(name: str, **overrides: Any) -> Controller:
         from mppi_ros.core.bundle import controller_from_bundle
 
         return controller_from_bundle(name, **overrides)
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown controller {name!r}; valid names: {', '.join(controller_names())}"
-        )
-    return _REGISTRY[name](**overrides)
+    return _REGISTRY.get(name)(**overrides)
 
 
 def config_with(config_cls: type, **overrides: Any) -> Any:

@@ -14,8 +14,9 @@ from mppi_ros.core.dynamics.simple import (
     DoubleIntegratorParams,
 )
 from mppi_ros.core.dynamics.single_track import SINGLE_TRACK, SingleTrackParams
+from mppi_ros.core.registry import Registry
 
-_REGISTRY: dict[str, DynamicsModel] = {}
+_REGISTRY: Registry[DynamicsModel] = Registry("dynamics")
 
 
 def register_dynamics(model: DynamicsModel, *, overwrite: bool = False) -> None:
@@ -24,9 +25,7 @@ def register_dynamics(model: DynamicsModel, *, overwrite: bool = False) -> None:
     Raises:
         ValueError: If the name is taken and ``overwrite`` is false.
     """
-    if model.name in _REGISTRY and not overwrite:
-        raise ValueError(f"dynamics {model.name!r} is already registered")
-    _REGISTRY[model.name] = model
+    _REGISTRY.register(model.name, model, overwrite=overwrite)
 
 
 def get_dynamics(name: str) -> DynamicsModel:
@@ -35,16 +34,11 @@ def get_dynamics(name: str) -> DynamicsModel:
     Raises:
         ValueError: For an unknown name; the message lists the valid names.
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown dynamics {name!r}; valid names: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def dynamics_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 for _model in (SINGLE_TRACK, KINEMATIC_BICYCLE, DOUBLE_INTEGRATOR):
