@@ -160,3 +160,33 @@ def test_bad_settings_are_rejected_with_the_valid_choices():
         SoftMPCriticConfig(member_sampling="all")
     with pytest.raises(ValueError, match="temperature > 0"):
         make_soft_tuning(2, temperature=0.0)
+
+
+def test_planar_ensemble_learns_in_the_body_frame_and_is_pose_invariant():
+    """With a pose, a member's prediction moves with the car: translating and rotating the
+    state moves the predicted next state the same way; change/apply_change are inverses."""
+    names = 7  # px, py, delta, v, yaw, yaw_rate, beta
+    ens = EnsembleModel(names, 2, members=3, hidden=(16,), pose_indices=(0, 1, 4))
+    assert ens.input_dim == 4 + 2
+    params = ens.init(jax.random.PRNGKey(1))
+    s = jnp.array([1.0, 2.0, 0.1, 5.0, 0.3, 0.2, 0.05])
+    a = jnp.array([0.5, 1.0])
+    s_next = jnp.array([1.2, 2.1, 0.12, 5.1, 0.31, 0.25, 0.04])
+    np.testing.assert_allclose(ens.apply_change(s, ens.change(s, s_next)), s_next, atol=1e-6)
+    forward, left = ens.change(s, s_next)[:2]
+    assert forward > 0.2 and abs(float(left)) < 0.05  # mostly ahead of a car heading 0.3 rad
+
+    def moved(x, angle, shift):
+        c, sn = np.cos(angle), np.sin(angle)
+        xy = np.array([[c, -sn], [sn, c]]) @ np.asarray(x[:2]) + shift
+        return x.at[0].set(xy[0]).at[1].set(xy[1]).at[4].add(angle)
+
+    angle, shift = 2.0, np.array([-30.0, 12.0])
+    for member in range(3):
+        here = ens.predict_member(params, jnp.int32(member), s, a)
+        there = ens.predict_member(params, jnp.int32(member), moved(s, angle, shift), a)
+        np.testing.assert_allclose(there, moved(here, angle, shift), atol=1e-4)
+    mean = ens.predict_mean(params, s, a)
+    np.testing.assert_allclose(mean, jnp.mean(ens.predict_all(params, s, a), axis=0), atol=1e-5)
+    with pytest.raises(ValueError, match="pose_indices must be 3 distinct"):
+        EnsembleModel(names, 2, pose_indices=(0, 0, 4))

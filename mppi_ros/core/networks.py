@@ -60,6 +60,28 @@ def feature_dim(model: DynamicsModel) -> int:
     return int(np.size(policy_features(model, x, x, jnp.array([0.0, 1.0, 1.0, -1.0]))))
 
 
+def refold_input_normalisation(
+    params: dict, old: tuple[Array, Array], new: tuple[Array, Array]
+) -> dict:
+    """Re-expresses a policy's first layer for new input statistics, exactly.
+
+    A network trained on ``(x - m_o) / s_o`` computes the same function of ``x`` from
+    ``(x - m_n) / s_n`` once its first Dense layer (``MLP_0/Dense_0``) becomes
+    ``W' = diag(s_n / s_o) W`` and ``b' = b + ((m_n - m_o) / s_o) W``.
+
+    Args:
+        params: Policy parameters (an ``MLP_0`` backbone in front).
+        old: ``(mean, std)`` the parameters were trained with.
+        new: ``(mean, std)`` they will be fed with.
+    """
+    (m_o, s_o), (m_n, s_n) = old, new
+    first = params["MLP_0"]["Dense_0"]
+    kernel = first["kernel"] * (s_n / s_o)[:, None]
+    bias = first["bias"] + ((m_n - m_o) / s_o) @ first["kernel"]
+    backbone = {**params["MLP_0"], "Dense_0": {"kernel": kernel, "bias": bias}}
+    return {**params, "MLP_0": backbone}
+
+
 class MLP(nn.Module):
     """Dense backbone with a configurable activation."""
 

@@ -57,7 +57,14 @@ class DataConfig:
         validation_tracks: Number of procedural validation tracks (held out from training).
         validation_seed: First procedural seed for validation.
         extra_tracks: More training tracks: built-in names, ``procedural:SEED`` or CSV paths.
-        reference_speed: Speed (m/s) at which the reference advances.
+        reference_speed: Nominal speed (m/s) at which the reference advances: the bundle's
+            default tuning, and every rollout's speed unless ``reference_speed_range`` is set.
+        reference_speed_range: Optional ``(lo, hi)``: each rollout draws its reference speed
+            uniformly from this range, so the policy learns the speed as an input rather than
+            a constant (a policy trained at one speed does not transfer to another).
+        reference_speed_range_from: Epochs trained at the nominal speed before rollouts draw
+            from ``reference_speed_range`` (a speed curriculum; validation and the input
+            statistics always use the range).
         friction_scale: Range of the friction multiplier drawn per rollout (1, 1 = nominal).
         reference: ``time``: the reference point advances at the reference speed whatever the
             car does (the paper's setup; a car that stops falls ever further behind), or
@@ -71,6 +78,8 @@ class DataConfig:
     validation_seed: int = 900
     extra_tracks: tuple[str, ...] = ()
     reference_speed: float = 10.0
+    reference_speed_range: tuple[float, float] | None = None
+    reference_speed_range_from: int = 0
     friction_scale: tuple[float, float] = (1.0, 1.0)
     reference: str = "projection"
     initial_state: InitialStateConfig = InitialStateConfig()
@@ -141,8 +150,9 @@ class TrainConfig:
             learn from within the CPU budget; windows of 10 steps learn in minutes.
         init_from: Optional bundle whose network weights start this run: every parameter
             whose name and shape match is copied (a DPC bundle gives Step-MPPI its backbone
-            and mean head; the covariance head starts fresh). The bundle's input
-            normalisation must equal this run's (same data config).
+            and mean head; the covariance head starts fresh). Its first layer is re-expressed
+            for this run's input statistics, so a different data config (e.g. a range of
+            reference speeds) starts from exactly the donor's function.
     """
 
     controller: str = "step_mppi"
@@ -183,10 +193,22 @@ class TrainConfig:
             raise ValueError("step_mppi needs num_samples >= 1")
         if not self.dt > 0:
             raise ValueError(f"dt must be positive, got {self.dt}")
+        speeds = self.data.reference_speed_range
+        if speeds is not None and not (len(speeds) == 2 and 0 < speeds[0] <= speeds[1]):
+            raise ValueError(
+                f"data.reference_speed_range must be [lo, hi] with 0 < lo <= hi, got {speeds}"
+            )
         if self.data.reference not in ("time", "projection"):
             raise ValueError(
                 f"data.reference must be 'time' or 'projection', got {self.data.reference!r}"
             )
+
+    def speed_range_at(self, epoch: int) -> tuple[float, float]:
+        """Reference-speed range of (0-based) ``epoch``'s training rollouts."""
+        d = self.data
+        if d.reference_speed_range is None or epoch < d.reference_speed_range_from:
+            return (d.reference_speed, d.reference_speed)
+        return tuple(d.reference_speed_range)
 
     def rollout_steps_at(self, epoch: int) -> int:
         """BPTT length of (0-based) ``epoch`` under the curriculum."""

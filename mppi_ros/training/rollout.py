@@ -54,6 +54,7 @@ class RolloutBatch:
     track_index: Array  # (B,) int32
     x0: Array  # (B, nx)
     friction: Array  # (B,) multiplier of the plant friction
+    reference_speed: Array  # (B,) m/s
     key: Array  # (B, 2) sampling keys
 
 
@@ -64,6 +65,7 @@ def sample_batch(
     size: int,
     init: InitialStateConfig,
     friction_range: tuple[float, float],
+    speed_range: tuple[float, float],
 ) -> RolloutBatch:
     """Draws rollout starts: a random track and raceline point, then uniform offsets.
 
@@ -71,6 +73,7 @@ def sample_batch(
     model does not have are skipped, entries this does not know start at zero.
     """
     k_track, k_s, k_off, k_mu, k_noise = jax.random.split(key, 5)
+    k_v = jax.random.fold_in(k_mu, 1)  # a new draw that leaves the older ones unchanged
     num_tracks = tracks.length.shape[0]
     index = jax.random.randint(k_track, (size,), 0, num_tracks)
     s = jax.random.uniform(k_s, (size,)) * tracks.length[index]
@@ -91,10 +94,13 @@ def sample_batch(
     x0 = jnp.stack([columns.get(name, zeros) for name in model.state_names], axis=1)
     lo, hi = friction_range
     friction = jax.random.uniform(k_mu, (size,), minval=lo, maxval=hi)
+    v_lo, v_hi = speed_range
+    reference_speed = jax.random.uniform(k_v, (size,), minval=v_lo, maxval=v_hi)
     return RolloutBatch(
         track_index=index.astype(jnp.int32),
         x0=x0,
         friction=friction,
+        reference_speed=reference_speed,
         key=jax.random.split(k_noise, size),
     )
 
@@ -121,6 +127,8 @@ def rollout_loss(
     loss: LossWeights,
 ) -> tuple[Array, dict[str, Array]]:
     """Rolls the closed loop (network -> controller step -> model) for ``loss.steps`` steps.
+
+    ``tuning.reference_speed`` is this rollout's speed (drawn per rollout by the caller).
 
     Returns:
         The mean per-step loss and per-rollout metrics.
@@ -220,11 +228,14 @@ def batch_loss(
     """Mean loss over a batch of rollouts, each on its own track (``vmap``)."""
     weights = PolicyWeights(params=params, input_mean=stats[0], input_std=stats[1])
 
-    def one(index: Array, x0: Array, friction: Array, key: Array):
+    def one(index: Array, x0: Array, friction: Array, speed: Array, key: Array):
         track = jax.tree.map(lambda a: a[index], tracks)
-        return rollout_loss(ctrl, weights, track, x0, friction, key, tuning, penalty_weight, loss)
+        own = tuning.replace(reference_speed=speed)
+        return rollout_loss(ctrl, weights, track, x0, friction, key, own, penalty_weight, loss)
 
-    losses, metrics = jax.vmap(one)(batch.track_index, batch.x0, batch.friction, batch.key)
+    losses, metrics = jax.vmap(one)(
+        batch.track_index, batch.x0, batch.friction, batch.reference_speed, batch.key
+    )
     metrics = jax.tree.map(jnp.mean, metrics)
     total = jnp.mean(losses)
     metrics["loss"] = total
@@ -240,11 +251,11 @@ def feature_statistics(
     different value at run time shifts the input by its difference, not by 1000 sigmas.
     """
 
-    def features(index: Array, x: Array) -> Array:
+    def features(index: Array, x: Array, speed: Array) -> Array:
         track = jax.tree.map(lambda a: a[index], tracks)
-        obs, _ = observe(ctrl, track, x, tuning)
+        obs, _ = observe(ctrl, track, x, tuning.replace(reference_speed=speed))
         return ctrl.features(obs)
 
-    f = jax.vmap(features)(batch.track_index, batch.x0)
+    f = jax.vmap(features)(batch.track_index, batch.x0, batch.reference_speed)
     std = jnp.std(f, axis=0)
     return jnp.mean(f, axis=0), jnp.where(std < 1e-3, 1.0, std)

@@ -247,11 +247,15 @@ class SoftMPCriticLearner:
         k_members, key = jax.random.split(key)
         members = draw_members(k_members, self.problem, cfg.target_config())  # shared by batch
         keys = jax.random.split(key, idx.shape[0])
-        result = jax.vmap(
-            lambda s, p, k: improve(
-                self.problem, cfg.target_config(), planner_weights, tuning, s, p, k, members
+
+        def target_plan(obs: Array, plan: Array, k: Array) -> PlanResult:
+            s, context = self.problem.split(obs)
+            config = cfg.target_config()
+            return improve(
+                self.problem, config, planner_weights, tuning, s, plan, k, members, context
             )
-        )(replay.next_obs[idx], start, keys)
+
+        result = jax.vmap(target_plan)(replay.next_obs[idx], start, keys)
         target = replay.cost[idx] + tuning.discount * (1.0 - replay.terminated[idx]) * result.value
         # Write back: slots 1..H of the stored plan are the refined plan's steps 0..H-1 at s'.
         written = jnp.concatenate([stored[:, :1], result.plan[:, :-1]], axis=1)
@@ -270,7 +274,8 @@ class SoftMPCriticLearner:
         replay = replay.replace(plan=replay.plan.at[idx].set(written))
 
         def q_loss(q_params):
-            q = problem.q_values(q_params, replay.obs[idx], replay.act[idx])
+            features = jax.vmap(problem.observed_features)(replay.obs[idx])
+            q = problem.q_values(q_params, features, replay.act[idx])
             return jnp.mean((q - target) ** 2)  # each critic regresses the same target
 
         loss_q, grads = jax.value_and_grad(q_loss)(state.weights.q)
@@ -288,9 +293,9 @@ class SoftMPCriticLearner:
         def model_loss(net):
             return ensemble.loss(
                 dynamics.replace(net=net),
-                replay.obs[midx],
+                jax.vmap(problem.dynamics_state)(replay.obs[midx]),
                 replay.act[midx],
-                replay.next_obs[midx],
+                jax.vmap(problem.dynamics_state)(replay.next_obs[midx]),
             )
 
         loss_m, grads = jax.value_and_grad(model_loss)(dynamics.net)

@@ -31,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from mppi_ros.core.bundle import BundleError, load_bundle, resolve_model, save_bundle
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.controllers.step_mppi import PolicyWeights, StepMPPIConfig
+from mppi_ros.core.networks import refold_input_normalisation
 from mppi_ros.core.tracks import Track, generate_track, load_track
 from mppi_ros.training.config import TrainConfig
 from mppi_ros.training.rollout import (
@@ -209,18 +210,24 @@ class Trainer:
         self.val_tracks = jax.device_put(stack_tracks(val), self.replicated)
         init, friction = c.data.initial_state, c.data.friction_scale
         self._sample = jax.jit(
-            lambda key, tracks, size: sample_batch(key, model, tracks, size, init, friction),
+            lambda key, tracks, size, speeds: sample_batch(
+                key, model, tracks, size, init, friction, speeds
+            ),
             static_argnums=2,
             out_shardings=self.data_sharding,
         )
         root = jax.random.PRNGKey(c.seed)
         self._init_key, stats_key, val_key, self._loop_key = jax.random.split(root, 4)
-        stats_batch = self._sample(stats_key, self.train_tracks, 4096 - 4096 % self.devices)
+        stats_batch = self._sample(
+            stats_key, self.train_tracks, 4096 - 4096 % self.devices, c.speed_range_at(c.epochs)
+        )
         self.stats = jax.device_put(
             feature_statistics(self.ctrl, self.train_tracks, stats_batch, self.tuning),
             self.replicated,
         )
-        self.val_batch = self._sample(val_key, self.val_tracks, c.validation_batch)
+        self.val_batch = self._sample(
+            val_key, self.val_tracks, c.validation_batch, c.speed_range_at(c.epochs)
+        )
         self.optimizer = optax.chain(
             optax.clip_by_global_norm(c.optim.grad_clip),
             optax.adamw(learning_rate=1.0, weight_decay=c.optim.weight_decay),
@@ -288,21 +295,17 @@ class Trainer:
             bundle = load_bundle(resolve_model(source))
         except (BundleError, FileNotFoundError) as err:
             raise TrainingError(f"init_from: {err}") from err
-        mean, std = (np.asarray(s) for s in self.stats)
-        # Same data config gives the same statistics up to float32 rounding: allow 1 % of a
-        # standard deviation, far below what another track set or start distribution moves.
-        donor_mean, donor_std = (
-            np.asarray(a) for a in (bundle.weights.input_mean, bundle.weights.input_std)
-        )
-        if not (
-            np.all(np.abs(donor_mean - mean) <= 0.01 * std)
-            and np.all(np.abs(donor_std / std - 1.0) <= 0.01)
-        ):
-            raise TrainingError(
-                f"init_from: {source} was trained with a different input normalisation "
-                "(different data config); its weights would see shifted inputs"
+        # The donor was trained on its own input statistics; re-expressing its first layer
+        # for this run's statistics keeps its function exactly (another data config, e.g.
+        # a range of reference speeds, changes the statistics).
+        donor_params = bundle.weights.params
+        if "MLP_0" in donor_params:
+            donor_params = refold_input_normalisation(
+                donor_params,
+                (np.asarray(bundle.weights.input_mean), np.asarray(bundle.weights.input_std)),
+                tuple(np.asarray(s) for s in self.stats),
             )
-        donor = dict(jax.tree_util.tree_flatten_with_path(bundle.weights.params)[0])
+        donor = dict(jax.tree_util.tree_flatten_with_path(donor_params)[0])
         copied = 0
 
         def take(path: Any, leaf: Array) -> Array:
@@ -401,7 +404,9 @@ class Trainer:
             sums: dict[str, float] = {}
             for _ in range(c.steps_per_epoch):
                 key, batch_key = jax.random.split(key)
-                batch = self._sample(batch_key, self.train_tracks, c.batch_size)
+                batch = self._sample(
+                    batch_key, self.train_tracks, c.batch_size, c.speed_range_at(epoch)
+                )
                 params, opt_state, metrics = self._train_step(
                     params,
                     opt_state,

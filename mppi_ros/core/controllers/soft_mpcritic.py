@@ -147,11 +147,46 @@ class CriticProblem:
 
     @property
     def obs_dim(self) -> int:
+        """Size of an observation (what the replay buffer stores)."""
         return self.ensemble.obs_dim
 
     @property
     def act_dim(self) -> int:
         return self.ensemble.act_dim
+
+    @property
+    def critic_dim(self) -> int:
+        """Size of the Q-network's state input."""
+        return self.obs_dim
+
+    # ----- hooks: a tracking problem (mppi_ros.core.controllers.soft_mpcritic_tracking)
+    # plans in the frame of an observation and scores against its reference; a gymnasium
+    # task's observation is its state and needs no context.
+
+    def split(self, obs: Array, tuning: Any = None) -> tuple[Array, Any]:
+        """``(planner start state, context)`` of an observation."""
+        del tuning
+        return obs, None
+
+    def dynamics_state(self, obs: Array) -> Array:
+        """The state the ensemble learns from (``s`` and ``s'`` of a transition share a
+        frame)."""
+        return obs
+
+    def stage(self, s: Array, a: Array, s_next: Array, t: Array, context: Any) -> Array:
+        """Cost of step ``t`` of a rollout."""
+        del t, context
+        return self.stage_cost(s, a, s_next)
+
+    def critic_features(self, s: Array, t: Array | int, context: Any) -> Array:
+        """Q-network input for state ``s`` at rollout step ``t`` (0: the observation)."""
+        del t, context
+        return s
+
+    def observed_features(self, obs: Array) -> Array:
+        """Q-network input of an observation (Q regression on stored transitions)."""
+        s, context = self.split(obs)
+        return self.critic_features(s, 0, context)
 
     @property
     def q_network(self) -> QNetwork:
@@ -162,7 +197,7 @@ class CriticProblem:
 
     def init_weights(self, key: Array) -> CriticWeights:
         kq, kd = jax.random.split(key)
-        obs, act = jnp.zeros(self.obs_dim), jnp.zeros(self.act_dim)
+        obs, act = jnp.zeros(self.critic_dim), jnp.zeros(self.act_dim)
         if self.critics == 1:
             q = self.q_network.init(kq, obs, act)
         else:  # parameters stacked on a leading critic axis
@@ -210,12 +245,14 @@ def sample_costs(
     plan: Array,
     eps: Array,
     members: Array,
+    context: Any = None,
 ) -> Array:
     """Discounted rollout cost plus terminal Q of each sample, without the prior term.
 
     Args:
         eps: ``(K, H + 1, nu)`` noise.
         members: ``(H,)`` member per step (``member_sampling == "step"``) or ``(H, K)``.
+        context: The observation's context (:meth:`CriticProblem.split`).
 
     Returns:
         ``(K,)`` costs ``J``.
@@ -227,19 +264,21 @@ def sample_costs(
 
     def body(carry, inputs):
         s, total, factor = carry
-        a, member = inputs
+        a, member, t = inputs
         if config.member_sampling == "step":
             s_next = ensemble.predict_member(weights.dynamics, member, s, a)
         else:
             every = ensemble.predict_all(weights.dynamics, s, a)  # (E, K, nx)
             s_next = every[member, jnp.arange(k)]
-        cost = jax.vmap(problem.stage_cost)(s, a, s_next)
+        cost = jax.vmap(lambda *x: problem.stage(*x, t, context))(s, a, s_next)
         return (s_next, total + factor * cost, factor * tuning.discount), None
 
     start = (jnp.broadcast_to(s0, (k, s0.shape[-1])), jnp.zeros(k), jnp.ones(()))
-    steps = (jnp.swapaxes(actions[:, :-1], 0, 1), members)
+    h = config.horizon
+    steps = (jnp.swapaxes(actions[:, :-1], 0, 1), members, jnp.arange(h))
     (s_h, total, factor), _ = jax.lax.scan(body, start, steps)
-    return total + factor * problem.q_value(weights.q, s_h, actions[:, -1])
+    features = jax.vmap(lambda x: problem.critic_features(x, h, context))(s_h)
+    return total + factor * problem.q_value(weights.q, features, actions[:, -1])
 
 
 def _discounts(tuning: SoftTuning, length: int) -> Array:
@@ -255,10 +294,13 @@ def improve(
     plan: Array,
     key: Array,
     members: Array | None = None,
+    context: Any = None,
 ) -> PlanResult:
     """``config.iterations`` MPPI iterations from ``plan`` at state ``s0`` (Algorithm 1).
 
     Args:
+        context: What the stage costs and the critic need besides the state (a tracking
+            problem's reference window; ``None`` for a gymnasium task).
         members: Optional ensemble members per iteration, ``(iterations, H)`` or
             ``(iterations, H, K)`` (see :func:`draw_members`); drawn from ``key`` when omitted.
             A batch of planners (``vmap``) sharing one draw evaluates one member per step, as
@@ -275,7 +317,7 @@ def improve(
     def iteration(plan: Array, inputs: tuple[Array, Array]):
         k_eps, members = inputs
         eps = jax.random.normal(k_eps, (k, h + 1, nu)) * tuning.noise_std
-        costs = sample_costs(problem, config, weights, tuning, s0, plan, eps, members)
+        costs = sample_costs(problem, config, weights, tuning, s0, plan, eps, members, context)
         if config.prior == "gaussian":
             prior = lam * jnp.einsum("t,tu,ktu->k", disc, plan * inv_var, eps)
             correction = 0.5 * lam * jnp.einsum("t,tu->", disc, plan**2 * inv_var)
@@ -330,9 +372,10 @@ def control_step(
     plan: Array,
     key: Array,
 ) -> tuple[PlanResult, Array]:
-    """Receding-horizon use: :func:`improve`, plus the shifted plan for the next state (both
-    inside one compiled call when the caller jits this)."""
-    result = improve(problem, config, weights, tuning, s0, plan, key)
+    """Receding-horizon use: :func:`improve` at observation ``s0``, plus the shifted plan for
+    the next state (both inside one compiled call when the caller jits this)."""
+    s0, context = problem.split(s0)
+    result = improve(problem, config, weights, tuning, s0, plan, key, context=context)
     return result, shift_plan(result.plan)
 
 
