@@ -82,6 +82,12 @@ def test_reference_speed_range_draws_one_speed_per_rollout_and_leaves_other_draw
     _, std_fixed = feature_statistics(ctrl, tracks, fixed, tuning)
     _, std_ranged = feature_statistics(ctrl, tracks, ranged, tuning)
     assert int(np.sum(np.asarray(std_ranged) != np.asarray(std_fixed))) > 0
+    cfg = load_config(REPO / "config" / "train" / "f1tenth_step_mppi_speed_range.yaml")
+    assert cfg.speed_range_at(0) == (6.0, 11.5) and cfg.data.reference_speed == 10.0
+    staged = config_from_dict(
+        {"data": {"reference_speed_range": [6.0, 11.5], "reference_speed_range_from": 2}}
+    )
+    assert staged.speed_range_at(1) == (10.0, 10.0) and staged.speed_range_at(2) == (6.0, 11.5)
     with pytest.raises(ValueError, match="reference_speed_range must be"):
         config_from_dict({"data": {"reference_speed_range": [11.0, 6.0]}})
 
