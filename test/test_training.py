@@ -196,7 +196,7 @@ SHARDING_SCRIPT = textwrap.dedent(
                       data=DataConfig(train_tracks=2, validation_tracks=1))
     tr = Trainer(cfg, "unused")
     state = tr.fresh_state()
-    batch = tr._sample(jax.random.PRNGKey(3), tr.train_tracks, 4)
+    batch = tr._sample(jax.random.PRNGKey(3), tr.train_tracks, 4, (10.0, 10.0))
     shards = sorted(len(s.data) for s in batch.x0.addressable_shards)
     grad = jax.jit(jax.grad(lambda p, b: batch_loss(p, tr.stats, tr.ctrl, tr.train_tracks, b,
                    tr.tuning, 1e3, tr.val_loss)[0]))
