@@ -190,3 +190,22 @@ def test_planar_ensemble_learns_in_the_body_frame_and_is_pose_invariant():
     np.testing.assert_allclose(mean, jnp.mean(ens.predict_all(params, s, a), axis=0), atol=1e-5)
     with pytest.raises(ValueError, match="pose_indices must be 3 distinct"):
         EnsembleModel(names, 2, pose_indices=(0, 0, 4))
+
+
+def test_planar_ensemble_bundle_reloads_as_planar(tmp_path):
+    from mppi_ros.core.bundle import load_soft_mpcritic_bundle, save_soft_mpcritic_bundle
+
+    ens = EnsembleModel(7, 2, members=2, hidden=(8,), pose_indices=(0, 1, 4))
+    problem = CriticProblem(ens, lambda s, a, sn: jnp.sum(sn**2), (-1.0,) * 2, (1.0,) * 2, (8,))
+    weights = problem.init_weights(jax.random.PRNGKey(2))
+    config = SoftMPCriticConfig(num_samples=8, horizon=2)
+    tuning = make_soft_tuning(2)
+    save_soft_mpcritic_bundle(tmp_path, problem, config, tuning, weights, env={"kind": "test"})
+    bundle, loaded, _, _ = load_soft_mpcritic_bundle(tmp_path, stage_cost=problem.stage_cost)
+    assert loaded.ensemble.pose_indices == (0, 1, 4)
+    s, a = jnp.array([3.0, -1.0, 0.1, 5.0, 1.0, 0.2, 0.0]), jnp.array([0.2, -0.3])
+    np.testing.assert_allclose(
+        loaded.ensemble.predict_all(bundle.weights.dynamics, s, a),
+        ens.predict_all(weights.dynamics, s, a),
+        atol=1e-6,
+    )

@@ -445,6 +445,7 @@ def save_soft_mpcritic_bundle(
             "critics": problem.critics,
             "ensemble_hidden": list(ensemble.hidden),
             "activation": ensemble.activation,
+            "pose_indices": _jsonable(ensemble.pose_indices),
         },
         "training": _jsonable(training or {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -457,6 +458,11 @@ def save_soft_mpcritic_bundle(
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
+
+
+def _pose_indices(value: Any) -> tuple[int, int, int] | None:
+    """The ensemble's planar pose entries from a manifest (absent in older bundles)."""
+    return None if value is None else tuple(int(i) for i in value)
 
 
 def _critic_state(weights) -> dict[str, Any]:
@@ -511,6 +517,7 @@ def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
             int(manifest["dynamics"]["members"]),
             tuple(arch["ensemble_hidden"]),
             arch["activation"],
+            _pose_indices(arch.get("pose_indices")),
         )
         if stage_cost is None:
             if env.get("kind") != "gymnasium":

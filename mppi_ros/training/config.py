@@ -203,12 +203,19 @@ class TrainConfig:
                 f"data.reference must be 'time' or 'projection', got {self.data.reference!r}"
             )
 
-    def speed_range_at(self, epoch: int) -> tuple[float, float]:
-        """Reference-speed range of (0-based) ``epoch``'s training rollouts."""
+    @property
+    def speed_range(self) -> tuple[float, float]:
+        """Reference-speed range of the run (validation and input statistics use it)."""
         d = self.data
-        if d.reference_speed_range is None or epoch < d.reference_speed_range_from:
+        if d.reference_speed_range is None:
             return (d.reference_speed, d.reference_speed)
         return tuple(d.reference_speed_range)
+
+    def speed_range_at(self, epoch: int) -> tuple[float, float]:
+        """Reference-speed range of (0-based) ``epoch``'s training rollouts."""
+        if epoch < self.data.reference_speed_range_from:
+            return (self.data.reference_speed, self.data.reference_speed)
+        return self.speed_range
 
     def rollout_steps_at(self, epoch: int) -> int:
         """BPTT length of (0-based) ``epoch`` under the curriculum."""

@@ -244,13 +244,13 @@ class SoftMPCriticLearner:
         else:
             start = jax.vmap(shift_plan)(stored)
         planner_weights = weights.replace(q=target_q)
+        config = cfg.target_config()
         k_members, key = jax.random.split(key)
-        members = draw_members(k_members, self.problem, cfg.target_config())  # shared by batch
+        members = draw_members(k_members, self.problem, config)  # shared by batch
         keys = jax.random.split(key, idx.shape[0])
 
         def target_plan(obs: Array, plan: Array, k: Array) -> PlanResult:
             s, context = self.problem.split(obs)
-            config = cfg.target_config()
             return improve(
                 self.problem, config, planner_weights, tuning, s, plan, k, members, context
             )

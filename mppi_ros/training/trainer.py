@@ -219,15 +219,13 @@ class Trainer:
         root = jax.random.PRNGKey(c.seed)
         self._init_key, stats_key, val_key, self._loop_key = jax.random.split(root, 4)
         stats_batch = self._sample(
-            stats_key, self.train_tracks, 4096 - 4096 % self.devices, c.speed_range_at(c.epochs)
+            stats_key, self.train_tracks, 4096 - 4096 % self.devices, c.speed_range
         )
         self.stats = jax.device_put(
             feature_statistics(self.ctrl, self.train_tracks, stats_batch, self.tuning),
             self.replicated,
         )
-        self.val_batch = self._sample(
-            val_key, self.val_tracks, c.validation_batch, c.speed_range_at(c.epochs)
-        )
+        self.val_batch = self._sample(val_key, self.val_tracks, c.validation_batch, c.speed_range)
         self.optimizer = optax.chain(
             optax.clip_by_global_norm(c.optim.grad_clip),
             optax.adamw(learning_rate=1.0, weight_decay=c.optim.weight_decay),

@@ -159,13 +159,12 @@ class CriticProblem:
         """Size of the Q-network's state input."""
         return self.obs_dim
 
-    # ----- hooks: a tracking problem (mppi_ros.core.controllers.soft_mpcritic_tracking)
-    # plans in the frame of an observation and scores against its reference; a gymnasium
-    # task's observation is its state and needs no context.
+    # ----- observation hooks. A gymnasium task's observation is its state and needs no
+    # context (these defaults); a tracking problem overrides them to plan in the frame of an
+    # observation and score against the reference window it carries.
 
-    def split(self, obs: Array, tuning: Any = None) -> tuple[Array, Any]:
+    def split(self, obs: Array) -> tuple[Array, Any]:
         """``(planner start state, context)`` of an observation."""
-        del tuning
         return obs, None
 
     def dynamics_state(self, obs: Array) -> Array:
@@ -368,13 +367,13 @@ def control_step(
     config: SoftMPCriticConfig,
     weights: CriticWeights,
     tuning: SoftTuning,
-    s0: Array,
+    obs: Array,
     plan: Array,
     key: Array,
 ) -> tuple[PlanResult, Array]:
-    """Receding-horizon use: :func:`improve` at observation ``s0``, plus the shifted plan for
+    """Receding-horizon use: :func:`improve` at observation ``obs``, plus the shifted plan for
     the next state (both inside one compiled call when the caller jits this)."""
-    s0, context = problem.split(s0)
+    s0, context = problem.split(obs)
     result = improve(problem, config, weights, tuning, s0, plan, key, context=context)
     return result, shift_plan(result.plan)
 
