@@ -270,6 +270,11 @@ def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
     reply = monitor.trigger(f"/{CTRL}/reload_model")
     assert not reply.success and "no model bundle" in reply.message
     assert monitor.set_parameters(CTRL, model_path="")[0].successful  # back to shipped
+    # The swap back builds in the background: let it land so the next test's swap count
+    # starts from a settled node.
+    monitor.wait_for(
+        lambda: diag(monitor)["model_id"].startswith("f1tenth_step_mppi@"), 120, "swap back"
+    )
 
 
 def test_num_samples_change_recompiles_in_background(active):
