@@ -329,17 +329,18 @@ def cmd_train_soft_mpcritic(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mppi_ros.core.bundle import BundleError, read_manifest, resolve_model
-    from mppi_ros.training.soft_mpcritic import evaluate_gym_bundle
+    from mppi_ros.training.soft_mpcritic import evaluate_bundle
 
     try:
         path = resolve_model(args.model)
-        env = read_manifest(path).get("env", {})
-        if env.get("kind") != "gymnasium":
+        if read_manifest(path).get("controller") != "soft_mpcritic":
             raise BundleError(
-                f"model bundle {path}: mppi-ros eval runs gymnasium softMPCritic bundles; "
-                f"use mppi-ros bench closed-loop --controllers {path} for vehicle models"
+                f"model bundle {path}: mppi-ros eval runs softMPCritic bundles (gymnasium or "
+                f"vehicle); use mppi-ros bench closed-loop --controllers {path} for this model"
             )
-        report = evaluate_gym_bundle(path, episodes=args.episodes, seed=args.seed)
+        report = evaluate_bundle(
+            path, episodes=args.episodes, seed=args.seed, track=args.track, laps=args.laps
+        )
     except (BundleError, ValueError) as err:
         print(f"mppi-ros eval: error: {err}", file=sys.stderr)
         return 1
@@ -482,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="bundle folder or shipped model name")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--track", default="default", help="vehicle bundles: track name or CSV")
+    ev.add_argument("--laps", type=int, default=1, help="vehicle bundles: closed-loop laps")
     ev.add_argument("--json", default=None)
     ev.set_defaults(func=cmd_eval)
 

@@ -19,7 +19,7 @@ from mppi_ros.training import TrainingError
 from mppi_ros.training.gym_tasks import get_task, task_names
 from mppi_ros.training.soft_mpcritic import (
     SoftMPCriticTrainConfig,
-    evaluate_gym_bundle,
+    evaluate_bundle,
     make_learner,
     train_soft_mpcritic,
 )
@@ -93,7 +93,7 @@ def test_short_training_improves_return_and_writes_a_loadable_bundle(tmp_path):
     assert planner.num_samples == 100 and float(tuning.temperature) == pytest.approx(0.1)
     rows = list(csv.DictReader(open(tmp_path / "idp" / "training" / "metrics.csv")))
     assert len(rows) == len(returns) and float(rows[-1]["steps_per_s"]) > 0
-    report = evaluate_gym_bundle(result.bundle, episodes=2)
+    report = evaluate_bundle(result.bundle, episodes=2)
     assert report["episodes"] == 2 and report["return_mean"] > first
     # A tampered weights file is rejected.
     params = result.bundle / "params.msgpack"

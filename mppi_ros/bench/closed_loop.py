@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mppi_ros.core.bundle import LEARNED_CONTROLLERS, shipped_model_path
+from mppi_ros.core.bundle import SHIPPED_CONTROLLERS, shipped_model_path
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.tracks import load_track
 from mppi_ros.engine import controller_overrides
@@ -21,9 +21,10 @@ from mppi_ros.sim import SimConfig, SimResult, run_closed_loop
 class ClosedLoopBench:
     """What to run. Controller overrides (``num_samples``, ``horizon``) apply where valid.
 
-    ``controllers`` entries are ``NAME[@K]``: a registry name (``step_mppi`` and ``dpc`` load
-    the shipped ``models/f1tenth_<name>`` bundle) or a bundle folder, optionally with its own
-    sample count, e.g. ``step_mppi@256``. ``control_period`` None replans every plant step.
+    ``controllers`` entries are ``NAME[@K]``: a registry name (``step_mppi``, ``dpc`` and
+    ``soft_mpcritic`` load the shipped ``models/f1tenth_<name>`` bundle) or a bundle folder,
+    optionally with its own sample count, e.g. ``step_mppi@256``. ``control_period`` None
+    replans every plant step.
     """
 
     track: str = "default"
@@ -50,11 +51,20 @@ def build_controller(
         except ValueError:
             raise ValueError(f"bad controller entry {spec!r}: expected NAME@SAMPLES") from None
     overrides = controller_overrides(name, num_samples, horizon)
-    if name == "mppi":
+    if name in ("mppi", "soft_mpcritic") or _is_soft_mpcritic_bundle(name):
         overrides["replan_period"] = replan_period
-    if name in LEARNED_CONTROLLERS:
+    if name in SHIPPED_CONTROLLERS:
         return make_controller(str(shipped_model_path(name)), **overrides)
     return make_controller(name, **overrides)
+
+
+def _is_soft_mpcritic_bundle(name: str) -> bool:
+    from pathlib import Path
+
+    from mppi_ros.core.bundle import MANIFEST, SOFT_MPCRITIC, read_manifest
+
+    path = Path(name)
+    return (path / MANIFEST).exists() and read_manifest(path).get("controller") == SOFT_MPCRITIC
 
 
 def run(

@@ -28,6 +28,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARAMS = "params.msgpack"
 LEARNED_CONTROLLERS = ("step_mppi", "dpc")
+# Controllers with a shipped vehicle bundle ``models/f1tenth_<name>``.
+SHIPPED_CONTROLLERS = (*LEARNED_CONTROLLERS, "soft_mpcritic")
 _REQUIRED = {
     "format_version": int,
     "controller": str,
@@ -106,8 +108,10 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 def shipped_model_path(controller: str) -> Path:
     """The shipped bundle of a learned controller (``models/f1tenth_<controller>``)."""
-    if controller not in LEARNED_CONTROLLERS:
-        raise BundleError(f"no shipped weights for {controller!r}; valid: {LEARNED_CONTROLLERS}")
+    if controller not in SHIPPED_CONTROLLERS:
+        raise BundleError(
+            f"no shipped weights for {controller!r}; valid: {', '.join(SHIPPED_CONTROLLERS)}"
+        )
     return resolve_model(SHIPPED_PREFIX + controller)
 
 
@@ -358,9 +362,12 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def controller_from_bundle(path: str | Path, **overrides: Any):
-    """A Step-MPPI or DPC controller carrying the bundle's weights (``ctrl.init`` uses them)."""
+    """A Step-MPPI, DPC or vehicle softMPCritic controller carrying the bundle's weights
+    (``ctrl.init`` uses them)."""
     from mppi_ros.core.controllers.step_mppi import DPC, StepMPPI
 
+    if read_manifest(Path(path)).get("controller") == SOFT_MPCRITIC:
+        return soft_mpcritic_controller(path, **overrides)
     bundle = load_bundle(path)
     architecture = {"dynamics", "hidden", "activation", "full_covariance", "dt"}
     bad = sorted(set(overrides) & architecture)
@@ -446,6 +453,7 @@ def save_soft_mpcritic_bundle(
             "ensemble_hidden": list(ensemble.hidden),
             "activation": ensemble.activation,
             "pose_indices": _jsonable(ensemble.pose_indices),
+            **({"tracking": problem.spec()} if hasattr(problem, "spec") else {}),
         },
         "training": _jsonable(training or {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -458,6 +466,50 @@ def save_soft_mpcritic_bundle(
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
+
+
+def soft_mpcritic_controller(path: str | Path, **overrides: Any):
+    """The vehicle softMPCritic controller of a bundle trained on the tracking task.
+
+    ``overrides``: planner fields (``num_samples``, ``horizon``, ``iterations``) and
+    ``replan_period``; the networks and the discount are fixed by the training.
+
+    Raises:
+        BundleError: For a bad bundle, a gymnasium bundle, or an override of another field.
+    """
+    from mppi_ros.core.controllers.soft_mpcritic_tracking import (
+        SoftMPCritic,
+        TrackingCriticProblem,
+    )
+
+    bundle, problem, config, tuning = load_soft_mpcritic_bundle(path)
+    if not isinstance(problem, TrackingCriticProblem):
+        raise BundleError(
+            f"model bundle {path} was trained on {bundle.env.get('id')!r}, not on the vehicle "
+            "tracking task: it cannot drive a car"
+        )
+    replan_period = overrides.pop("replan_period", None)
+    planner = {"num_samples", "horizon", "iterations"}
+    bad = sorted(set(overrides) - planner)
+    if bad:
+        raise BundleError(
+            f"model bundle {path}: cannot override {bad}; valid overrides: "
+            f"{sorted(planner | {'replan_period'})}"
+        )
+    try:
+        config = dataclasses.replace(config, **overrides)
+    except ValueError as err:
+        raise BundleError(f"model bundle {path}: {err}") from None
+    return SoftMPCritic(
+        problem=problem,
+        config=config,
+        weights=bundle.weights,
+        temperature=float(tuning.temperature),
+        noise_std=tuple(float(v) for v in np.asarray(tuning.noise_std)),
+        discount=float(tuning.discount),
+        dt=float(bundle.manifest["dt"]),
+        replan_period=replan_period,
+    )
 
 
 def _pose_indices(value: Any) -> tuple[int, int, int] | None:
@@ -519,13 +571,7 @@ def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
             arch["activation"],
             _pose_indices(arch.get("pose_indices")),
         )
-        if stage_cost is None:
-            if env.get("kind") != "gymnasium":
-                raise ValueError(f"no stage cost given for environment {env!r}")
-            from mppi_ros.training.gym_tasks import get_task
-
-            stage_cost = get_task(env["id"]).stage_cost
-        problem = CriticProblem(
+        common = (
             ensemble,
             stage_cost,
             tuple(outputs["low"]),
@@ -533,6 +579,19 @@ def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
             tuple(arch["q_hidden"]),
             int(arch.get("critics", 1)),
         )
+        if "tracking" in arch:
+            from mppi_ros.core.controllers.soft_mpcritic_tracking import TrackingCriticProblem
+
+            spec = {k: _freeze(v) for k, v in arch["tracking"].items()}
+            problem = TrackingCriticProblem(*common, **spec)
+        else:
+            if stage_cost is None:
+                if env.get("kind") != "gymnasium":
+                    raise ValueError(f"no stage cost given for environment {env!r}")
+                from mppi_ros.training.gym_tasks import get_task
+
+                common = (ensemble, get_task(env["id"]).stage_cost, *common[2:])
+            problem = CriticProblem(*common)
         t = manifest["tuning"]
         tuning = make_soft_tuning(ensemble.act_dim, t["temperature"], 1.0, t["discount"])
         tuning = tuning.replace(noise_std=jax.numpy.asarray(t["noise_std"], jax.numpy.float32))

@@ -44,8 +44,8 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     make_soft_tuning,
     shift_plan,
 )
-from mppi_ros.core.dynamics.ensemble import EnsembleModel
-from mppi_ros.training.config import config_to_dict, load_yaml_config
+from mppi_ros.core.dynamics.ensemble import EnsembleModel, Normalizer
+from mppi_ros.training.config import _build, config_to_dict, load_yaml_config
 from mppi_ros.training.gym_tasks import get_task
 from mppi_ros.training.trainer import (
     CHECKPOINT,
@@ -56,6 +56,7 @@ from mppi_ros.training.trainer import (
     read_checkpoint,
     write_checkpoint,
 )
+from mppi_ros.training.vehicle_task import VEHICLE_TASK, VehicleTaskConfig, VehicleTrackingEnv
 
 Array = jax.Array
 
@@ -64,7 +65,14 @@ Array = jax.Array
 class SoftMPCriticTrainConfig:
     """Everything one training run depends on (YAML: ``mppi-ros train soft-mpcritic``).
 
-    Defaults are the paper's Gaussian-prior settings (REFERENCE.md section 5).
+    Defaults are the paper's Gaussian-prior settings (REFERENCE.md section 5). ``task`` is a
+    gymnasium id or ``f1tenth-tracking`` (the vehicle task, set up by ``vehicle``).
+
+    ``noise_std`` (one entry per action) replaces ``sqrt(noise_var)`` where actions have
+    different units (the vehicle's steering rate and acceleration). ``learning_starts``: the
+    first steps only fill the buffer (the untrained planner explores), then the ensemble's
+    input and output statistics are set from it and learning starts; 0 (the paper's
+    Algorithm 2) learns from the first step with identity statistics.
     """
 
     task: str = "InvertedDoublePendulum-v5"
@@ -90,6 +98,9 @@ class SoftMPCriticTrainConfig:
     target_every: int = 2
     buffer_size: int = 1_000_000
     checkpoint_every: int = 10_000
+    noise_std: tuple[float, ...] = ()
+    learning_starts: int = 0
+    vehicle: VehicleTaskConfig = dataclasses.field(default_factory=VehicleTaskConfig)
 
     def __post_init__(self) -> None:
         positive = ("total_steps", "num_samples", "target_samples", "horizon", "iterations")
@@ -116,7 +127,18 @@ class SoftMPCriticTrainConfig:
         )
 
     def tuning(self, act_dim: int) -> SoftTuning:
-        return make_soft_tuning(act_dim, self.temperature, self.noise_var, self.discount)
+        tuning = make_soft_tuning(act_dim, self.temperature, self.noise_var, self.discount)
+        if self.noise_std:
+            if len(self.noise_std) != act_dim or min(self.noise_std) <= 0:
+                raise ValueError(
+                    f"noise_std needs {act_dim} positive entries, got {self.noise_std}"
+                )
+            tuning = tuning.replace(noise_std=jnp.asarray(self.noise_std, jnp.float32))
+        return tuning
+
+    @property
+    def is_vehicle(self) -> bool:
+        return self.task == VEHICLE_TASK
 
     @property
     def capacity(self) -> int:
@@ -262,6 +284,25 @@ class SoftMPCriticLearner:
         return jax.lax.stop_gradient(target), stored, written, result
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+    def store(self, state: TrainState, transition: tuple) -> TrainState:
+        """Stores one transition without learning (the ``learning_starts`` phase)."""
+        return state.replace(replay=state.replay.add(*transition))
+
+    def normalise_ensemble(self, state: TrainState) -> TrainState:
+        """Sets the ensemble's input and change statistics from the stored transitions."""
+        replay, ensemble, problem = state.replay, self.problem.ensemble, self.problem
+        n = int(replay.size)
+        s = jax.vmap(problem.dynamics_state)(replay.obs[:n])
+        s_next = jax.vmap(problem.dynamics_state)(replay.next_obs[:n])
+        inputs = ensemble.member_input(s, replay.act[:n])
+        changes = ensemble.change(s, s_next)
+        dynamics = state.weights.dynamics.replace(
+            inputs=Normalizer(jnp.mean(inputs, 0), jnp.std(inputs, 0) + 1e-6),
+            deltas=Normalizer(jnp.mean(changes, 0), jnp.std(changes, 0) + 1e-6),
+        )
+        return state.replace(weights=state.weights.replace(dynamics=dynamics))
+
+    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
     def learn(self, state: TrainState, transition: tuple) -> tuple[TrainState, StepMetrics]:
         """Stores one transition, then one Q update and one ensemble update (Algorithm 2)."""
         cfg, problem = self.config, self.problem
@@ -320,7 +361,12 @@ class SoftMPCriticLearner:
 
 
 def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
-    """The learner for ``config.task`` (a gymnasium task name)."""
+    """The learner for ``config.task`` (a gymnasium task name or the vehicle task)."""
+    if config.is_vehicle:
+        problem = config.vehicle.problem(
+            config.horizon, config.ensemble_size, tuple(config.hidden), config.critics
+        )
+        return SoftMPCriticLearner(problem, config)
     task = get_task(config.task)
     problem = CriticProblem(
         ensemble=EnsembleModel(
@@ -334,6 +380,8 @@ def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
     )
     return SoftMPCriticLearner(problem, config)
 
+
+_NO_METRICS = StepMetrics(*(float("nan"),) * 4)  # episodes before learning starts
 
 METRIC_FIELDS = (
     "step",
@@ -374,6 +422,15 @@ class SoftMPCriticTrainer:
         self.out = Path(out)
         self.work = self.out / "training"
 
+    def make_env(self):
+        """The training environment (a gymnasium env, or the vehicle tracking env)."""
+        cfg = self.config
+        if cfg.is_vehicle:
+            return VehicleTrackingEnv(cfg.vehicle, self.learner.problem)
+        env = get_task(cfg.task).make_env()
+        env.action_space.seed(cfg.seed)
+        return env
+
     # ----- checkpoints -----------------------------------------------------------------------
 
     def _fresh(self) -> dict[str, Any]:
@@ -411,8 +468,7 @@ class SoftMPCriticTrainer:
                 csv.writer(f).writerow(METRIC_FIELDS)
         state: TrainState = run["train"]
         start_step = int(state.step)
-        env = get_task(cfg.task).make_env()
-        env.action_space.seed(cfg.seed)
+        env = self.make_env()
         obs, _ = env.reset(seed=cfg.seed + start_step)
         key = jax.random.fold_in(state.key, 1)
         key, k_plan = jax.random.split(key)
@@ -439,7 +495,12 @@ class SoftMPCriticTrainer:
                     jnp.float32(terminated),
                     result.plan,
                 )
-                state, metrics = learner.learn(state, transition)
+                if step < cfg.learning_starts:
+                    state = learner.store(state, transition)
+                    if step + 1 == cfg.learning_starts:
+                        state = learner.normalise_ensemble(state)
+                else:
+                    state, metrics = learner.learn(state, transition)
                 episode_return += float(reward)
                 length += 1
                 plan = next_plan
@@ -449,7 +510,7 @@ class SoftMPCriticTrainer:
                     returns.append(episode_return)
                     run["episodes"] += 1
                     elapsed = time.perf_counter() - started
-                    m = jax.device_get(metrics)
+                    m = jax.device_get(metrics) if metrics is not None else _NO_METRICS
                     writer.writerow(
                         [
                             step + 1,
@@ -486,6 +547,11 @@ class SoftMPCriticTrainer:
             bundle, cfg.total_steps, len(returns), returns, steps_per_s, wall0 + elapsed
         )
 
+    def bundle_env(self) -> dict[str, Any]:
+        if self.config.is_vehicle:
+            return {"kind": "vehicle", "id": VEHICLE_TASK, **config_to_dict(self.config.vehicle)}
+        return {"kind": "gymnasium", "id": self.config.task}
+
     def write_bundle(self, state: TrainState, returns, steps_per_s: float, wall_s: float) -> Path:
         last = returns[-10:]
         return save_soft_mpcritic_bundle(
@@ -494,7 +560,8 @@ class SoftMPCriticTrainer:
             self.config.online_config(),
             self.config.tuning(self.learner.problem.act_dim),
             jax.device_get(state.weights),
-            env={"kind": "gymnasium", "id": self.config.task},
+            env=self.bundle_env(),
+            dt=self.config.vehicle.dt if self.config.is_vehicle else 0.0,
             training={
                 "command": command_line(),
                 "config": config_to_dict(self.config),
@@ -525,17 +592,8 @@ def train_soft_mpcritic(
     return SoftMPCriticTrainer(config, out).run(resume=resume, progress=progress, log=log)
 
 
-def evaluate_gym_bundle(path: str | Path, episodes: int = 10, seed: int = 0) -> dict[str, Any]:
-    """Runs a gymnasium softMPCritic bundle with its online planner (no learning).
-
-    Returns:
-        ``{"model", "env", "episodes", "return_mean", "return_std", "returns", "lengths",
-        "steps_per_s"}``.
-    """
-    bundle, problem, config, tuning = load_soft_mpcritic_bundle(path)
-    task = get_task(bundle.env["id"])
-    plan_step = jax.jit(functools.partial(control_step, problem, config))
-    env = task.make_env()
+def _run_episodes(env, plan_step, weights, config, tuning, episodes: int, seed: int):
+    """Episodes of ``env`` under the online planner; ``(returns, lengths, steps_per_s)``."""
     key = jax.random.PRNGKey(seed)
     returns, lengths, steps = [], [], 0
     started = time.perf_counter()
@@ -547,7 +605,7 @@ def evaluate_gym_bundle(path: str | Path, episodes: int = 10, seed: int = 0) -> 
         while not done:
             key, k_act = jax.random.split(key)
             obs_in = jnp.asarray(obs, jnp.float32)
-            result, plan = plan_step(bundle.weights, tuning, obs_in, plan, k_act)
+            result, plan = plan_step(weights, tuning, obs_in, plan, k_act)
             obs, reward, terminated, truncated, _ = env.step(np.asarray(result.action))
             total += float(reward)
             length += 1
@@ -555,13 +613,71 @@ def evaluate_gym_bundle(path: str | Path, episodes: int = 10, seed: int = 0) -> 
         returns.append(total)
         lengths.append(length)
         steps += length
-    return {
+    return returns, lengths, steps / (time.perf_counter() - started)
+
+
+def evaluate_bundle(
+    path: str | Path, episodes: int = 10, seed: int = 0, track: str = "default", laps: int = 1
+) -> dict[str, Any]:
+    """Runs a softMPCritic bundle with its online planner (no learning) in the environment of
+    its manifest: a gymnasium task, or the vehicle task on ``track`` (episodes from random
+    starts, as in training) plus a closed-loop run of ``laps`` laps from the start line
+    (``mppi-ros bench closed-loop`` settings) whose summary keys join the report.
+
+    Returns:
+        ``{"model", "env", "episodes", "return_mean", "return_std", "returns", "lengths",
+        "steps_per_s"}`` (plus the closed-loop keys and ``"track"`` for a vehicle bundle).
+    """
+    bundle, problem, config, tuning = load_soft_mpcritic_bundle(path)
+    plan_step = jax.jit(functools.partial(control_step, problem, config))
+    vehicle = bundle.env.get("kind") == "vehicle"
+    if vehicle:
+        task_config = vehicle_config(bundle.env)
+        env = VehicleTrackingEnv(task_config, problem, tracks=[track])
+        name = f"{VEHICLE_TASK}:{track}"
+    else:
+        task = get_task(bundle.env["id"])
+        env, name = task.make_env(), task.name
+    returns, lengths, steps_per_s = _run_episodes(
+        env, plan_step, bundle.weights, config, tuning, episodes, seed
+    )
+    report = {
         "model": bundle.model_id,
-        "env": task.name,
+        "env": name,
         "episodes": episodes,
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "returns": [round(r, 3) for r in returns],
         "lengths": lengths,
-        "steps_per_s": steps / (time.perf_counter() - started),
+        "steps_per_s": steps_per_s,
     }
+    if vehicle:
+        report["track"] = track
+        report.update(_closed_loop(path, track, task_config.reference_speed, laps, seed))
+    return report
+
+
+def vehicle_config(env: dict[str, Any]) -> VehicleTaskConfig:
+    """The vehicle task settings a bundle's manifest ``env`` records."""
+    values = {k: v for k, v in env.items() if k not in ("kind", "id")}
+    return _build(VehicleTaskConfig, values, "env")
+
+
+def _closed_loop(path, track: str, speed: float, laps: int, seed: int) -> dict[str, Any]:
+    from mppi_ros.core.bundle import soft_mpcritic_controller
+    from mppi_ros.core.controllers import update_tuning
+    from mppi_ros.core.tracks import load_track
+    from mppi_ros.sim import SimConfig, run_closed_loop
+
+    plant_dt = 0.01
+    ctrl = soft_mpcritic_controller(path, replan_period=plant_dt)
+    sim = SimConfig(
+        plant_dt=plant_dt,
+        control_period=plant_dt,
+        command_delay_steps=(2, 0),
+        laps=laps,
+        seed=seed,
+    )
+    tuning = update_tuning(ctrl.default_tuning(), reference_speed=speed)
+    result = run_closed_loop(ctrl, load_track(track), tuning, sim)
+    return {"reference_speed": speed, **result.summary()}

@@ -1,0 +1,130 @@
+"""softMPCritic on the vehicle tracking task: the observation layout, the environment's reward,
+a short real training run whose bundle drives the closed loop, and bundle checks."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mppi_ros.core.bundle import BundleError, soft_mpcritic_controller
+from mppi_ros.core.controllers import make_controller
+from mppi_ros.core.controllers.soft_mpcritic_tracking import SoftMPCritic
+from mppi_ros.core.policy import observe
+from mppi_ros.core.tracks import load_track
+from mppi_ros.sim import SimConfig, run_closed_loop
+from mppi_ros.training.soft_mpcritic import (
+    SoftMPCriticTrainConfig,
+    evaluate_bundle,
+    make_learner,
+    train_soft_mpcritic,
+)
+from mppi_ros.training.vehicle_task import VEHICLE_TASK, VehicleTaskConfig, VehicleTrackingEnv
+
+TINY = SoftMPCriticTrainConfig(
+    task=VEHICLE_TASK,
+    num_samples=64,
+    target_samples=8,
+    horizon=4,
+    hidden=(32, 32),
+    noise_std=(1.0, 2.0),
+    temperature=1.0,
+    total_steps=600,
+    learning_starts=200,
+    checkpoint_every=600,
+    vehicle=VehicleTaskConfig(train_tracks=2, episode_steps=100, preview=(2, 4)),
+)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_learner(TINY).problem
+
+
+def test_flat_observation_round_trips_and_keeps_the_world_position(problem):
+    model = problem.model
+    ctrl = SoftMPCritic(problem, TINY.online_config())
+    track = load_track("default")
+    x = jnp.asarray([40.0, -12.0, 0.05, 5.0, 0.7, 0.3, 0.01], jnp.float32)
+    tuning = ctrl.default_tuning()
+    obs, window = observe(ctrl, track.arrays(), x, tuning)
+    flat = problem.flatten(obs, window.origin)
+    assert flat.shape == (problem.obs_dim,)
+    origin, back = problem.unflatten(flat)
+    np.testing.assert_allclose(origin, x[:2])
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(obs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The planner starts at the origin; the ensemble learns from the world-frame state.
+    s0, (reference, border, _) = problem.split(flat)
+    assert float(jnp.abs(s0[jnp.array(model.position_indices)]).max()) == 0.0
+    assert reference.shape == (problem.reference_points, model.state_dim)
+    assert border.shape == (problem.reference_points, 4)
+    np.testing.assert_allclose(problem.dynamics_state(flat), x, rtol=1e-6)
+    assert problem.critic_features(s0, 0, (reference, border, None)).shape == (problem.critic_dim,)
+
+
+def test_environment_reward_is_minus_the_planner_stage_cost(problem):
+    """The reward of a transition is the stage cost the planner assigns to the same state
+    change (a rollout of the true next state scores exactly what the environment paid)."""
+    env = VehicleTrackingEnv(TINY.vehicle, problem)
+    obs, info = env.reset(seed=3)
+    assert info["reference_speed"] == pytest.approx(TINY.vehicle.reference_speed)
+    action = np.array([0.5, 1.0], np.float32)
+    next_obs, reward, terminated, truncated, step_info = env.step(action)
+    origin, _ = problem.unflatten(jnp.asarray(obs))
+    s, context = problem.split(jnp.asarray(obs))
+    s_next = jnp.asarray(step_info["state"]).at[:2].add(-origin)
+    expected = problem.stage(s, jnp.asarray(action), s_next, 0, context)
+    assert reward == pytest.approx(-float(expected), rel=1e-5, abs=1e-5)
+    assert not terminated and not truncated and np.all(np.isfinite(next_obs))
+    # Driving off the track truncates the episode (never terminates it).
+    done, steps = False, 0
+    while not done:
+        _, _, terminated, done, step_info = env.step(np.array([3.2, 9.0], np.float32))
+        assert not terminated
+        steps += 1
+    assert steps < TINY.vehicle.episode_steps
+    assert abs(step_info["lateral_error"]) > TINY.vehicle.lost_distance
+
+
+@pytest.mark.slow
+def test_short_vehicle_training_learns_the_dynamics_and_its_bundle_drives(tmp_path):
+    result = train_soft_mpcritic(TINY, tmp_path / "car", progress=False, log=lambda _: None)
+    rows = list(csv.DictReader(open(tmp_path / "car" / "training" / "metrics.csv")))
+    losses = [float(r["model_loss"]) for r in rows if r["model_loss"] != "nan"]
+    assert len(losses) >= 2 and losses[-1] < losses[0], losses
+    # The bundle is a controller of the shared interface (registry path and loader).
+    ctrl = make_controller(str(result.bundle))
+    assert isinstance(ctrl, SoftMPCritic) and ctrl.config.num_samples == TINY.num_samples
+    assert ctrl.reference_horizon == TINY.horizon + 1 + max(TINY.vehicle.preview)
+    sim = SimConfig(control_period=0.05, laps=1, max_time=2.0, command_delay_steps=(2, 0))
+    tuning = ctrl.default_tuning()
+    run = run_closed_loop(ctrl, load_track("default"), tuning, sim)
+    assert np.all(np.isfinite(run.actions)) and len(run.actions) == 40
+    report = evaluate_bundle(result.bundle, episodes=1, track="default", laps=1)
+    assert report["env"] == f"{VEHICLE_TASK}:default" and "tracking_error_mean_m" in report
+    assert report["reference_speed"] == pytest.approx(TINY.vehicle.reference_speed)
+    with pytest.raises(BundleError, match="valid overrides"):
+        soft_mpcritic_controller(result.bundle, hidden=(8,))
+
+
+def test_a_gymnasium_bundle_is_refused_as_a_vehicle_controller(tmp_path):
+    config = SoftMPCriticTrainConfig(
+        num_samples=16, target_samples=4, hidden=(16, 16), total_steps=20, checkpoint_every=20
+    )
+    result = train_soft_mpcritic(config, tmp_path / "idp", progress=False, log=lambda _: None)
+    with pytest.raises(BundleError, match="cannot drive a car"):
+        make_controller(str(result.bundle))
+
+
+def test_vehicle_task_config_is_validated():
+    with pytest.raises(ValueError, match="multiple of plant_dt"):
+        VehicleTaskConfig(dt=0.055)
+    with pytest.raises(ValueError, match="speed_range"):
+        VehicleTaskConfig(speed_range=(5.0,))
+    with pytest.raises(ValueError, match="noise_std needs 2"):
+        dataclasses.replace(TINY, noise_std=(1.0,)).tuning(2)
