@@ -122,7 +122,7 @@ def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
         ValueError: Unknown controller or bad override.
     """
     overrides = controller_overrides(spec.controller, spec.num_samples, spec.horizon)
-    if spec.controller == "mppi":
+    if spec.controller in ("mppi", "soft_mpcritic"):
         overrides["replan_period"] = spec.control_period
     if spec.controller in LEARNED_CONTROLLERS:
         bundle = load_matching_bundle(spec.controller, spec.model_path)

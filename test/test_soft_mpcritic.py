@@ -209,3 +209,16 @@ def test_planar_ensemble_bundle_reloads_as_planar(tmp_path):
         ens.predict_all(weights.dynamics, s, a),
         atol=1e-6,
     )
+
+
+def test_value_rescaling_is_inverted_exactly_and_compresses_large_costs():
+    from mppi_ros.core.controllers.soft_mpcritic import (
+        inverse_value_rescaling,
+        value_rescaling,
+    )
+
+    x = jnp.array([-50.0, -1.0, 0.0, 0.5, 3.0, 250.0, 1e4], jnp.float32)
+    np.testing.assert_allclose(inverse_value_rescaling(value_rescaling(x)), x, rtol=2e-4, atol=1e-3)
+    h = np.asarray(value_rescaling(x))
+    assert np.all(np.diff(h) > 0)  # monotone: the ordering of costs is kept
+    assert h[-1] < 120.0  # 1e4 becomes ~110: one scale for on-line and off-track values

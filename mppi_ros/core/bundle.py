@@ -450,6 +450,7 @@ def save_soft_mpcritic_bundle(
             "q_network": "QNetwork (obs, act) -> hidden -> 1",
             "q_hidden": list(problem.q_hidden),
             "critics": problem.critics,
+            "value_rescaling": problem.value_rescaling,
             "ensemble_hidden": list(ensemble.hidden),
             "activation": ensemble.activation,
             "pose_indices": _jsonable(ensemble.pose_indices),
@@ -578,6 +579,7 @@ def load_soft_mpcritic_bundle(path: str | Path, stage_cost=None):
             tuple(outputs["high"]),
             tuple(arch["q_hidden"]),
             int(arch.get("critics", 1)),
+            bool(arch.get("value_rescaling", False)),
         )
         if "tracking" in arch:
             from mppi_ros.core.controllers.soft_mpcritic_tracking import TrackingCriticProblem

@@ -316,8 +316,8 @@ class SoftMPCriticLearner:
 
         def q_loss(q_params):
             features = jax.vmap(problem.observed_features)(replay.obs[idx])
-            q = problem.q_values(q_params, features, replay.act[idx])
-            return jnp.mean((q - target) ** 2)  # each critic regresses the same target
+            # each critic regresses the same target
+            return problem.q_loss(q_params, features, replay.act[idx], target)
 
         loss_q, grads = jax.value_and_grad(q_loss)(state.weights.q)
         opt = self.optimizer

@@ -110,6 +110,7 @@ class VehicleTaskConfig:
             action_high=tuple(float(v) for v in np.asarray(hi)),
             q_hidden=hidden,
             critics=critics,
+            value_rescaling=True,
             dynamics=self.dynamics,
             horizon=horizon,
             preview=tuple(self.preview),

@@ -73,6 +73,16 @@ register_controller("mppi", lambda **kw: MPPI(config_with(MPPIConfig, **kw)))
 register_controller("step_mppi", lambda **kw: StepMPPI(config_with(StepMPPIConfig, **kw)))
 register_controller("dpc", lambda **kw: DPC(config_with(StepMPPIConfig, **kw)))
 
+
+def _shipped_soft_mpcritic(**overrides: Any) -> Controller:
+    """The vehicle softMPCritic of the shipped bundle ``models/f1tenth_soft_mpcritic``."""
+    from mppi_ros.core.bundle import shipped_model_path, soft_mpcritic_controller
+
+    return soft_mpcritic_controller(shipped_model_path("soft_mpcritic"), **overrides)
+
+
+register_controller("soft_mpcritic", _shipped_soft_mpcritic)
+
 __all__ = [
     "DPC",
     "MPPI",

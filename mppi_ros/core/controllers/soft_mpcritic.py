@@ -132,6 +132,11 @@ class CriticProblem:
         q_hidden: Hidden widths of the Q-network.
         critics: Independent Q-networks; with 2 the planner and the targets use the larger
             (more pessimistic, in cost units) of the two, as in clipped double Q-learning.
+        value_rescaling: The network outputs ``h(Q)`` with ``h(x) = sign(x)(sqrt(|x| + 1) - 1)
+            + 1e-3 x`` (Pohlen et al. 2018) and is regressed on ``h(target)``: costs-to-go
+            spanning 0.1 (on the line) to 1e4 (off the track) then fit with comparable
+            relative precision. The network sees actions divided by the half-width of the
+            action box either way (1 for the gymnasium tasks).
     """
 
     ensemble: EnsembleModel
@@ -140,6 +145,7 @@ class CriticProblem:
     action_high: tuple[float, ...]
     q_hidden: tuple[int, ...] = (256, 256)
     critics: int = 1
+    value_rescaling: bool = False
 
     def __post_init__(self) -> None:
         if self.critics not in (1, 2):
@@ -205,15 +211,43 @@ class CriticProblem:
             )
         return CriticWeights(q=q, dynamics=self.ensemble.init(kd))
 
-    def q_values(self, q_params: Any, s: Array, a: Array) -> Array:
-        """Every critic's ``Q(s, a)``, stacked on a leading axis of size ``critics``."""
+    def raw_q_values(self, q_params: Any, s: Array, a: Array) -> Array:
+        """Every critic's network output, stacked on a leading axis of size ``critics``."""
+        low, high = self.bounds()
+        a = a / jnp.maximum(0.5 * (high - low), 1e-6)
         if self.critics == 1:
             return self.q_network.apply(q_params, s, a)[None]
         return jax.vmap(lambda p: self.q_network.apply(p, s, a))(q_params)
 
+    def q_values(self, q_params: Any, s: Array, a: Array) -> Array:
+        """Every critic's ``Q(s, a)`` (cost units), stacked on a leading critic axis."""
+        raw = self.raw_q_values(q_params, s, a)
+        return inverse_value_rescaling(raw) if self.value_rescaling else raw
+
+    def q_loss(self, q_params: Any, s: Array, a: Array, target: Array) -> Array:
+        """Mean squared error of every critic against ``target`` (rescaled when enabled)."""
+        raw = self.raw_q_values(q_params, s, a)
+        goal = value_rescaling(target) if self.value_rescaling else target
+        return jnp.mean((raw - goal) ** 2)
+
     def q_value(self, q_params: Any, s: Array, a: Array) -> Array:
         """``Q(s, a)`` in cost units (the pessimistic maximum over critics)."""
         return jnp.max(self.q_values(q_params, s, a), axis=0)
+
+
+RESCALING_EPS = 1e-3
+
+
+def value_rescaling(x: Array) -> Array:
+    """``h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x``."""
+    return jnp.sign(x) * (jnp.sqrt(jnp.abs(x) + 1.0) - 1.0) + RESCALING_EPS * x
+
+
+def inverse_value_rescaling(y: Array) -> Array:
+    """The exact inverse of :func:`value_rescaling`."""
+    eps = RESCALING_EPS
+    root = (jnp.sqrt(1.0 + 4.0 * eps * (jnp.abs(y) + 1.0 + eps)) - 1.0) / (2.0 * eps)
+    return jnp.sign(y) * (root**2 - 1.0)
 
 
 @struct.dataclass

@@ -14,10 +14,11 @@ Observation of the learning loop (what the replay buffer stores), one flat vecto
 always starts at the origin. ``R = horizon + 1 + max(preview)`` reference points, spaced by
 ``v_ref * dt`` along the raceline, as every controller's observation.
 
-Q features at rollout step ``t`` (0: the observation): the Step-MPPI policy features of
-``(s_t, reference[t], border[t])`` plus, for each preview offset ``p``, the lateral offset and
-heading change of ``reference[t + p]`` in the frame of ``reference[t]`` (what the track does
-next), each divided by a fixed physical scale so the network sees order-one inputs.
+Q features of a state (the observation's, or a rollout's last): where the state lies on the
+reference window (lateral offset and heading error to its nearest segment), its non-pose
+entries, the reference speed, the border distances, and for each preview offset ``p`` the
+lateral offset and heading change of the reference ``p`` points further on (what the track
+does next), each divided by a fixed physical scale so the network sees order-one inputs.
 """
 
 from __future__ import annotations
@@ -46,13 +47,12 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     improve,
 )
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics, wrap_angle
-from mppi_ros.core.networks import feature_dim, policy_features
 
 Array = jax.Array
 
-# Order-one scales of the policy features (along, across, sin, cos, delta, v, yaw rate, slip,
+# Order-one scales of the state features (across, sin, cos, delta, v, yaw rate, slip,
 # reference speed, left, right distance) and of each preview pair (offset m, sin dpsi).
-POLICY_FEATURE_SCALE = (0.5, 0.5, 0.3, 1.0, 0.2, 5.0, 2.0, 0.1, 5.0, 1.0, 1.0)
+POLICY_FEATURE_SCALE = (0.5, 0.3, 1.0, 0.2, 5.0, 2.0, 0.1, 5.0, 1.0, 1.0)
 PREVIEW_SCALE = (2.0, 0.5)
 
 
@@ -102,7 +102,7 @@ class TrackingCriticProblem(CriticProblem):
 
     @property
     def critic_dim(self) -> int:
-        return feature_dim(self.model) + 2 * len(self.preview)
+        return 3 + (self.model.state_dim - 3) + 3 + 2 * len(self.preview)
 
     def stage_tuning(self) -> TrackingTuning:
         """The stage-cost weights the task was trained with, as a tuning pytree."""
@@ -150,7 +150,7 @@ class TrackingCriticProblem(CriticProblem):
 
     def critic_features(self, s: Array, t: Array | int, context: Any) -> Array:
         reference, border, _ = context
-        return critic_features(self.model, self.preview, s, reference, border, t)
+        return critic_features(self.model, self.preview, s, reference, border)
 
 
 def reference_points(horizon: int, preview: tuple[int, ...]) -> int:
@@ -164,21 +164,52 @@ def critic_features(
     s: Array,
     reference: Array,
     border: Array,
-    t: Array | int,
+    t: Array | int = 0,
 ) -> Array:
-    """Scaled Q-network input at rollout step ``t`` (see the module docstring)."""
-    model_features = policy_features(model, s, reference[t], border[t])
+    """Scaled Q-network input of state ``s`` against a reference window.
+
+    The state is located on the window itself (nearest reference segment, projected on its
+    line), not on ``reference[t]``: the observation's window re-anchors at the car's
+    projection every step, so features relative to a fixed slot would take values in a
+    rollout (a car faster or slower than the reference drifts along the window) that no
+    stored observation ever has. Features: lateral offset and heading error to that segment,
+    the non-pose state, the reference speed, both border distances, and per preview offset
+    the lateral offset and heading change of the reference that many points further on.
+    ``t`` is unused (kept for the hook's signature).
+    """
+    del t
     i, j = model.position_indices
     h = model.heading_index
-    here = reference[t]
-    c, sn = jnp.cos(here[h]), jnp.sin(here[h])
+    points = reference[:, jnp.array([i, j])]
+    pos = s[jnp.array([i, j])]
+    last = reference.shape[0] - 1
+    k = jnp.argmin(jnp.sum((points[:-1] - pos) ** 2, axis=1))
+    seg = points[k + 1] - points[k]
+    tangent = seg / jnp.maximum(jnp.linalg.norm(seg), 1e-6)
+    rel = pos - points[k]
+    across = tangent[0] * rel[1] - tangent[1] * rel[0]
+    psi = jnp.arctan2(tangent[1], tangent[0])
+    dyaw = wrap_angle(s[h] - psi)
+    here = border[k]
+    left = here[2] - jnp.dot(here[:2], pos)
+    right = jnp.dot(here[:2], pos) - here[3]
+    rest = [n for n in range(model.state_dim) if n not in (i, j, h)]
+    speed_ref = reference[k, model.speed_index] if model.speed_index is not None else 0.0
     pairs = []
     for p in preview:
-        ahead = reference[t + p]
-        dx, dy = ahead[i] - here[i], ahead[j] - here[j]
-        pairs += [-sn * dx + c * dy, jnp.sin(wrap_angle(ahead[h] - here[h]))]
+        ahead = reference[jnp.minimum(k + p, last)]
+        d = ahead[jnp.array([i, j])] - points[k]
+        pairs += [tangent[0] * d[1] - tangent[1] * d[0], jnp.sin(wrap_angle(ahead[h] - psi))]
+    features = jnp.concatenate(
+        [
+            jnp.stack([across, jnp.sin(dyaw), jnp.cos(dyaw)]),
+            s[jnp.array(rest)],
+            jnp.stack([speed_ref, left, right]),
+            jnp.stack(pairs) if pairs else jnp.zeros(0),
+        ]
+    )
     scale = jnp.asarray(POLICY_FEATURE_SCALE + PREVIEW_SCALE * len(preview), jnp.float32)
-    return jnp.concatenate([model_features, jnp.stack(pairs)]) / scale
+    return features / scale
 
 
 # --------------------------------------------------------------------------- controller
