@@ -8,9 +8,16 @@ JSON: ``{"track": str, "config": {...}, "results": {name: {"laps_completed",
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
-from mppi_ros.core.bundle import SHIPPED_CONTROLLERS, shipped_model_path
+from mppi_ros.core.bundle import (
+    MANIFEST,
+    SHIPPED_CONTROLLERS,
+    SOFT_MPCRITIC,
+    read_manifest,
+    shipped_model_path,
+)
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.tracks import load_track
 from mppi_ros.engine import controller_overrides
@@ -59,10 +66,7 @@ def build_controller(
 
 
 def _is_soft_mpcritic_bundle(name: str) -> bool:
-    from pathlib import Path
-
-    from mppi_ros.core.bundle import MANIFEST, SOFT_MPCRITIC, read_manifest
-
+    """Whether ``name`` is a softMPCritic bundle folder (it replans with a warm start)."""
     path = Path(name)
     return (path / MANIFEST).exists() and read_manifest(path).get("controller") == SOFT_MPCRITIC
 

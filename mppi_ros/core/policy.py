@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mppi_ros.core.controllers import Controller, Observation, TrackingTuning, make_controller
+from mppi_ros.core.dynamics import DynamicsModel
 from mppi_ros.core.tracks import ReferenceWindow, Track, TrackArrays, load_track, reference_window
 
 Array = jax.Array
@@ -35,16 +36,36 @@ def observe(
     feature, normalised by a few mm, turned that rounding into command noise).
     ``window.origin`` maps positions back (:func:`prediction_to_world`).
     """
-    model = ctrl.model
+    return observe_window(
+        ctrl.model,
+        track,
+        state,
+        ctrl.reference_horizon,
+        ctrl.dt,
+        tuning.reference_speed,
+        use_speed_profile,
+    )
+
+
+def observe_window(
+    model: DynamicsModel,
+    track: TrackArrays,
+    state: Array,
+    horizon: int,
+    dt: float,
+    reference_speed: Array,
+    use_speed_profile: bool = False,
+) -> tuple[Observation, ReferenceWindow]:
+    """:func:`observe` for ``horizon`` reference points of ``model`` spaced ``v * dt``."""
     origin = None
     if model.position_indices is not None:
         origin = state[jnp.array(model.position_indices)]
     window = reference_window(
         track,
         state,
-        horizon=ctrl.reference_horizon,
-        dt=ctrl.dt,
-        reference_speed=tuning.reference_speed,
+        horizon=horizon,
+        dt=dt,
+        reference_speed=reference_speed,
         state_dim=model.state_dim,
         position_indices=model.position_indices or (0, 1),
         heading_index=model.heading_index,

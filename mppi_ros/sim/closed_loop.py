@@ -116,31 +116,58 @@ class Plant:
     def _advance(
         self, plant: PlantState, command: Array, key: Array, params: Any
     ) -> tuple[PlantState, Array, Array]:
-        """Integrates one control period holding ``command``.
-
-        Returns:
-            The new plant state, the largest border violation (m, with the car's half width)
-            seen on any plant step, and the applied (delayed) control of the last plant step.
-        """
+        """Integrates one control period holding ``command`` (see :func:`hold_command`)."""
         cfg = self.config
-        step = self.model.discrete(cfg.plant_dt, "rk4")
-        pos_idx = jnp.array(self.model.position_indices or (0, 1))
-        channels = jnp.arange(self.model.control_dim)
+        return hold_command(
+            self.model,
+            self.track,
+            cfg.plant_dt,
+            self._delays,
+            cfg.car_half_width,
+            plant,
+            command,
+            params,
+            jax.random.split(key, cfg.substeps),
+            self._noise,
+        )
 
-        def body(carry: PlantState, k: Array) -> tuple[PlantState, tuple[Array, Array]]:
-            history = jnp.concatenate([command[None], carry.command_history[:-1]], axis=0)
-            applied = history[self._delays, channels]
-            x = step(carry.x, applied, params)
-            if self._noise is not None:
-                x = x + self._noise * math.sqrt(cfg.plant_dt) * jax.random.normal(k, x.shape)
-            pos = x[pos_idx]
-            _, _, _, border = interpolate(self.track, project(self.track, pos).progress)
-            violation = border_violation(pos, border, cfg.car_half_width)
-            return PlantState(x=x, command_history=history), (violation, applied)
 
-        keys = jax.random.split(key, cfg.substeps)
-        plant, (violations, applied) = jax.lax.scan(body, plant, keys)
-        return plant, jnp.max(violations), applied[-1]
+def hold_command(
+    model: DynamicsModel,
+    track: TrackArrays,
+    plant_dt: float,
+    delays: Array,
+    car_half_width: float,
+    plant: PlantState,
+    command: Array,
+    params: Any,
+    keys: Array,
+    noise: Array | None = None,
+) -> tuple[PlantState, Array, Array]:
+    """Integrates ``len(keys)`` plant steps (RK4) holding ``command``, each channel delayed by
+    its ``delays`` entry in plant steps (pure; ``track`` may be traced).
+
+    Returns:
+        The new plant state, the largest border violation (m, with the car's half width)
+        seen on any plant step, and the applied (delayed) control of the last plant step.
+    """
+    step = model.discrete(plant_dt, "rk4")
+    pos_idx = jnp.array(model.position_indices or (0, 1))
+    channels = jnp.arange(model.control_dim)
+
+    def body(carry: PlantState, k: Array) -> tuple[PlantState, tuple[Array, Array]]:
+        history = jnp.concatenate([command[None], carry.command_history[:-1]], axis=0)
+        applied = history[delays, channels]
+        x = step(carry.x, applied, params)
+        if noise is not None:
+            x = x + noise * math.sqrt(plant_dt) * jax.random.normal(k, x.shape)
+        pos = x[pos_idx]
+        _, _, _, border = interpolate(track, project(track, pos).progress)
+        violation = border_violation(pos, border, car_half_width)
+        return PlantState(x=x, command_history=history), (violation, applied)
+
+    plant, (violations, applied) = jax.lax.scan(body, plant, keys)
+    return plant, jnp.max(violations), applied[-1]
 
 
 @dataclasses.dataclass

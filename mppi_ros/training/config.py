@@ -264,6 +264,12 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def dataclass_from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Builds config dataclass ``cls`` (nested ones too) from plain values; errors name the
+    offending key under ``where``."""
+    return _build(cls, values, where)
+
+
 def config_from_dict(values: dict[str, Any], **overrides: Any) -> TrainConfig:
     """Builds a :class:`TrainConfig`; top-level ``overrides`` win over ``values``."""
     merged = dict(values)

@@ -45,7 +45,7 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     shift_plan,
 )
 from mppi_ros.core.dynamics.ensemble import EnsembleModel, Normalizer
-from mppi_ros.training.config import _build, config_to_dict, load_yaml_config
+from mppi_ros.training.config import config_to_dict, dataclass_from_dict, load_yaml_config
 from mppi_ros.training.gym_tasks import get_task
 from mppi_ros.training.trainer import (
     CHECKPOINT,
@@ -660,24 +660,15 @@ def evaluate_bundle(
 def vehicle_config(env: dict[str, Any]) -> VehicleTaskConfig:
     """The vehicle task settings a bundle's manifest ``env`` records."""
     values = {k: v for k, v in env.items() if k not in ("kind", "id")}
-    return _build(VehicleTaskConfig, values, "env")
+    return dataclass_from_dict(VehicleTaskConfig, values, "env")
 
 
 def _closed_loop(path, track: str, speed: float, laps: int, seed: int) -> dict[str, Any]:
-    from mppi_ros.core.bundle import soft_mpcritic_controller
-    from mppi_ros.core.controllers import update_tuning
-    from mppi_ros.core.tracks import load_track
-    from mppi_ros.sim import SimConfig, run_closed_loop
+    """``mppi-ros bench closed-loop`` of the bundle alone: its summary keys."""
+    from mppi_ros.bench import closed_loop
 
-    plant_dt = 0.01
-    ctrl = soft_mpcritic_controller(path, replan_period=plant_dt)
-    sim = SimConfig(
-        plant_dt=plant_dt,
-        control_period=plant_dt,
-        command_delay_steps=(2, 0),
-        laps=laps,
-        seed=seed,
+    bench = closed_loop.ClosedLoopBench(
+        track=track, controllers=(str(path),), laps=laps, reference_speed=speed, seed=seed
     )
-    tuning = update_tuning(ctrl.default_tuning(), reference_speed=speed)
-    result = run_closed_loop(ctrl, load_track(track), tuning, sim)
-    return {"reference_speed": speed, **result.summary()}
+    report, _ = closed_loop.run(bench)
+    return {"reference_speed": speed, **report["results"][str(path)]}

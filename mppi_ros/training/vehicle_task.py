@@ -22,13 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.controllers.base import Observation
 from mppi_ros.core.controllers.soft_mpcritic_tracking import TrackingCriticProblem
-from mppi_ros.core.costs import border_violation
+from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
-from mppi_ros.core.tracks import interpolate, project, reference_window
+from mppi_ros.core.policy import observe_window
+from mppi_ros.core.tracks import load_track
+from mppi_ros.sim.closed_loop import PlantState, SimConfig, hold_command
 from mppi_ros.training.config import InitialStateConfig
 from mppi_ros.training.rollout import sample_batch, stack_tracks
+from mppi_ros.training.trainer import procedural_tracks
 
 Array = jax.Array
 
@@ -96,8 +98,6 @@ class VehicleTaskConfig:
         self, horizon: int, members: int, hidden: tuple[int, ...], critics: int
     ) -> TrackingCriticProblem:
         """The planning problem of this task for planner horizon ``horizon``."""
-        from mppi_ros.core.dynamics import get_dynamics
-
         model = get_dynamics(self.dynamics)
         lo, hi = model.control_bounds(model.default_params)
         pose = (*model.position_indices, model.heading_index)
@@ -134,9 +134,6 @@ class VehicleTrackingEnv:
     def __init__(
         self, task: VehicleTaskConfig, problem: TrackingCriticProblem, tracks: list | None = None
     ) -> None:
-        from mppi_ros.core.tracks import load_track
-        from mppi_ros.training.trainer import procedural_tracks
-
         self.task = task
         self.problem = problem
         self.model = problem.model
@@ -147,7 +144,6 @@ class VehicleTrackingEnv:
         self.track_names = [t.name for t in chosen]
         self.tracks = stack_tracks(chosen)
         self.params = self.model.params_for_step(self.model.default_params, task.plant_dt)
-        self._rng = np.random.default_rng(0)
         self._key = jax.random.PRNGKey(0)
         self._reset = jax.jit(self._reset_fn)
         self._step = jax.jit(self._step_fn)
@@ -156,23 +152,11 @@ class VehicleTrackingEnv:
     # ----- pure pieces ------------------------------------------------------------------------
 
     def _observe(self, track, x: Array, speed: Array) -> tuple[Array, Array]:
-        model = self.model
-        pos = jnp.array(model.position_indices)
-        origin = x[pos]
-        window = reference_window(
-            track,
-            x,
-            horizon=self.problem.reference_points,
-            dt=self.task.dt,
-            reference_speed=speed,
-            state_dim=model.state_dim,
-            position_indices=model.position_indices,
-            heading_index=model.heading_index,
-            speed_index=model.speed_index,
-            origin=origin,
+        task = self.task
+        obs, window = observe_window(
+            self.model, track, x, self.problem.reference_points, task.dt, speed
         )
-        obs = Observation(state=x.at[pos].set(0.0), reference=window.states, border=window.border)
-        return self.problem.flatten(obs, origin), window.lateral_error
+        return self.problem.flatten(obs, window.origin), window.lateral_error
 
     def _reset_fn(self, key: Array, speed: Array):
         task = self.task
@@ -185,37 +169,34 @@ class VehicleTrackingEnv:
         speed = jnp.where(speed > 0, speed, batch.reference_speed[0])
         obs, lateral = self._observe(track, x, speed)
         history = jnp.zeros((task.steer_delay_steps + 1, self.model.control_dim))
-        return index, x, history, speed, obs, lateral
+        return index, PlantState(x=x, command_history=history), speed, obs, lateral
 
-    def _step_fn(self, index, x, history, speed, obs, action):
+    def _step_fn(self, index, plant: PlantState, speed, obs, action):
         task, model, problem = self.task, self.model, self.problem
         track = jax.tree.map(lambda a: a[index], self.tracks)
         low, high = problem.bounds()
         action = jnp.clip(action, low, high)
-        step = model.discrete(task.plant_dt, "rk4")
-        pos = jnp.array(model.position_indices)
         delays = jnp.array([task.steer_delay_steps] + [0] * (model.control_dim - 1))
-        channels = jnp.arange(model.control_dim)
-
-        def body(carry, _):
-            x, history = carry
-            history = jnp.concatenate([action[None], history[:-1]], axis=0)
-            x = step(x, history[delays, channels], self.params)
-            _, _, _, border = interpolate(track, project(track, x[pos]).progress)
-            return (x, history), border_violation(x[pos], border, 0.155)
-
         substeps = round(task.dt / task.plant_dt)
-        (x_next, history), violation = jax.lax.scan(body, (x, history), None, length=substeps)
-        origin, o = problem.unflatten(obs)
-        cost = problem.stage(
-            o.state,
+        keys = jax.random.split(jax.random.PRNGKey(0), substeps)  # no process noise
+        plant, violation, _ = hold_command(
+            model,
+            track,
+            task.plant_dt,
+            delays,
+            SimConfig.car_half_width,
+            plant,
             action,
-            x_next.at[pos].add(-origin),
-            0,
-            (o.reference, o.border, problem.stage_tuning()),
+            self.params,
+            keys,
         )
-        next_obs, lateral = self._observe(track, x_next, speed)
-        return x_next, history, next_obs, cost, lateral, jnp.max(violation)
+        # The stage cost of the true transition, in the frame of the observation it left.
+        origin, _ = problem.unflatten(obs)
+        s, context = problem.split(obs)
+        pos = jnp.array(model.position_indices)
+        cost = problem.stage(s, action, plant.x.at[pos].add(-origin), 0, context)
+        next_obs, lateral = self._observe(track, plant.x, speed)
+        return plant, next_obs, cost, lateral, violation
 
     # ----- gymnasium-style API ----------------------------------------------------------------
 
@@ -224,8 +205,8 @@ class VehicleTrackingEnv:
         if seed is not None:
             self._key = jax.random.PRNGKey(seed)
         self._key, key = jax.random.split(self._key)
-        index, x, history, v, obs, lateral = self._reset(key, jnp.float32(speed or 0.0))
-        self._state = dict(index=index, x=x, history=history, speed=v, obs=obs, t=0)
+        index, plant, v, obs, lateral = self._reset(key, jnp.float32(speed or 0.0))
+        self._state = dict(index=index, plant=plant, speed=v, obs=obs, t=0)
         return np.asarray(obs), {
             "track": self.track_names[int(index)],
             "reference_speed": float(v),
@@ -237,10 +218,11 @@ class VehicleTrackingEnv:
         s = self._state
         if s is None:
             raise RuntimeError("call reset() before step()")
-        x, history, obs, cost, lateral, violation = self._step(
-            s["index"], s["x"], s["history"], s["speed"], s["obs"], jnp.asarray(action, jnp.float32)
+        plant, obs, cost, lateral, violation = self._step(
+            s["index"], s["plant"], s["speed"], s["obs"], jnp.asarray(action, jnp.float32)
         )
-        s.update(x=x, history=history, obs=obs, t=s["t"] + 1)
+        s.update(plant=plant, obs=obs, t=s["t"] + 1)
+        x = plant.x
         lateral = float(lateral)
         finite = bool(np.all(np.isfinite(np.asarray(x))))
         truncated = (

@@ -37,6 +37,7 @@ from mppi_ros.core.controllers.base import (
     make_tuning,
     stage_cost,
     step_keys,
+    update_tuning,
 )
 from mppi_ros.core.controllers.mppi import shift_plan
 from mppi_ros.core.controllers.soft_mpcritic import (
@@ -102,7 +103,8 @@ class TrackingCriticProblem(CriticProblem):
 
     @property
     def critic_dim(self) -> int:
-        return 3 + (self.model.state_dim - 3) + 3 + 2 * len(self.preview)
+        # pose on the window (3), the non-pose state (nx - 3), speed and borders (3), preview
+        return self.model.state_dim + 3 + 2 * len(self.preview)
 
     def stage_tuning(self) -> TrackingTuning:
         """The stage-cost weights the task was trained with, as a tuning pytree."""
@@ -164,7 +166,6 @@ def critic_features(
     s: Array,
     reference: Array,
     border: Array,
-    t: Array | int = 0,
 ) -> Array:
     """Scaled Q-network input of state ``s`` against a reference window.
 
@@ -175,9 +176,7 @@ def critic_features(
     stored observation ever has. Features: lateral offset and heading error to that segment,
     the non-pose state, the reference speed, both border distances, and per preview offset
     the lateral offset and heading change of the reference that many points further on.
-    ``t`` is unused (kept for the hook's signature).
     """
-    del t
     i, j = model.position_indices
     h = model.heading_index
     points = reference[:, jnp.array([i, j])]
@@ -279,17 +278,13 @@ class SoftMPCritic:
         return 1.0 if period is None else round(period / self.dt, 6)
 
     def default_tuning(self) -> TrackingTuning:
-        model, p = self.model, self.problem
-        return make_tuning(
-            model,
+        """The stage-cost weights of the training, with this controller's sampling values."""
+        model = self.model
+        return update_tuning(
+            self.problem.stage_tuning(),
             model_params=model.params_for_step(model.default_params, self.dt),
             temperature=self.temperature,
             noise_std=np.asarray(self.noise_std, np.float32),
-            q_weights=np.asarray(p.q_weights, np.float32),
-            r_weights=np.asarray(p.r_weights, np.float32),
-            border_weight=p.border_weight,
-            border_margin=p.border_margin,
-            box_weight=p.box_weight,
         )
 
     def init(self, key: Array) -> CriticState:
