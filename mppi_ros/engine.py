@@ -20,10 +20,12 @@ import numpy as np
 
 from mppi_ros.core.bundle import (
     LEARNED_CONTROLLERS,
+    MODEL_CONTROLLERS,
     PARAMS,
     Bundle,
     BundleError,
-    load_bundle,
+    CriticBundle,
+    load_vehicle_bundle,
     read_manifest,
     resolve_model,
 )
@@ -97,7 +99,7 @@ def controller_overrides(name: str, num_samples: int | None, horizon: int | None
     return overrides
 
 
-def load_matching_bundle(controller: str, model_path: str) -> Bundle:
+def load_matching_bundle(controller: str, model_path: str) -> Bundle | CriticBundle:
     """The bundle for a learned ``controller`` (empty path: the shipped one), checked to hold
     that controller kind.
 
@@ -105,7 +107,7 @@ def load_matching_bundle(controller: str, model_path: str) -> Bundle:
         BundleError: Missing, corrupt or of another controller kind (one sentence).
     """
     path = resolve_model(model_path or f"f1tenth_{controller}")
-    bundle = load_bundle(path)
+    bundle = load_vehicle_bundle(path)
     if bundle.controller != controller:
         raise BundleError(
             f"model bundle {path} holds a {bundle.controller!r} model, but this node runs "
@@ -124,7 +126,7 @@ def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
     overrides = controller_overrides(spec.controller, spec.num_samples, spec.horizon)
     if spec.controller in ("mppi", "soft_mpcritic"):
         overrides["replan_period"] = spec.control_period
-    if spec.controller in LEARNED_CONTROLLERS:
+    if spec.controller in MODEL_CONTROLLERS:
         bundle = load_matching_bundle(spec.controller, spec.model_path)
         return make_controller(str(bundle.path), **overrides), bundle.model_id
     if spec.model_path:

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from mppi_ros.core.bundle import BundleError, soft_mpcritic_controller
-from mppi_ros.core.controllers import make_controller
+from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.controllers.soft_mpcritic_tracking import SoftMPCritic
+from mppi_ros.core.dynamics import dynamics_names, get_dynamics, register_dynamics
+from mppi_ros.core.dynamics.learned import ensemble_dynamics
 from mppi_ros.core.policy import observe
 from mppi_ros.core.tracks import load_track
 from mppi_ros.sim import SimConfig, run_closed_loop
@@ -91,10 +93,17 @@ def test_environment_reward_is_minus_the_planner_stage_cost(problem):
     assert abs(step_info["lateral_error"]) > TINY.vehicle.lost_distance
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short real training run, shared by the slow tests of this module."""
+    out = tmp_path_factory.mktemp("vehicle") / "car"
+    return train_soft_mpcritic(TINY, out, progress=False, log=lambda _: None)
+
+
 @pytest.mark.slow
-def test_short_vehicle_training_learns_the_dynamics_and_its_bundle_drives(tmp_path):
-    result = train_soft_mpcritic(TINY, tmp_path / "car", progress=False, log=lambda _: None)
-    rows = list(csv.DictReader(open(tmp_path / "car" / "training" / "metrics.csv")))
+def test_short_vehicle_training_learns_the_dynamics_and_its_bundle_drives(trained, tmp_path):
+    result = trained
+    rows = list(csv.DictReader(open(result.bundle / "training" / "metrics.csv")))
     losses = [float(r["model_loss"]) for r in rows if r["model_loss"] != "nan"]
     assert len(losses) >= 2 and losses[-1] < losses[0], losses
     # The bundle is a controller of the shared interface (registry path and loader).
@@ -115,6 +124,44 @@ def test_short_vehicle_training_learns_the_dynamics_and_its_bundle_drives(tmp_pa
         soft_mpcritic_controller(result.bundle, hidden=(8,))
 
 
+@pytest.mark.slow
+def test_the_learned_ensemble_is_a_dynamics_model_classic_mppi_plans_with(trained):
+    model = ensemble_dynamics(trained.bundle, "test_car_ensemble")
+    register_dynamics(model)
+    assert get_dynamics("test_car_ensemble") is model
+    assert "f1tenth_ensemble" in dynamics_names()  # the shipped one, loaded on first use
+    with pytest.raises(ValueError, match=r"steps of 0\.05 s only"):
+        model.discrete(0.01)
+    # It predicts the plant better than "nothing moves" on states the task visits.
+    plant = get_dynamics("single_track")
+    true_step = plant.discrete(0.05)
+    params = plant.params_for_step(plant.default_params, 0.05)
+    learned_step = model.discrete(0.05)
+    rng = np.random.default_rng(0)
+    states = np.zeros((64, 7), np.float32)
+    states[:, 2] = rng.uniform(-0.1, 0.1, 64)
+    states[:, 3] = rng.uniform(4.0, 7.0, 64)
+    states[:, 4] = rng.uniform(-np.pi, np.pi, 64)
+    actions = rng.uniform([-0.5, -2.0], [0.5, 2.0], (64, 2)).astype(np.float32)
+    truth = jax.vmap(lambda x, u: true_step(x, u, params))(states, actions)
+    guess = jax.vmap(lambda x, u: learned_step(x, u, model.default_params))(states, actions)
+    learned_error = float(jnp.mean(jnp.abs(guess - truth)[:, :2]))
+    still_error = float(jnp.mean(jnp.abs(states - truth)[:, :2]))
+    assert learned_error < 0.5 * still_error, (learned_error, still_error)
+    # Classic MPPI plans with it; its weights are a tuning argument (a swap never recompiles).
+    ctrl = make_controller("mppi", dynamics="test_car_ensemble", num_samples=64, horizon=5)
+    tuning = update_tuning(ctrl.default_tuning(), reference_speed=5.0)
+    obs, _ = observe(ctrl, load_track("default").arrays(), jnp.asarray(states[0]), tuning)
+    step = jax.jit(ctrl.step)
+    key = jax.random.PRNGKey(0)
+    action, _, _ = step(ctrl.init(key), obs, tuning, key)
+    scaled = tuning.replace(model_params=jax.tree.map(lambda w: 1.2 * w, tuning.model_params))
+    other, _, _ = step(ctrl.init(key), obs, scaled, key)
+    assert np.all(np.isfinite(action)) and not np.allclose(action, other)
+    assert step._cache_size() == 1
+    assert model.physical_params(tuning.model_params) is plant.default_params
+
+
 def test_a_gymnasium_bundle_is_refused_as_a_vehicle_controller(tmp_path):
     config = SoftMPCriticTrainConfig(
         num_samples=16, target_samples=4, hidden=(16, 16), total_steps=20, checkpoint_every=20
@@ -122,6 +169,8 @@ def test_a_gymnasium_bundle_is_refused_as_a_vehicle_controller(tmp_path):
     result = train_soft_mpcritic(config, tmp_path / "idp", progress=False, log=lambda _: None)
     with pytest.raises(BundleError, match="cannot drive a car"):
         make_controller(str(result.bundle))
+    with pytest.raises(BundleError, match="cannot drive a car"):
+        ensemble_dynamics(result.bundle)
 
 
 def test_vehicle_task_config_is_validated():

@@ -28,8 +28,10 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARAMS = "params.msgpack"
 LEARNED_CONTROLLERS = ("step_mppi", "dpc")
-# Controllers with a shipped vehicle bundle ``models/f1tenth_<name>``.
+# Controllers with a shipped vehicle bundle ``models/f1tenth_<name>``; each runs from any
+# bundle of its kind (the node's ``model_path``).
 SHIPPED_CONTROLLERS = (*LEARNED_CONTROLLERS, "soft_mpcritic")
+MODEL_CONTROLLERS = SHIPPED_CONTROLLERS
 _REQUIRED = {
     "format_version": int,
     "controller": str,
@@ -61,6 +63,11 @@ class Bundle:
     @property
     def controller(self) -> str:
         return self.manifest["controller"]
+
+    @property
+    def vehicle_model(self) -> str:
+        """Name of the dynamics model the network was trained for."""
+        return self.config.dynamics
 
     @property
     def model_id(self) -> str:
@@ -399,6 +406,33 @@ class CriticBundle:
     weights: Any
 
     model_id = Bundle.model_id  # same fields (path, manifest), same identifier
+    controller = Bundle.controller
+
+    @property
+    def vehicle_model(self) -> str | None:
+        """The vehicle model of the tracking task it learned (``None``: a gymnasium task)."""
+        return self.manifest["architecture"].get("tracking", {}).get("dynamics")
+
+    def require_vehicle(self) -> None:
+        """Raises ``BundleError`` unless it was trained on the vehicle tracking task."""
+        if self.vehicle_model is None:
+            raise BundleError(
+                f"model bundle {self.path} was trained on {self.env.get('id')!r}, not on the "
+                "vehicle tracking task: it cannot drive a car"
+            )
+
+
+def load_vehicle_bundle(path: str | Path) -> Bundle | CriticBundle:
+    """A validated bundle of any learned vehicle controller (Step-MPPI, DPC, softMPCritic).
+
+    Raises:
+        BundleError: Missing, corrupt or tampered, or a softMPCritic of a gymnasium task.
+    """
+    if read_manifest(Path(path)).get("controller") == SOFT_MPCRITIC:
+        bundle = load_soft_mpcritic_bundle(path)[0]
+        bundle.require_vehicle()
+        return bundle
+    return load_bundle(path)
 
 
 def save_soft_mpcritic_bundle(
@@ -478,17 +512,10 @@ def soft_mpcritic_controller(path: str | Path, **overrides: Any):
     Raises:
         BundleError: For a bad bundle, a gymnasium bundle, or an override of another field.
     """
-    from mppi_ros.core.controllers.soft_mpcritic_tracking import (
-        SoftMPCritic,
-        TrackingCriticProblem,
-    )
+    from mppi_ros.core.controllers.soft_mpcritic_tracking import SoftMPCritic
 
     bundle, problem, config, tuning = load_soft_mpcritic_bundle(path)
-    if not isinstance(problem, TrackingCriticProblem):
-        raise BundleError(
-            f"model bundle {path} was trained on {bundle.env.get('id')!r}, not on the vehicle "
-            "tracking task: it cannot drive a car"
-        )
+    bundle.require_vehicle()
     replan_period = overrides.pop("replan_period", None)
     planner = {"num_samples", "horizon", "iterations"}
     bad = sorted(set(overrides) - planner)

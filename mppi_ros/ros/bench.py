@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mppi_ros.core.bundle import LEARNED_CONTROLLERS, shipped_model_path
+from mppi_ros.core.bundle import MODEL_CONTROLLERS, shipped_model_path
 from mppi_ros.ros.demo import timing_summary
 from mppi_ros.ros.graph import driving_graph, graph_parameters
 from mppi_ros.ros.loop import LoopStats, next_deadline, realtime_priority
@@ -82,7 +82,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
     period = 1.0 / bench.rate_hz
     log_dir = Path(bench.log_dir or tempfile.mkdtemp(prefix="mppi_bench_ros_"))
     swap_model = ""
-    if bench.controller in LEARNED_CONTROLLERS:
+    if bench.controller in MODEL_CONTROLLERS:
         # The swap loads a copy of the shipped bundle from another folder: a real load,
         # validation, compile and warm-up, not a no-op.
         swap_model = str(log_dir / f"swap_{bench.controller}")

@@ -44,7 +44,12 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, resolve_model
+from mppi_ros.core.bundle import (
+    LEARNED_CONTROLLERS,
+    MODEL_CONTROLLERS,
+    BundleError,
+    resolve_model,
+)
 from mppi_ros.core.controllers import controller_names
 from mppi_ros.core.tracks import TrackFormatError, track_from_polylines
 from mppi_ros.engine import (
@@ -92,7 +97,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "controller": (
         "step_mppi",
         describe(
-            "Controller to run: step_mppi, dpc (learned, from a bundle) or mppi (classic).",
+            "Controller to run: step_mppi, dpc, soft_mpcritic (learned, from a bundle) or mppi "
+            "(classic).",
             read_only=True,
         ),
     ),
@@ -607,17 +613,17 @@ class ControllerNode(LifecycleNode):
     def _validate_model_path(self, value: str) -> str | None:
         """Why ``value`` cannot replace the running model, or None when it can."""
         controller = self.get_parameter("controller").value
-        if controller not in LEARNED_CONTROLLERS:
+        if controller not in MODEL_CONTROLLERS:
             return f"controller {controller!r} takes no model_path" if value else None
         try:
             bundle = load_matching_bundle(controller, value)
         except BundleError as err:
             return str(err)
         running = self._active.controller if self._active is not None else None
-        if running is not None and bundle.config.dynamics != running.config.dynamics:
+        if running is not None and bundle.vehicle_model != running.model.name:
             return (
                 f"model bundle {bundle.path} was trained for dynamics "
-                f"{bundle.config.dynamics!r}, the running model uses {running.config.dynamics!r}"
+                f"{bundle.vehicle_model!r}, the running model uses {running.model.name!r}"
             )
         return None
 
@@ -965,7 +971,9 @@ class ControllerNode(LifecycleNode):
 
 def _command_limits(compiled: CompiledController) -> CommandLimits:
     model = compiled.controller.model
-    return CommandLimits.from_model(model, compiled.default_tuning.model_params)
+    return CommandLimits.from_model(
+        model, model.physical_params(compiled.default_tuning.model_params)
+    )
 
 
 def _stall_log():

@@ -70,7 +70,8 @@ def apply_tuning(
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"max_speed must be finite and > 0, got {value}")
             state_max = np.array(base.state_max)
-            limit = float(getattr(base.model_params, "v_max", math.inf))
+            physical = model.physical_params(base.model_params)
+            limit = float(getattr(physical, "v_max", math.inf))
             state_max[model.speed_index] = min(float(value), limit)
             changes["state_max"] = state_max
             continue

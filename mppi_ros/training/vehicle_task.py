@@ -58,6 +58,8 @@ class VehicleTaskConfig:
         border_weight: Squared border violation weight.
         border_margin: Border safety margin (m).
         initial_state: Start distribution around a random raceline point.
+        value_rescaling: Fit the Q-network on rescaled costs-to-go
+            (:attr:`CriticProblem.value_rescaling`).
     """
 
     dynamics: str = "single_track"
@@ -80,6 +82,7 @@ class VehicleTaskConfig:
             position=0.3, heading=0.1, speed=(3.0, 6.0), steering=0.1, yaw_rate=0.2, slip=0.02
         )
     )
+    value_rescaling: bool = True
 
     def __post_init__(self) -> None:
         substeps = round(self.dt / self.plant_dt)
@@ -110,7 +113,7 @@ class VehicleTaskConfig:
             action_high=tuple(float(v) for v in np.asarray(hi)),
             q_hidden=hidden,
             critics=critics,
-            value_rescaling=True,
+            value_rescaling=self.value_rescaling,
             dynamics=self.dynamics,
             horizon=horizon,
             preview=tuple(self.preview),

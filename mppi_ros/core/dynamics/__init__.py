@@ -44,6 +44,16 @@ def dynamics_names() -> list[str]:
 for _model in (SINGLE_TRACK, KINEMATIC_BICYCLE, DOUBLE_INTEGRATOR):
     register_dynamics(_model)
 
+
+def _shipped_ensemble() -> DynamicsModel:
+    from mppi_ros.core.dynamics.learned import shipped_ensemble
+
+    return shipped_ensemble()
+
+
+# softMPCritic's learned vehicle ensemble: loaded from models/ on first use.
+_REGISTRY.register_lazy("f1tenth_ensemble", _shipped_ensemble)
+
 __all__ = [
     "DoubleIntegratorParams",
     "DynamicsModel",

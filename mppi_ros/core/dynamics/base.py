@@ -50,6 +50,11 @@ class DynamicsModel:
         when the step is long). Identity for models that need no adjustment."""
         return params if self.stable_params is None else self.stable_params(params, dt)
 
+    def physical_params(self, params: Any) -> Any:
+        """The physical parameters (steering limits, wheelbase, top speed) behind ``params``:
+        ``params`` itself, except for a learned model whose parameters are its weights."""
+        return params
+
     @property
     def state_dim(self) -> int:
         return len(self.state_names)
