@@ -537,6 +537,7 @@ def soft_mpcritic_controller(path: str | Path, **overrides: Any):
         discount=float(tuning.discount),
         dt=float(bundle.manifest["dt"]),
         replan_period=replan_period,
+        reference_speed=float(bundle.env["reference_speed"]),
     )
 
 

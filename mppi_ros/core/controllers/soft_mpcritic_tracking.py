@@ -252,6 +252,7 @@ class SoftMPCritic:
         dt: Model step (s) and reference spacing.
         replan_period: Seconds between calls (default ``dt``); the warm start advances by
             ``replan_period / dt`` steps per call.
+        reference_speed: Default reference speed (m/s; a bundle's is its training speed).
     """
 
     problem: TrackingCriticProblem
@@ -262,6 +263,7 @@ class SoftMPCritic:
     discount: float = 0.99
     dt: float = 0.05
     replan_period: float | None = None
+    reference_speed: float = 6.0
     name: str = "soft_mpcritic"
 
     @property
@@ -285,6 +287,7 @@ class SoftMPCritic:
             model_params=model.params_for_step(model.default_params, self.dt),
             temperature=self.temperature,
             noise_std=np.asarray(self.noise_std, np.float32),
+            reference_speed=self.reference_speed,
         )
 
     def init(self, key: Array) -> CriticState:
