@@ -134,7 +134,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "horizon": (
         0,
         describe(
-            "Horizon H (mppi only); 0 keeps the default. Changing it recompiles in the "
+            "Horizon H (mppi and soft_mpcritic); 0 keeps the default. Changing it recompiles in the "
             "background, then swaps.",
             int_range=(0, 1000),
         ),
