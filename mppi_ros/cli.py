@@ -493,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the main job: simulator, track publisher and controller as ROS 2 processes",
     )
     demo.add_argument("--track", default="default", help="built-in track name or CSV")
-    demo.add_argument("--controller", default="step_mppi", help="step_mppi, dpc, soft_mpcritic or mppi")
+    demo.add_argument(
+        "--controller", default="step_mppi", help="step_mppi, dpc, soft_mpcritic or mppi"
+    )
     demo.add_argument("--model", default=None, help="model bundle (default: shipped weights)")
     demo.add_argument("--laps", type=int, default=3)
     demo.add_argument("--rate", type=float, default=100.0, help="control rate (Hz)")

@@ -134,8 +134,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "horizon": (
         0,
         describe(
-            "Horizon H (mppi and soft_mpcritic); 0 keeps the default. Changing it recompiles in the "
-            "background, then swaps.",
+            "Horizon H (mppi and soft_mpcritic); 0 keeps the default. Changing it recompiles "
+            "in the background, then swaps.",
             int_range=(0, 1000),
         ),
     ),
