@@ -46,7 +46,9 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             DeclareLaunchArgument(
-                "controller", default_value="step_mppi", description="step_mppi, dpc, soft_mpcritic or mppi"
+                "controller",
+                default_value="step_mppi",
+                description="step_mppi, dpc, soft_mpcritic or mppi",
             ),
             DeclareLaunchArgument(
                 "model_path",
