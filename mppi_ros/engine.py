@@ -29,7 +29,12 @@ from mppi_ros.core.bundle import (
     read_manifest,
     resolve_model,
 )
-from mppi_ros.core.controllers import Controller, TrackingTuning, make_controller
+from mppi_ros.core.controllers import (
+    Controller,
+    TrackingTuning,
+    make_controller,
+    with_replan_period,
+)
 from mppi_ros.core.policy import info_to_world, observe
 from mppi_ros.core.tracks import Track, TrackArrays, resample_track, track_from_centerline
 from mppi_ros.export.onnx_runtime import TRACK_FIELDS, TRACK_PREFIX, TUNING_PREFIX
@@ -124,14 +129,14 @@ def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
         ValueError: Unknown controller or bad override.
     """
     overrides = controller_overrides(spec.controller, spec.num_samples, spec.horizon)
-    if spec.controller in ("mppi", "soft_mpcritic"):
-        overrides["replan_period"] = spec.control_period
     if spec.controller in MODEL_CONTROLLERS:
         bundle = load_matching_bundle(spec.controller, spec.model_path)
-        return make_controller(str(bundle.path), **overrides), bundle.model_id
-    if spec.model_path:
+        ctrl, model_id = make_controller(str(bundle.path), **overrides), bundle.model_id
+    elif spec.model_path:
         raise ValueError(f"controller {spec.controller!r} takes no model_path")
-    return make_controller(spec.controller, **overrides), spec.controller
+    else:
+        ctrl, model_id = make_controller(spec.controller, **overrides), spec.controller
+    return with_replan_period(ctrl, spec.control_period), model_id
 
 
 def placeholder_track(points: int) -> Track:

@@ -13,6 +13,7 @@ from mppi_ros.core.controllers import (
     controller_names,
     make_controller,
     update_tuning,
+    with_replan_period,
 )
 from mppi_ros.core.controllers.mppi import safe_softmax_weights
 
@@ -183,3 +184,8 @@ def test_fractional_shift_keeps_the_warm_start_time_aligned():
     assert ctrl.shift_steps == pytest.approx(0.2)
     with pytest.raises(ValueError, match="replan_period must lie in"):
         MPPIConfig(replan_period=0.0)
+    # The node and the benchmark set the call period on whatever controller they built.
+    replanned = with_replan_period(make_controller("mppi"), 0.01)
+    assert replanned.shift_steps == pytest.approx(0.2)
+    single_step = make_controller("dpc")
+    assert with_replan_period(single_step, 0.01) is single_step

@@ -8,17 +8,13 @@ JSON: ``{"track": str, "config": {...}, "results": {name: {"laps_completed",
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from mppi_ros.core.bundle import (
-    MANIFEST,
     SHIPPED_CONTROLLERS,
-    SOFT_MPCRITIC,
-    read_manifest,
     shipped_model_path,
 )
-from mppi_ros.core.controllers import make_controller, update_tuning
+from mppi_ros.core.controllers import make_controller, update_tuning, with_replan_period
 from mppi_ros.core.tracks import load_track
 from mppi_ros.engine import controller_overrides
 from mppi_ros.sim import SimConfig, SimResult, run_closed_loop
@@ -58,17 +54,9 @@ def build_controller(
         except ValueError:
             raise ValueError(f"bad controller entry {spec!r}: expected NAME@SAMPLES") from None
     overrides = controller_overrides(name, num_samples, horizon)
-    if name in ("mppi", "soft_mpcritic") or _is_soft_mpcritic_bundle(name):
-        overrides["replan_period"] = replan_period
     if name in SHIPPED_CONTROLLERS:
-        return make_controller(str(shipped_model_path(name)), **overrides)
-    return make_controller(name, **overrides)
-
-
-def _is_soft_mpcritic_bundle(name: str) -> bool:
-    """Whether ``name`` is a softMPCritic bundle folder (it replans with a warm start)."""
-    path = Path(name)
-    return (path / MANIFEST).exists() and read_manifest(path).get("controller") == SOFT_MPCRITIC
+        name = str(shipped_model_path(name))
+    return with_replan_period(make_controller(name, **overrides), replan_period)
 
 
 def run(

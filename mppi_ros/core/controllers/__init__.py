@@ -58,6 +58,14 @@ def make_controller(name: str, **overrides: Any) -> Controller:
     return _REGISTRY.get(name)(**overrides)
 
 
+def with_replan_period(ctrl: Controller, period: float) -> Controller:
+    """``ctrl`` called every ``period`` seconds: a warm-started planner (MPPI, softMPCritic)
+    shifts its plan by ``period / dt`` steps per call; a single-step controller has no plan
+    and comes back unchanged."""
+    replan = getattr(ctrl, "with_replan_period", None)
+    return ctrl if replan is None else replan(period)
+
+
 def config_with(config_cls: type, **overrides: Any) -> Any:
     """Instantiates a frozen config dataclass, rejecting unknown fields with their list."""
     valid = {f.name for f in dataclasses.fields(config_cls)}
@@ -98,4 +106,5 @@ __all__ = [
     "make_tuning",
     "register_controller",
     "update_tuning",
+    "with_replan_period",
 ]

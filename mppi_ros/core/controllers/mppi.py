@@ -164,6 +164,12 @@ class MPPI:
     def dt(self) -> float:
         return self.config.dt
 
+    def with_replan_period(self, period: float) -> MPPI:
+        """This controller called every ``period`` seconds (its warm start shifts to match)."""
+        return dataclasses.replace(
+            self, config=dataclasses.replace(self.config, replan_period=period)
+        )
+
     @property
     def shift_steps(self) -> float:
         """Plan steps the warm start advances per call."""

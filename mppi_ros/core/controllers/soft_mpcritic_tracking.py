@@ -274,6 +274,10 @@ class SoftMPCritic:
     def reference_horizon(self) -> int:
         return reference_points(self.config.horizon, self.problem.preview)
 
+    def with_replan_period(self, period: float) -> SoftMPCritic:
+        """This controller called every ``period`` seconds (its warm start shifts to match)."""
+        return dataclasses.replace(self, replan_period=period)
+
     @property
     def shift_steps(self) -> float:
         period = self.replan_period
