@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from mppi_ros.core.bundle import (
     LEARNED_CONTROLLERS,
@@ -182,6 +184,70 @@ def policy_step(ctrl: Controller, given_noise: bool = False):
     return step
 
 
+def jit_without_passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``jax.jit(fn)``, except that outputs which only pass an input through are taken from
+    the inputs on the host instead of being returned by the compiled computation.
+
+    XLA copies every pass-through output buffer on every call: for the learned controllers
+    the network weights travel in the controller state, so that was a ~1 MB copy and twenty
+    buffer allocations per control cycle. Which outputs pass through is read off the trace
+    (an output leaf that is the very tracer of an input leaf), once per input structure.
+    """
+    passthrough: dict[Any, tuple[Any, list[int | None]]] = {}
+
+    def changed_outputs(*args: Any) -> list[Any]:
+        in_leaves, in_tree = jax.tree.flatten(args)
+        out_leaves, out_tree = jax.tree.flatten(fn(*args))
+        position = {id(leaf): i for i, leaf in enumerate(in_leaves)}
+        sources = [position.get(id(leaf)) for leaf in out_leaves]
+        passthrough[in_tree] = (out_tree, sources)
+        return [leaf for leaf, i in zip(out_leaves, sources, strict=True) if i is None]
+
+    compiled = jax.jit(changed_outputs)
+
+    def call(*args: Any) -> Any:
+        computed = iter(compiled(*args))
+        in_leaves, in_tree = jax.tree.flatten(args)
+        out_tree, sources = passthrough[in_tree]
+        leaves = [next(computed) if i is None else in_leaves[i] for i in sources]
+        return jax.tree.unflatten(out_tree, leaves)
+
+    return call
+
+
+@struct.dataclass
+class PipelinedState:
+    """Controller state of the JAX engine for controllers that take their noise as an input.
+
+    ``noise`` is the next step's sampling noise. It is drawn (asynchronously) right after the
+    previous step's result is on the host, so drawing it overlaps the command's conversion and
+    publish and the idle rest of the period instead of lengthening the tick-to-command path.
+    The same key chain as ``ctrl.step(..., key=None)``: split, draw from the subkey.
+    """
+
+    ctrl: Any
+    key: jax.Array
+    noise: jax.Array
+
+
+def noise_drawer(ctrl: Controller) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]] | None:
+    """Jitted ``key -> (noise, next key)`` for ``ctrl``'s ``step_with_noise``; ``None`` when
+    it draws no noise (DPC) or cannot take it as an input."""
+    shape = tuple(getattr(ctrl, "noise_shape", ()))
+    if not shape or not hasattr(ctrl, "step_with_noise"):
+        return None
+
+    def draw(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        next_key, key = jax.random.split(key)
+        return jax.random.normal(key, shape), next_key
+
+    return jax.jit(draw)
+
+
+# Folded into the seed for the engine's noise key (the controller's own key stays as it was).
+_NOISE_STREAM = 0x6E6F6973
+
+
 @dataclasses.dataclass(frozen=True)
 class CompiledController:
     """A built, compiled and warmed-up controller. Immutable: swapped as a whole."""
@@ -192,9 +258,15 @@ class CompiledController:
     default_tuning: TrackingTuning
     compile_seconds: float
     _step: Any = dataclasses.field(repr=False)
+    _draw: Any = dataclasses.field(default=None, repr=False)  # see PipelinedState
 
     def init_state(self, seed: int) -> Any:
-        return self.controller.init(jax.random.PRNGKey(seed))
+        key = jax.random.PRNGKey(seed)
+        cstate = self.controller.init(key)
+        if self._draw is None:
+            return cstate
+        noise, noise_key = self._draw(jax.random.fold_in(key, _NOISE_STREAM))
+        return PipelinedState(ctrl=cstate, key=noise_key, noise=noise)
 
     def step(
         self,
@@ -204,18 +276,37 @@ class CompiledController:
         track: Any,
         key: Array | None = None,
     ) -> tuple[StepResult, Any]:
-        """One control step; returns host values and the new controller state."""
-        packed, cstate, predicted = self._step(
-            cstate, jnp.asarray(state, jnp.float32), tuning, track, key
-        )
-        host = np.asarray(packed, np.float64)  # blocks until the result is materialised
-        result = StepResult(
-            action=host[:-2],
-            predicted=predicted,
-            lateral_error=float(host[-2]),
-            finite=bool(host[-1] == 1.0),
-        )
-        return result, cstate
+        """One control step; returns host values and the new controller state.
+
+        With an explicit ``key`` the step's noise comes from it (as ``ctrl.step`` with that
+        key), otherwise from the state.
+        """
+        state = np.asarray(state, np.float32)  # a host array goes straight to the call
+        if self._draw is None:
+            packed, cstate, predicted = self._step(cstate, state, tuning, track, key)
+            return _host_result(packed, predicted), cstate
+        noise = cstate.noise if key is None else self._draw_with(key)
+        packed, ctrl_state, predicted = self._step(cstate.ctrl, state, tuning, track, noise)
+        result = _host_result(packed, predicted)
+        next_noise, next_key = self._draw(cstate.key)  # dispatched: runs while we publish
+        return result, PipelinedState(ctrl=ctrl_state, key=next_key, noise=next_noise)
+
+    def _draw_with(self, key: Array) -> Array:
+        """The noise ``ctrl.step`` draws from an explicit ``key``."""
+        return _normal(key, tuple(self.controller.noise_shape))
+
+
+_normal = jax.jit(jax.random.normal, static_argnums=1)
+
+
+def _host_result(packed: Array, predicted: Any) -> StepResult:
+    host = np.asarray(packed, np.float64)  # blocks until the result is materialised
+    return StepResult(
+        action=host[:-2],
+        predicted=predicted,
+        lateral_error=float(host[-2]),
+        finite=bool(host[-1] == 1.0),
+    )
 
 
 def compile_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledController:
@@ -231,24 +322,25 @@ def compile_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledContr
         return load_onnx_controller(spec, warmup_steps)
     start = time.perf_counter()
     ctrl, model_id = build_controller(spec)
-    step = jax.jit(policy_step(ctrl))
-    tuning = ctrl.default_tuning()
+    draw = noise_drawer(ctrl)
+    step = jit_without_passthrough(policy_step(ctrl, given_noise=draw is not None))
     track = placeholder_track(spec.reference_points)
-    arrays = track.arrays()
-    x0 = start_state(ctrl.model, track, float(tuning.reference_speed))
-    cstate = ctrl.init(jax.random.PRNGKey(0))
-    for _ in range(max(warmup_steps, 1)):
-        out = step(cstate, jnp.asarray(x0), tuning, arrays, None)
-        jax.block_until_ready(out)
-        cstate = out[1]
-    return CompiledController(
+    compiled = CompiledController(
         spec=spec,
         controller=ctrl,
         model_id=model_id,
-        default_tuning=tuning,
-        compile_seconds=time.perf_counter() - start,
+        default_tuning=ctrl.default_tuning(),
+        compile_seconds=0.0,
         _step=step,
+        _draw=draw,
     )
+    x0 = start_state(ctrl.model, track, float(compiled.default_tuning.reference_speed))
+    cstate = compiled.init_state(0)
+    arrays = track.arrays()
+    for _ in range(max(warmup_steps, 1)):
+        _, cstate = compiled.step(cstate, x0, compiled.default_tuning, arrays)
+    jax.block_until_ready(cstate)
+    return dataclasses.replace(compiled, compile_seconds=time.perf_counter() - start)
 
 
 def tuning_input_names(tuning: TrackingTuning) -> list[str]:
