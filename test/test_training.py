@@ -54,12 +54,31 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("name", ["f1tenth_step_mppi", "f1tenth_dpc"])
-def test_shipped_training_configs_load(name):
+@pytest.mark.parametrize(
+    ("name", "controller"),
+    [
+        ("f1tenth_step_mppi", "step_mppi"),
+        ("f1tenth_step_mppi_10mps", "step_mppi"),
+        ("f1tenth_dpc", "dpc"),
+    ],
+)
+def test_shipped_training_configs_load_and_their_chain_is_shipped(name, controller):
     cfg = load_config(REPO / "config" / "train" / f"{name}.yaml")
-    assert cfg.controller == name.removeprefix("f1tenth_")
+    assert cfg.controller == controller
     assert cfg.data.reference_speed == 10.0
     assert cfg.rollout_steps == 100
+    # Each stage starts from a bundle in the repository, whose manifest names the command
+    # (and config) that made it: the whole chain is reproducible from here.
+    if cfg.init_from is not None:
+        donor = json.loads((REPO / cfg.init_from / "manifest.json").read_text())
+        donor_name = Path(cfg.init_from).name
+        command = donor["training"]["command"]
+        assert f"--config config/train/{donor_name}.yaml" in command
+        assert f"--out models/{donor_name}" in command
+    shipped = json.loads((REPO / "models" / name / "manifest.json").read_text())
+    assert f"--config config/train/{name}.yaml --out models/{name}" in (
+        shipped["training"]["command"]
+    )
 
 
 def test_reference_speed_range_draws_one_speed_per_rollout_and_leaves_other_draws_alone():
