@@ -76,8 +76,8 @@ def test_shipped_training_configs_load_and_their_chain_is_shipped(name, controll
         assert f"--config config/train/{donor_name}.yaml" in command
         assert f"--out models/{donor_name}" in command
     shipped = json.loads((REPO / "models" / name / "manifest.json").read_text())
-    assert f"--config config/train/{name}.yaml --out models/{name}" in (
-        shipped["training"]["command"]
+    assert (
+        f"--config config/train/{name}.yaml --out models/{name}" in (shipped["training"]["command"])
     )
 
 
