@@ -145,7 +145,7 @@ def cmd_bench_soft_mpcritic(args: argparse.Namespace) -> int:
 
 def cmd_bench_amortisation(args: argparse.Namespace) -> int:
     from mppi_ros.bench import soft_mpcritic as bench_sm
-    from mppi_ros.bench.plots import plot_learning_curves
+    from mppi_ros.bench.plots import plot_amortisation
 
     config = _soft_mpcritic_config(args)
     bench = bench_sm.AmortisationBench(
@@ -157,13 +157,8 @@ def cmd_bench_amortisation(args: argparse.Namespace) -> int:
     )
     report = bench_sm.run_amortisation(bench, log=lambda m: print(m, file=sys.stderr))
     if args.plot:
-        curves = {
-            f"{n} {mode}": cell["curve"]
-            for n, row in report["table"].items()
-            for mode, cell in row.items()
-        }
         title = f"Amortised targets on {config.task}"
-        report["plot"] = str(plot_learning_curves(curves, title, args.plot))
+        report["plot"] = str(plot_amortisation(report["table"], title, args.plot))
     _emit(report, args.json)
     return 0
 

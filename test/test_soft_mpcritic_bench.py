@@ -78,9 +78,10 @@ def test_bench_amortisation_fills_the_table(tmp_path):
     out = cli(
         "bench", "amortisation", "--config", str(config), "--steps", "150",
         "--target-samples", "5", "--jobs", "2", "--out", str(tmp_path / "runs"),
-        "--json", str(tmp_path / "t.json"),
+        "--json", str(tmp_path / "t.json"), "--plot", str(tmp_path / "t.png"),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = json.loads((tmp_path / "t.json").read_text())["table"]
     assert list(table) == ["N=5"]
     assert list(table["N=5"]) == ["warm_1", "cold_1", "cold_5", "cold_10"]

@@ -63,6 +63,30 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+def plot_amortisation(table: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:
+    """The amortisation table's learning curves: one panel per target sample count N, one
+    line (same colour in every panel) per target mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(table), figsize=(5 * len(table), 4.5), sharey=True)
+    for ax, (n, row) in zip(np.atleast_1d(axes), table.items(), strict=True):
+        for i, (mode, cell) in enumerate(row.items()):
+            curve = cell["curve"]
+            median = np.array([np.nan if v is None else v for v in curve["median"]], float)
+            label = f"{mode} ({cell['steps_per_s']:.0f} steps/s)"
+            ax.plot(np.asarray(curve["steps"]), median, lw=1.5, color=f"C{i}", label=label)
+        ax.set_title(n)
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    np.atleast_1d(axes)[0].set_ylabel("return (mean of last 10 episodes)")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
 def plot_learning_curves(curves: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:
     """Median learning curves with their 20-80 % bands, one line per entry."""
     import matplotlib
