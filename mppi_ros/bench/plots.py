@@ -63,6 +63,17 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+def _plot_curve(ax, curve: dict[str, Any], label: str, color: str | None = None) -> None:
+    """A summarised learning curve: median line and 20-80 % band (``None``: no data yet)."""
+    steps = np.asarray(curve["steps"])
+    median, p20, p80 = (
+        np.array([np.nan if v is None else v for v in curve[k]], float)
+        for k in ("median", "p20", "p80")
+    )
+    (line,) = ax.plot(steps, median, lw=1.5, color=color, label=label)
+    ax.fill_between(steps, p20, p80, alpha=0.2, color=line.get_color())
+
+
 def plot_amortisation(table: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:
     """The amortisation table's learning curves: one panel per target sample count N, one
     line (same colour in every panel) per target mode."""
@@ -74,10 +85,8 @@ def plot_amortisation(table: dict[str, dict[str, Any]], title: str, path: str | 
     fig, axes = plt.subplots(1, len(table), figsize=(5 * len(table), 4.5), sharey=True)
     for ax, (n, row) in zip(np.atleast_1d(axes), table.items(), strict=True):
         for i, (mode, cell) in enumerate(row.items()):
-            curve = cell["curve"]
-            median = np.array([np.nan if v is None else v for v in curve["median"]], float)
             label = f"{mode} ({cell['steps_per_s']:.0f} steps/s)"
-            ax.plot(np.asarray(curve["steps"]), median, lw=1.5, color=f"C{i}", label=label)
+            _plot_curve(ax, cell["curve"], label, color=f"C{i}")
         ax.set_title(n)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
@@ -96,13 +105,7 @@ def plot_learning_curves(curves: dict[str, dict[str, Any]], title: str, path: st
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, curve in curves.items():
-        steps = np.asarray(curve["steps"])
-        median, p20, p80 = (
-            np.array([np.nan if v is None else v for v in curve[k]], float)
-            for k in ("median", "p20", "p80")
-        )
-        ax.plot(steps, median, lw=1.5, label=label)
-        ax.fill_between(steps, p20, p80, alpha=0.2)
+        _plot_curve(ax, curve, label)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("return (mean of last 10 episodes)")
     ax.set_title(title)
