@@ -4,7 +4,6 @@ checked from a separate subscriber process, with a model swap and two parameter 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -95,18 +94,6 @@ def _start_idle_loop(period: float) -> subprocess.Popen:
     )
 
 
-@contextlib.contextmanager
-def _running_on(cpus: list[int] | None):
-    """The calling thread (and what it spawns) on ``cpus`` meanwhile (None: unchanged)."""
-    original = os.sched_getaffinity(0)
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, original)
-
-
 def run(bench: RosBench, log=print) -> dict[str, Any]:
     """Runs the benchmark; returns the JSON report."""
     period = 1.0 / bench.rate_hz
@@ -121,6 +108,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
     split = bench.cpu_split()
     if split is not None:
         controller_params["cpu_affinity"] = split[0]
+        os.sched_setaffinity(0, split[1])  # this process; the nodes inherit it at spawn
     params = graph_parameters(
         bench.track,
         bench.controller,
@@ -133,10 +121,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
     rss: list[tuple[float, float]] = []
     stop = threading.Event()
 
-    with (
-        _running_on(split[1] if split else None),  # the nodes inherit it at spawn
-        driving_graph(params, bench.command_type, log_dir, 300.0) as (processes, monitor),
-    ):
+    with driving_graph(params, bench.command_type, log_dir, 300.0) as (processes, monitor):
         started = time.time()
         pid = processes.pid("mppi_controller")
 
