@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -11,7 +12,8 @@ import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy import logging
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.context import Context
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -51,6 +53,90 @@ def describe(
     return descriptor
 
 
+EXECUTOR_ENV = "MPPI_ROS_EXECUTOR"
+EXECUTORS = ("events", "single_threaded")
+
+
+def make_executor(context: Context | None = None) -> Executor:
+    """The executor the nodes spin: rclpy's ``EventsExecutor`` where it exists, else the
+    ``SingleThreadedExecutor``; ``$MPPI_ROS_EXECUTOR`` (``events`` | ``single_threaded``)
+    chooses explicitly.
+
+    The single-threaded executor rebuilds its wait set in Python on every wake-up: at 100 Hz
+    odometry plus joint states that held the controller's GIL ~20 % of the time (a core's
+    fifth on a fast CPU, more than the control loop itself), which on a slower 2-core machine
+    starved the control thread into missed cycles. The events executor does that work in C++.
+
+    Raises:
+        ValueError: ``$MPPI_ROS_EXECUTOR`` names an unknown executor, or ``events`` where this
+            rclpy lacks it.
+    """
+    choice = os.environ.get(EXECUTOR_ENV, "")
+    if choice not in ("", *EXECUTORS):
+        raise ValueError(f"{EXECUTOR_ENV}={choice!r}: expected one of {', '.join(EXECUTORS)}")
+    if choice != "single_threaded":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError as err:
+            if choice == "events":
+                raise ValueError(f"{EXECUTOR_ENV}=events: this rclpy has none ({err})") from err
+        else:
+            return EventsExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
+
+
+class BlockingServices:
+    """Services of ``owner`` whose callbacks may block (e.g. until a background build is done),
+    served by a hidden helper node on its own thread and executor.
+
+    The events executor runs synchronous callbacks only, one at a time, so a callback that
+    waits would hold back every subscription of the owner meanwhile. Services created here
+    keep the owner's names (``~/name`` resolves against the owner's fully qualified name).
+
+    Args:
+        owner: The node the services belong to.
+        around: Wraps the helper thread's spinning (e.g. a control-cycle gate).
+    """
+
+    def __init__(
+        self, owner: Node, around: Callable[[], contextlib.AbstractContextManager] | None = None
+    ) -> None:
+        self._owner = owner
+        self._node = rclpy.create_node(
+            f"_{owner.get_name()}_services",
+            namespace=owner.get_namespace(),
+            context=owner.context,
+            use_global_arguments=False,  # a global __node:= remap must not rename it
+            start_parameter_services=False,
+            enable_rosout=False,
+        )
+        self._executor = SingleThreadedExecutor(context=owner.context)
+        self._executor.add_node(self._node)
+        self._stop = threading.Event()
+        self._around = around or contextlib.nullcontext
+        self._thread = threading.Thread(
+            target=self._spin, name=f"{owner.get_name()}_services", daemon=True
+        )
+        self._thread.start()
+
+    def create_service(self, srv_type: type, name: str, callback: Callable) -> None:
+        if name.startswith("~/"):
+            name = f"{self._owner.get_fully_qualified_name()}/{name[2:]}"
+        self._node.create_service(srv_type, name, callback)
+
+    def _spin(self) -> None:
+        with self._around():
+            while not self._stop.is_set() and self._node.context.ok():
+                self._executor.spin_once(timeout_sec=0.1)
+
+    def destroy(self) -> None:
+        """Stops the thread (a running callback finishes first) and destroys the helper."""
+        self._stop.set()
+        self._thread.join()
+        self._executor.shutdown(timeout_sec=1.0)
+        self._node.destroy_node()
+
+
 def init_with_own_signals(args: list[str] | None) -> threading.Event:
     """``rclpy.init`` with our own SIGINT/SIGTERM handling; the returned event is set on
     either signal.
@@ -68,7 +154,7 @@ def init_with_own_signals(args: list[str] | None) -> threading.Event:
 
 def spin_until(
     stop: threading.Event,
-    executor: SingleThreadedExecutor,
+    executor: Executor,
     around: contextlib.AbstractContextManager | None = None,
 ) -> None:
     """Spins until ``stop`` is set or the context shuts down; the bounded ``spin_once`` notices
@@ -95,7 +181,7 @@ def run_node(
     """Spins a plain node until SIGINT/SIGTERM; returns the exit code (1: bad start-up)."""
     stop = init_with_own_signals(args)
     node = None
-    executor = SingleThreadedExecutor()
+    executor = make_executor()
     try:
         try:
             node = make_node()

@@ -31,15 +31,12 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     qos_profile_sensor_data,
 )
-from rclpy.task import Future
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -66,8 +63,10 @@ from mppi_ros.ros import conversions
 from mppi_ros.ros.common import (
     LATCHED,
     RELIABLE_LATEST,
+    BlockingServices,
     describe,
     init_with_own_signals,
+    make_executor,
     spin_until,
 )
 from mppi_ros.ros.loop import (
@@ -457,14 +456,10 @@ class ControllerNode(LifecycleNode):
                 (JointState, "joint_states", self._on_joint_states, qos_profile_sensor_data)
             )
         self._entities = [self.create_subscription(t, topic, cb, qos) for t, topic, cb, qos in subs]
-        # Its own group: the coroutine awaiting a swap must not hold the default group, which
-        # would keep odometry callbacks out of the (single-threaded) executor meanwhile.
-        self._reload_srv = self.create_service(
-            Trigger,
-            "~/reload_model",
-            self._on_reload_model,
-            callback_group=ReentrantCallbackGroup(),
-        )
+        # The reply waits for the swap: served on a thread of its own, so that odometry keeps
+        # flowing through the node's executor meanwhile.
+        self._blocking_services = BlockingServices(self, around=self.cycle_gate.cooperate)
+        self._blocking_services.create_service(Trigger, "~/reload_model", self._on_reload_model)
         self._diagnostics_timer = self.create_timer(
             1.0 / float(self.get_parameter("diagnostics_rate").value),
             self._on_diagnostics_timer,
@@ -481,7 +476,7 @@ class ControllerNode(LifecycleNode):
             for pub in (self._cmd_pub, self._prediction_pub, self._timing_pub):
                 self.destroy_publisher(pub)
             self.destroy_publisher(self._diagnostics_pub)
-            self.destroy_service(self._reload_srv)
+            self._blocking_services.destroy()
             self._cmd_pub = None
         for pool in (self._build_pool, self._track_pool):
             if pool is not None:
@@ -695,10 +690,12 @@ class ControllerNode(LifecycleNode):
             if p.name in self._live:
                 self._live[p.name] = p.value
 
-    async def _on_reload_model(self, request: Trigger.Request, response: Trigger.Response):
+    def _on_reload_model(
+        self, request: Trigger.Request, response: Trigger.Response
+    ) -> Trigger.Response:
         """Re-validates and reloads ``model_path``; replies once the swap happened (or failed).
 
-        A coroutine: the executor keeps serving subscriptions while the model compiles.
+        Runs on the :class:`BlockingServices` thread, so waiting blocks no subscription.
         """
         if self._active is None:
             response.success, response.message = False, "not configured"
@@ -708,11 +705,7 @@ class ControllerNode(LifecycleNode):
             response.success, response.message = False, reason
             return response
         done = self._schedule_build(self._spec_from_parameters(), "reload_model")
-        swapped = Future(executor=self.executor)
-        threading.Thread(
-            target=lambda: swapped.set_result(done.wait(SWAP_TIMEOUT_S)), daemon=True
-        ).start()
-        if not await swapped:
+        if not done.wait(SWAP_TIMEOUT_S):
             response.success, response.message = False, "timed out waiting for the swap"
         elif self._last_build_error:
             response.success, response.message = False, self._last_build_error
@@ -996,7 +989,7 @@ def main(args: list[str] | None = None) -> None:
     # the executor thread or a background compile runs Python code.
     sys.setswitchinterval(5e-4)
     node = ControllerNode()
-    executor = SingleThreadedExecutor()
+    executor = make_executor()
     executor.add_node(node)
     try:
         # The executor's Python (wait-set rebuilds, callbacks) also yields to control cycles.

@@ -31,7 +31,6 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -39,6 +38,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mppi_ros.ros import conversions
+from mppi_ros.ros.common import make_executor
 
 NODE_MODULES = {
     "track_publisher": "mppi_ros.ros.track_publisher_node",
@@ -274,7 +274,7 @@ class Monitor:
             Float64MultiArray, f"/{controller}/loop_timing", self._on_timing, 1000
         )
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(self.context)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
