@@ -180,6 +180,18 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cpu_list(text: str) -> tuple[int, ...] | str:
+    """``auto``, ``none`` or a comma-separated CPU list (``2,3``)."""
+    if text in ("auto", "none"):
+        return "auto" if text == "auto" else ()
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, none or CPUs like 2,3; got {text!r}"
+        ) from None
+
+
 def cmd_bench_ros(args: argparse.Namespace) -> int:
     from mppi_ros.ros import bench
 
@@ -191,6 +203,7 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
         events=not args.no_events,
         log_dir=args.log_dir,
         backend=args.backend,
+        controller_cpus=args.controller_cpus,
     )
     log = lambda line: print(line, file=sys.stderr, flush=True)
     _emit(bench.run_compared(config, log=log), args.json)
@@ -420,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument("--log-dir", default=None, help="node logs (default: a temp folder)")
     ros.add_argument(
         "--backend", choices=("jax", "onnx"), default="jax", help="the controller's backend"
+    )
+    ros.add_argument(
+        "--controller-cpus",
+        type=_cpu_list,
+        default="auto",
+        help="CPUs of the controller node, the rest run the other processes; auto: the last "
+        "CPU (with two or more), none: no pinning, or a list like 2,3",
     )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)

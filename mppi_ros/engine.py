@@ -219,10 +219,11 @@ def jit_without_passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
 class PipelinedState:
     """Controller state of the JAX engine for controllers that take their noise as an input.
 
-    ``noise`` is the next step's sampling noise. It is drawn (asynchronously) right after the
-    previous step's result is on the host, so drawing it overlaps the command's conversion and
-    publish and the idle rest of the period instead of lengthening the tick-to-command path.
-    The same key chain as ``ctrl.step(..., key=None)``: split, draw from the subkey.
+    ``noise`` is the next step's sampling noise, or None until :meth:`CompiledController.prepare`
+    draws it. The control loop prepares after publishing a command, so the draw runs in the
+    idle rest of the period instead of on the tick-to-command path; a step on an unprepared
+    state draws first. The same key chain as ``ctrl.step(..., key=None)``: split, draw from
+    the subkey.
     """
 
     ctrl: Any
@@ -265,8 +266,9 @@ class CompiledController:
         cstate = self.controller.init(key)
         if self._draw is None:
             return cstate
-        noise, noise_key = self._draw(jax.random.fold_in(key, _NOISE_STREAM))
-        return PipelinedState(ctrl=cstate, key=noise_key, noise=noise)
+        return self.prepare(
+            PipelinedState(ctrl=cstate, key=jax.random.fold_in(key, _NOISE_STREAM), noise=None)
+        )
 
     def step(
         self,
@@ -285,11 +287,22 @@ class CompiledController:
         if self._draw is None:
             packed, cstate, predicted = self._step(cstate, state, tuning, track, key)
             return _host_result(packed, predicted), cstate
-        noise = cstate.noise if key is None else self._draw_with(key)
+        if key is not None:
+            noise = self._draw_with(key)
+        else:
+            cstate = self.prepare(cstate)
+            noise = cstate.noise
         packed, ctrl_state, predicted = self._step(cstate.ctrl, state, tuning, track, noise)
-        result = _host_result(packed, predicted)
-        next_noise, next_key = self._draw(cstate.key)  # dispatched: runs while we publish
-        return result, PipelinedState(ctrl=ctrl_state, key=next_key, noise=next_noise)
+        # A prepared noise that an explicit key overrode is dropped: its key was consumed.
+        return _host_result(packed, predicted), PipelinedState(ctrl_state, cstate.key, None)
+
+    def prepare(self, cstate: Any) -> Any:
+        """``cstate`` with the next step's noise drawn (see :class:`PipelinedState`); a no-op
+        for controllers that draw none or a state already prepared."""
+        if self._draw is None or cstate.noise is not None:
+            return cstate
+        noise, next_key = self._draw(cstate.key)
+        return cstate.replace(key=next_key, noise=noise)
 
     def _draw_with(self, key: Array) -> Array:
         """The noise ``ctrl.step`` draws from an explicit ``key``."""

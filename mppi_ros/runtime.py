@@ -23,3 +23,14 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> Path
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def synchronous_cpu_dispatch() -> None:
+    """Runs CPU computations on the calling thread instead of JAX's dispatch threads.
+
+    With asynchronous dispatch (JAX's default) a call only enqueues the computation and
+    normal-priority worker threads run it, so a real-time control thread's priority and CPU
+    placement do not reach the compute, and every step pays two thread hand-offs. Only for
+    processes that block on each result anyway (the controller node does).
+    """
+    jax.config.update("jax_cpu_enable_async_dispatch", False)

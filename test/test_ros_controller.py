@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 
@@ -28,6 +29,7 @@ from mppi_ros.sim.closed_loop import start_state
 
 CTRL = "mppi_controller"
 MODEL = get_dynamics("single_track")
+PINNED_CPU = (os.cpu_count() or 1) - 1
 
 
 class Vehicle:
@@ -97,6 +99,7 @@ def node(tmp_path_factory):
             "command_type": "array",
             "state_timeout": 0.25,
             "diagnostics_rate": 10.0,
+            "cpu_affinity": [PINNED_CPU],
         }
     }
     processes = NodeProcesses(params, domain, log_dir)
@@ -410,3 +413,36 @@ def test_backend_switches_to_onnx_at_runtime_and_back(active, tmp_path):
     assert get_parameter(monitor, "model_path") == ""
     assert monitor.set_parameters(CTRL, backend="jax")[0].successful
     monitor.wait_for(lambda: diag(monitor)["backend"] == "jax", 120, "back to jax")
+
+
+def _threads(pid: int) -> dict[int, str]:
+    tids = os.listdir(f"/proc/{pid}/task")
+    return {int(t): open(f"/proc/{pid}/task/{t}/comm").read().strip() for t in tids}
+
+
+def test_node_runs_pinned_with_a_realtime_control_thread(active):
+    processes, _monitor, _vehicle, _log_dir = active
+    threads = _threads(processes.pid(CTRL))
+    assert all(os.sched_getaffinity(tid) == {PINNED_CPU} for tid in threads)
+    if "keeps normal scheduling" in processes.log(CTRL):
+        pytest.skip("no permission for SCHED_FIFO here (needs root or CAP_SYS_NICE)")
+    control = [tid for tid, name in threads.items() if name == "mppi_control"]
+    workers = [tid for tid, name in threads.items() if name.startswith("tf_XLAEigen")]
+    assert len(control) == 1 and workers
+    for tid, priority in [(control[0], 50)] + [(w, 49) for w in workers]:
+        assert os.sched_getscheduler(tid) == os.SCHED_FIFO
+        assert os.sched_getparam(tid).sched_priority == priority
+
+
+def test_configure_fails_clearly_for_cpus_the_machine_lacks(tmp_path):
+    domain, cpu = pick_domain_id(), (os.cpu_count() or 1) + 3
+    params = {CTRL: {"controller": "step_mppi", "cpu_affinity": [cpu]}}
+    processes = NodeProcesses(params, domain, tmp_path)
+    monitor = Monitor(domain, "array")
+    try:
+        assert not change_state(monitor, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(monitor) == "unconfigured"
+        assert f"cpu_affinity [{cpu}] is outside this machine's CPUs" in processes.log(CTRL)
+    finally:
+        monitor.close()
+        processes.stop()

@@ -4,7 +4,11 @@ the three nodes as separate processes (exactly what ``make demo`` runs)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +72,36 @@ def test_demo_graph_drives_a_lap_with_the_shipped_soft_mpcritic(tmp_path):
     assert summary["tracking_error_mean_m"] < 0.05
     assert 38.0 < summary["lap_times_s"][0] < 48.0
     assert abs(summary["command_rate_hz"] - 100.0) <= 2.0, summary["command_rate_hz"]
+
+
+ROS_BENCH_KEYS = (
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "data_age_p99_ms",
+    "missed_cycles",
+    "period_jitter_p99_ms",
+    "swap_missed_cycles",
+    "param_change_missed_cycles",
+)
+
+
+@pytest.mark.slow
+def test_bench_ros_runs_the_graph_through_a_swap_and_reports_its_keys(tmp_path):
+    out = tmp_path / "ros.json"
+    args = ["bench", "ros", "--duration", "12", "--rate", "50", "--controller", "dpc"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mppi_ros.cli", *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert all(isinstance(report[key], (int, float)) for key in ROS_BENCH_KEYS), report
+    assert report["model_id"].startswith("swap_dpc@")  # the model swap happened
+    assert report["measured_rate_hz"] == pytest.approx(50.0, rel=0.05)
+    assert report["cycles"] >= 0.8 * 12 * 50
+    assert report["stamps_consistent"]  # the subscriber saw the node's command stamps
+    assert report["latency_p50_ms"] <= report["latency_p99_ms"] < 1e3 / 50
+    cpus = sorted(os.sched_getaffinity(0))
+    assert report["controller_cpus"] == (cpus[-1:] if len(cpus) >= 2 else None)

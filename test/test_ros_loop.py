@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 
-from mppi_ros.ros.loop import CycleGate, LoopStats
+import pytest
+
+from mppi_ros.ros.loop import CycleGate, LoopStats, pin_process
 
 
 def _python_work(stop: threading.Event, progress: list[float]) -> None:
@@ -93,3 +96,27 @@ def test_next_deadline_keeps_phase_and_skips_overruns():
     assert next_deadline(1.0, 0.01, 1.005) == 1.01
     # an overrun to 1.034 skips the deadlines already past and keeps the 10 ms phase
     assert abs(next_deadline(1.0, 0.01, 1.034) - 1.04) < 1e-12
+
+
+def test_pin_process_moves_every_thread_and_rejects_bad_cpu_lists():
+    original = os.sched_getaffinity(0)
+    ready, stop = threading.Event(), threading.Event()
+    worker = threading.Thread(target=lambda: (ready.set(), stop.wait(10.0)))
+    worker.start()
+    ready.wait()
+    target = [min(original)]
+    try:
+        pin_process(target)
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+        assert worker.native_id in tids
+        assert all(os.sched_getaffinity(tid) == set(target) for tid in tids)
+        with pytest.raises(ValueError, match="empty"):
+            pin_process([])
+        with pytest.raises(ValueError, match=r"outside this machine's CPUs 0-"):
+            pin_process([os.cpu_count() + 3])
+        assert os.sched_getaffinity(0) == set(target)  # a rejected list changes nothing
+    finally:
+        stop.set()
+        worker.join()
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), original)

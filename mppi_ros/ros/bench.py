@@ -4,7 +4,9 @@ checked from a separate subscriber process, with a model swap and two parameter 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +37,22 @@ class RosBench:
     swap_samples: int = 512
     log_dir: str | None = None
     backend: str = "jax"
+    # CPUs of the controller node; the other processes run on the rest. "auto": the last
+    # CPU when there are at least two; () inherits (no pinning).
+    controller_cpus: tuple[int, ...] | str = "auto"
+
+    def cpu_split(self) -> tuple[list[int], list[int]] | None:
+        """``(controller CPUs, CPUs of everything else)``, or None for no pinning."""
+        available = sorted(os.sched_getaffinity(0))
+        cpus = self.controller_cpus
+        if cpus == "auto":
+            cpus = available[-1:] if len(available) >= 2 else ()
+        if not cpus:
+            return None
+        others = [c for c in available if c not in cpus]
+        if not others:
+            raise ValueError(f"controller CPUs {list(cpus)} leave none for the other processes")
+        return list(cpus), others
 
 
 def rss_mb(pid: int) -> float:
@@ -77,6 +95,18 @@ def _start_idle_loop(period: float) -> subprocess.Popen:
     )
 
 
+@contextlib.contextmanager
+def _running_on(cpus: list[int] | None):
+    """The calling thread (and what it spawns) on ``cpus`` meanwhile (None: unchanged)."""
+    original = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, original)
+
+
 def run(bench: RosBench, log=print) -> dict[str, Any]:
     """Runs the benchmark; returns the JSON report."""
     period = 1.0 / bench.rate_hz
@@ -87,19 +117,26 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         # validation, compile and warm-up, not a no-op.
         swap_model = str(log_dir / f"swap_{bench.controller}")
         shutil.copytree(shipped_model_path(bench.controller), swap_model, dirs_exist_ok=True)
+    controller_params: dict[str, Any] = {"backend": bench.backend}
+    split = bench.cpu_split()
+    if split is not None:
+        controller_params["cpu_affinity"] = split[0]
     params = graph_parameters(
         bench.track,
         bench.controller,
         bench.rate_hz,
         bench.command_type,
-        controller_params={"backend": bench.backend},
+        controller_params=controller_params,
         sim_params={"initial_speed": 0.0},
     )
     events: dict[str, tuple[float, float]] = {}
     rss: list[tuple[float, float]] = []
     stop = threading.Event()
 
-    with driving_graph(params, bench.command_type, log_dir, 300.0) as (processes, monitor):
+    with (
+        _running_on(split[1] if split else None),  # the nodes inherit it at spawn
+        driving_graph(params, bench.command_type, log_dir, 300.0) as (processes, monitor),
+    ):
         started = time.time()
         pid = processes.pid("mppi_controller")
 
@@ -182,6 +219,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "duration_s": bench.duration_s,
         "rate_hz": bench.rate_hz,
         "command_type": bench.command_type,
+        "controller_cpus": split[0] if split else None,
         "latency_p50_ms": loop.get("latency_p50_ms"),
         "latency_p99_ms": loop.get("latency_p99_ms"),
         "data_age_p99_ms": loop.get("data_age_p99_ms"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import math
@@ -90,14 +91,67 @@ def apply_tuning(
     return update_tuning(base, **changes)
 
 
-def realtime_priority() -> str | None:
-    """Real-time (SCHED_FIFO 50) scheduling for the calling thread where permitted (root, or
-    CAP_SYS_NICE / an rtprio limit); returns why not, or None."""
+def realtime_priority(priority: int = 50, thread_id: int = 0) -> str | None:
+    """Real-time (SCHED_FIFO ``priority``) scheduling for a thread of this process (0: the
+    calling one) where permitted (root, or CAP_SYS_NICE / an rtprio limit); returns why not,
+    or None. ``priority`` 0 leaves normal scheduling."""
+    if priority <= 0:
+        return "realtime_priority is 0"
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+        os.sched_setscheduler(thread_id, os.SCHED_FIFO, os.sched_param(priority))
     except (AttributeError, PermissionError, OSError) as err:
         return str(err)
     return None
+
+
+def name_os_thread(name: str) -> None:
+    """Gives the calling thread ``name`` (at most 15 bytes) in the kernel's view, as ``top -H``
+    and ``/proc/PID/task/TID/comm`` show it (Python's thread names stay in Python)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+_PR_SET_NAME = 15
+
+
+def _thread_ids() -> list[int]:
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
+
+
+def pin_process(cpus: list[int]) -> None:
+    """Restricts every thread of this process to ``cpus`` (threads started later inherit it).
+
+    Raises:
+        ValueError: One sentence: an empty list, or CPUs this machine (or cgroup) lacks.
+    """
+    if not cpus:
+        raise ValueError("cpu_affinity is empty; leave it unset to keep the inherited CPUs")
+    count = os.cpu_count() or 1
+    if any(cpu < 0 or cpu >= count for cpu in cpus):
+        raise ValueError(f"cpu_affinity {list(cpus)} is outside this machine's CPUs 0-{count - 1}")
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError as err:  # e.g. CPUs outside this container's cpuset
+        raise ValueError(f"cannot run on CPU {list(cpus)}: {err.strerror}") from None
+    for tid in _thread_ids():
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(tid, cpus)
+
+
+def prioritise_threads(name_prefix: str, priority: int) -> int:
+    """SCHED_FIFO ``priority`` for this process's threads whose name starts with
+    ``name_prefix`` (XLA's intra-op workers, which run part of every control step); returns
+    how many were raised (0 where not permitted)."""
+    raised = 0
+    for tid in _thread_ids():
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                name = comm.read().strip()
+        except FileNotFoundError:
+            continue
+        if name.startswith(name_prefix) and realtime_priority(priority, tid) is None:
+            raised += 1
+    return raised
 
 
 def next_deadline(deadline: float, period: float, now: float) -> float:
