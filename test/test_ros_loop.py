@@ -1,4 +1,5 @@
-"""The control loop's pure helpers (no ROS): the cycle gate and the missed-cycle count."""
+"""The control loop's pure helpers (no ROS): the cycle gate, the missed-cycle count, and the
+benchmark's memory-growth measure."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from mppi_ros.ros.bench import EVENT_SETTLE_S, rss_growth_between
 from mppi_ros.ros.loop import CycleGate, LoopStats, pin_process
 
 
@@ -120,3 +123,17 @@ def test_pin_process_moves_every_thread_and_rejects_bad_cpu_lists():
         worker.join()
         for tid in os.listdir("/proc/self/task"):
             os.sched_setaffinity(int(tid), original)
+
+
+def test_rss_growth_between_events_leaves_out_the_builds():
+    """A step at each event window (a build's new compiled controller) is left out; a steady
+    leak between events is counted in full."""
+    seconds = np.arange(0.0, 300.0)
+    leak_mb_per_s = 0.02
+    steps = 40.0 * (seconds >= 100) + 40.0 * (seconds >= 200)
+    memory = np.column_stack([seconds, 500.0 + steps + leak_mb_per_s * seconds])
+    events = [(99.5, 101.0), (199.5, 201.0)]
+    growth = rss_growth_between(memory, events)
+    outside = 300 - 2 * (1 + 1 + int(EVENT_SETTLE_S))  # rows not inside a settled window
+    assert growth == pytest.approx(leak_mb_per_s * (outside - 3), abs=0.05)
+    assert rss_growth_between(memory, []) == pytest.approx(80.0 + leak_mb_per_s * 299)

@@ -63,6 +63,27 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def rss_growth_between(memory: np.ndarray, events: list[tuple[float, float]]) -> float:
+    """Resident-memory growth (MB) of ``memory`` rows ``(wall s, MB)`` summed over the spans
+    outside the event windows (each extended by :data:`EVENT_SETTLE_S`), so the memory a
+    build adds on purpose (a new compiled controller) is left out."""
+    if len(memory) < 2:
+        return 0.0
+    inside = np.zeros(len(memory), bool)
+    for start, end in events:
+        inside |= (memory[:, 0] >= start) & (memory[:, 0] <= end + EVENT_SETTLE_S)
+    # Consecutive rows outside every window form a span; each adds its last - first.
+    span_ids = np.cumsum(inside)  # constant within a span, bumped by each window row
+    growth = 0.0
+    for span in np.unique(span_ids[~inside]):
+        values = memory[(span_ids == span) & ~inside, 1]
+        growth += values[-1] - values[0]
+    return float(growth)
+
+
+EVENT_SETTLE_S = 10.0
+
+
 def _missed_between(timing: np.ndarray, start: float, end: float, period: float) -> int:
     rows = timing[(timing[:, 0] >= start) & (timing[:, 0] <= end)]
     return timing_summary(rows, period).get("missed_cycles", 0) if len(rows) > 1 else 0
@@ -208,10 +229,12 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
             "subscriber_latency_p99_ms": float(np.percentile(seen, 99) * 1e3),
         }
     memory = np.array(rss).reshape(-1, 2)
+    np.savetxt(log_dir / "rss.csv", memory, delimiter=",", header="wall_s,rss_mb", comments="")
     mark = started + min(60.0, 0.1 * bench.duration_s)
     after_mark = memory[memory[:, 0] >= mark]
     rss_start = float(after_mark[0, 1]) if len(after_mark) else float("nan")
     rss_end = float(memory[-1, 1]) if len(memory) else float("nan")
+    between_events = rss_growth_between(after_mark, list(events.values()))
     report: dict[str, Any] = {
         "controller": bench.controller,
         "backend": bench.backend,
@@ -246,6 +269,8 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
         "rss_growth_pct": 100.0 * (rss_end - rss_start) / rss_start if rss_start else None,
+        # Growth outside the builds (the swap, num_samples): what a leak would show.
+        "rss_growth_between_events_pct": 100.0 * between_events / rss_start if rss_start else None,
         "laps": int(sim.get("laps", 0)),
         "border_violations": int(sim.get("border_violations", -1)),
         "faults": int(ctrl.get("faults", 0)),

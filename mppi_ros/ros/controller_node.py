@@ -84,7 +84,12 @@ from mppi_ros.ros.loop import (
     realtime_priority,
     tuning_values,
 )
-from mppi_ros.runtime import enable_compilation_cache, synchronous_cpu_dispatch
+from mppi_ros.runtime import (
+    enable_compilation_cache,
+    persistent_cache_writes,
+    release_free_heap,
+    synchronous_cpu_dispatch,
+)
 
 NODE_NAME = "mppi_controller"
 # Name prefix of XLA's CPU intra-op worker threads (they run part of every compiled step).
@@ -407,6 +412,7 @@ class ControllerNode(LifecycleNode):
         self._cstate = self._active.init_state(int(self.get_parameter("seed").value))
         self._stats = LoopStats(self._stats.period)
         self._loop_stop = threading.Event()
+        persistent_cache_writes(False)  # a cache write holds the GIL for a whole cycle
         self._loop_thread = threading.Thread(
             target=self._control_loop, name="mppi_control", daemon=True
         )
@@ -465,6 +471,7 @@ class ControllerNode(LifecycleNode):
             thread.join(timeout=2.0)
             self._loop_thread = None
             self.cycle_gate.stop()
+            persistent_cache_writes(True)
             faulthandler.cancel_dump_traceback_later()
         self._retired.clear()
         if self._cmd_pub is not None:
@@ -593,6 +600,8 @@ class ControllerNode(LifecycleNode):
             self._pending = build
         freeze_heap(full=False)
         self._free_excess_retired()
+        self.cycle_gate.wait_cycle_end()  # overlaps the idle rest of a period
+        release_free_heap()
         self.get_logger().info(
             f"{reason}: {compiled.model_id} compiled in {compiled.compile_seconds:.1f} s; swapping"
         )
