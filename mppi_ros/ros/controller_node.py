@@ -593,14 +593,16 @@ class ControllerNode(LifecycleNode):
             self._revert_requested = True  # done by the executor thread (housekeeping)
             self._swap_events.pop(generation).set()
             return
+        # The collection holds the GIL: start it as a cycle ends, in the idle rest of a period.
+        self.cycle_gate.wait_cycle_end()
+        freeze_heap(full=False)
         with self._lock:
             if generation != self._build_generation:
                 self._swap_events.pop(generation).set()  # superseded by a newer request
                 return
             self._pending = build
-        freeze_heap(full=False)
         self._free_excess_retired()
-        self.cycle_gate.wait_cycle_end()  # overlaps the idle rest of a period
+        self.cycle_gate.wait_cycle_end()
         release_free_heap()
         self.get_logger().info(
             f"{reason}: {compiled.model_id} compiled in {compiled.compile_seconds:.1f} s; swapping"
