@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 from pathlib import Path
 
@@ -41,6 +41,12 @@ def persistent_cache_writes(enabled: bool) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", threshold)
 
 
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library's symbols as loaded in this process (looked up once)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def release_free_heap() -> bool:
     """Returns the C heap's free memory to the OS (glibc ``malloc_trim``); False where the C
     library has none.
@@ -49,8 +55,7 @@ def release_free_heap() -> bool:
     thread's arena: without this each background build left ~35-170 MB of resident memory
     behind (measured on Step-MPPI builds). Runs without the GIL; takes 5-35 ms.
     """
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    trim = getattr(libc(), "malloc_trim", None)
     if trim is None:
         return False
     trim(0)

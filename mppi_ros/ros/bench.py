@@ -63,25 +63,19 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+EVENT_SETTLE_S = 10.0
+
+
 def rss_growth_between(memory: np.ndarray, events: list[tuple[float, float]]) -> float:
     """Resident-memory growth (MB) of ``memory`` rows ``(wall s, MB)`` summed over the spans
     outside the event windows (each extended by :data:`EVENT_SETTLE_S`), so the memory a
     build adds on purpose (a new compiled controller) is left out."""
-    if len(memory) < 2:
-        return 0.0
     inside = np.zeros(len(memory), bool)
     for start, end in events:
         inside |= (memory[:, 0] >= start) & (memory[:, 0] <= end + EVENT_SETTLE_S)
-    # Consecutive rows outside every window form a span; each adds its last - first.
-    span_ids = np.cumsum(inside)  # constant within a span, bumped by each window row
-    growth = 0.0
-    for span in np.unique(span_ids[~inside]):
-        values = memory[(span_ids == span) & ~inside, 1]
-        growth += values[-1] - values[0]
-    return float(growth)
-
-
-EVENT_SETTLE_S = 10.0
+    # Steps between two consecutive samples that are both outside every window.
+    outside_steps = ~inside[1:] & ~inside[:-1]
+    return float(np.sum(np.diff(memory[:, 1])[outside_steps]))
 
 
 def _missed_between(timing: np.ndarray, start: float, end: float, period: float) -> int:

@@ -4,10 +4,11 @@ configure: load the bundle (or classic controller), compile and warm up, create 
 subscriptions. activate: start the control timer. deactivate / cleanup / shutdown / error:
 publish a brake command and release what the state owns.
 
-Threads: subscriptions only store the latest message (own callback group); the control timer
-has its own mutually exclusive group; model and shape changes compile in a worker thread and
-swap in between two control cycles; the reference paths are turned into track arrays by a
-second worker. The math is :mod:`mppi_ros.engine` / :mod:`mppi_ros.core` (no ROS there).
+Threads: the executor's callbacks only store the latest message; the control loop runs in a
+thread of its own at absolute deadlines; ``~/reload_model``, whose reply waits for the swap, is
+served on a helper thread; model and shape changes compile in a worker thread and swap in
+between two control cycles; the reference paths are turned into track arrays by a second
+worker. The math is :mod:`mppi_ros.engine` / :mod:`mppi_ros.core` (no ROS there).
 """
 
 from __future__ import annotations
@@ -1038,7 +1039,7 @@ def main(args: list[str] | None = None) -> None:
     executor = make_executor()
     executor.add_node(node)
     try:
-        # The executor's Python (wait-set rebuilds, callbacks) also yields to control cycles.
+        # The executor's Python (callbacks) also yields to control cycles.
         spin_until(stop, executor, around=node.cycle_gate.cooperate())
     finally:
         if rclpy.ok():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import dataclasses
 import gc
 import math
@@ -20,6 +19,7 @@ import numpy as np
 
 from mppi_ros.core.controllers import TrackingTuning, update_tuning
 from mppi_ros.core.dynamics import DynamicsModel
+from mppi_ros.runtime import libc
 
 # ROS parameter name -> what it sets in the tuning pytree (vector lengths checked there).
 TUNING_PARAMETERS = (
@@ -108,7 +108,7 @@ def name_os_thread(name: str) -> None:
     """Gives the calling thread ``name`` (at most 15 bytes) in the kernel's view, as ``top -H``
     and ``/proc/PID/task/TID/comm`` show it (Python's thread names stay in Python)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        libc().prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 _PR_SET_NAME = 15
