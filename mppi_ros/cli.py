@@ -192,6 +192,19 @@ def _cpu_list(text: str) -> tuple[int, ...] | str:
         ) from None
 
 
+def _parameter(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` with the value read as YAML (``0`` is an int, ``[1, 2]`` a list)."""
+    import yaml
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"bad value for {name}: {err}") from None
+
+
 def cmd_bench_ros(args: argparse.Namespace) -> int:
     from mppi_ros.ros import bench
 
@@ -204,6 +217,7 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
         log_dir=args.log_dir,
         backend=args.backend,
         controller_cpus=args.controller_cpus,
+        controller_params=tuple(args.param),
     )
     log = lambda line: print(line, file=sys.stderr, flush=True)
     _emit(bench.run_compared(config, log=log), args.json)
@@ -440,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="CPUs of the controller node, the rest run the other processes; auto: the last "
         "CPU (with two or more), none: no pinning, or a list like 2,3",
+    )
+    ros.add_argument(
+        "--param",
+        type=_parameter,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a controller parameter on top of config/<controller>.yaml (repeatable), e.g. "
+        "kept_replaced_steps=0",
     )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)

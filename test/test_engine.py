@@ -1,13 +1,26 @@
-"""The deployment engine's noise pipelining: preparing the next noise off the control path
-changes nothing about what the controller computes."""
+"""The deployment engine: preparing the next noise off the control path changes nothing
+about what the controller computes, and models of one architecture share a compiled step."""
 
 from __future__ import annotations
+
+import gc
 
 import jax
 import numpy as np
 import pytest
 
-from mppi_ros.engine import EngineSpec, compile_controller, placeholder_track
+from mppi_ros import engine
+from mppi_ros.core.bundle import save_bundle
+from mppi_ros.core.controllers import make_controller
+from mppi_ros.core.controllers.step_mppi import StepMPPIConfig
+from mppi_ros.engine import (
+    EngineSpec,
+    compile_controller,
+    jit_without_passthrough,
+    placeholder_track,
+    policy_step,
+    step_identity,
+)
 from mppi_ros.sim.closed_loop import start_state
 
 
@@ -55,3 +68,36 @@ def test_prepare_is_idempotent_and_an_explicit_key_overrides_it(small):
         for s in (compiled.init_state(3), compiled.init_state(4))
     ]
     np.testing.assert_array_equal(*with_key)  # the key alone decides the noise
+
+
+def _tiny_bundle(path, seed: int, hidden=(8, 8)):
+    ctrl = make_controller("step_mppi", num_samples=16, hidden=hidden)
+    weights = ctrl.init_weights(jax.random.PRNGKey(seed))
+    config = StepMPPIConfig(num_samples=16, hidden=hidden)
+    return save_bundle(path, "step_mppi", config, weights, training={"command": "test"})
+
+
+def test_models_of_one_architecture_share_a_compiled_step_that_runs_each_ones_weights(tmp_path):
+    specs = [
+        EngineSpec(model_path=str(_tiny_bundle(tmp_path / name, seed, hidden)), reference_points=64)
+        for name, seed, hidden in (("a", 1, (8, 8)), ("b", 2, (8, 8)), ("wide", 1, (16, 8)))
+    ]
+    a, b, wide = (compile_controller(spec, warmup_steps=1) for spec in specs)
+    assert a._step is b._step and a._draw is b._draw  # one executable for both models
+    assert wide._step is not a._step  # other shapes: a step of its own
+    track = placeholder_track(64)
+    arrays, x0 = track.arrays(), np.asarray(start_state(a.controller.model, track, 5.0))
+    key = jax.random.PRNGKey(5)
+    shared = [
+        c.step(c.init_state(0), x0, c.default_tuning, arrays, key=key)[0].action for c in (a, b)
+    ]
+    assert not np.allclose(*shared)  # b's weights, not the ones the step was traced with
+    own = jit_without_passthrough(policy_step(b.controller, given_noise=True))
+    cstate = b.init_state(0)
+    noise = jax.random.normal(key, tuple(b.controller.noise_shape))
+    alone = np.asarray(own(cstate.ctrl, x0.astype(np.float32), b.default_tuning, arrays, noise)[0])
+    np.testing.assert_allclose(shared[1], alone[:-2], rtol=1e-5, atol=1e-6)
+    identity = ("step", step_identity(a.controller, given_noise=True))
+    del a, b, shared
+    gc.collect()
+    assert identity not in engine._SHARED  # freed with the last controller that used it

@@ -270,6 +270,8 @@ def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
     assert monitor.set_parameters(CTRL, model_path=str(good))[0].successful
     monitor.wait_for(lambda: int(diag(monitor)["swaps"]) > swaps, 120, "the swap")
     assert diag(monitor)["model_id"].startswith("good_copy@")
+    # Same architecture: the running compiled step is shared, nothing is kept or compiled.
+    monitor.wait_for(lambda: diag(monitor)["kept_steps"] == "0", 10, "the old weights freed")
     reply = monitor.trigger(f"/{CTRL}/reload_model")
     assert reply.success, reply.message
     assert "good_copy@" in reply.message
@@ -299,7 +301,11 @@ def test_num_samples_change_recompiles_in_background(active):
     received = len(vehicle.commands_since(t0))
     assert received >= 0.5 * elapsed * 100, "commands kept flowing while compiling"
     assert set(cache.iterdir()) == entries, "a compile wrote the cache while the loop ran"
+    # The K = 1024 step is kept (kept_replaced_steps), so changing back compiles nothing.
+    monitor.wait_for(lambda: diag(monitor)["kept_steps"] == "1", 10, "the K = 1024 step kept")
     assert monitor.set_parameters(CTRL, num_samples=0)[0].successful
+    monitor.wait_for(lambda: diag(monitor).get("num_samples") == "1024", 30, "K = 1024 again")
+    assert diag(monitor)["kept_steps"] == "1"  # now the K = 320 step
 
 
 @pytest.mark.parametrize(

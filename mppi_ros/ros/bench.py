@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mppi_ros.core.bundle import MODEL_CONTROLLERS, shipped_model_path
+from mppi_ros.ros.controller_node import PARAMETERS
 from mppi_ros.ros.demo import timing_summary
 from mppi_ros.ros.graph import driving_graph, graph_parameters
 from mppi_ros.ros.loop import LoopStats, next_deadline, realtime_priority
@@ -40,6 +41,8 @@ class RosBench:
     # CPUs of the controller node; the other processes run on the rest. "auto": the last
     # CPU when there are at least two; () inherits (no pinning).
     controller_cpus: tuple[int, ...] | str = "auto"
+    # Extra controller parameters (name, value), applied on top of the shipped config.
+    controller_params: tuple[tuple[str, Any], ...] = ()
 
     def cpu_split(self) -> tuple[list[int], list[int]] | None:
         """``(controller CPUs, CPUs of everything else)``, or None for no pinning."""
@@ -129,10 +132,13 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
     swap_model = ""
     if bench.controller in MODEL_CONTROLLERS:
         # The swap loads a copy of the shipped bundle from another folder: a real load,
-        # validation, compile and warm-up, not a no-op.
+        # validation and warm-up, not a no-op (the compiled step is shared: same architecture).
         swap_model = str(log_dir / f"swap_{bench.controller}")
         shutil.copytree(shipped_model_path(bench.controller), swap_model, dirs_exist_ok=True)
-    controller_params: dict[str, Any] = {"backend": bench.backend}
+    unknown = sorted({name for name, _ in bench.controller_params} - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown controller parameter(s) {unknown}; valid: {sorted(PARAMETERS)}")
+    controller_params: dict[str, Any] = {"backend": bench.backend, **dict(bench.controller_params)}
     split = bench.cpu_split()
     if split is not None:
         controller_params["cpu_affinity"] = split[0]
@@ -237,6 +243,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "rate_hz": bench.rate_hz,
         "command_type": bench.command_type,
         "controller_cpus": split[0] if split else None,
+        "controller_params": dict(bench.controller_params),
         "latency_p50_ms": loop.get("latency_p50_ms"),
         "latency_p99_ms": loop.get("latency_p99_ms"),
         "data_age_p99_ms": loop.get("data_age_p99_ms"),
@@ -268,6 +275,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "laps": int(sim.get("laps", 0)),
         "border_violations": int(sim.get("border_violations", -1)),
         "faults": int(ctrl.get("faults", 0)),
+        "kept_steps": int(ctrl.get("kept_steps", 0)),
         "logs": str(log_dir),
     }
     return report

@@ -127,7 +127,10 @@ class BlockingServices:
     def _spin(self) -> None:
         with self._around():
             while not self._stop.is_set() and self._node.context.ok():
-                self._executor.spin_once(timeout_sec=0.1)
+                try:
+                    self._executor.spin_once(timeout_sec=0.1)
+                except ExternalShutdownException:
+                    return  # the context shut down (SIGINT) while this thread waited
 
     def destroy(self) -> None:
         """Stops the thread (a running callback finishes first) and destroys the helper."""

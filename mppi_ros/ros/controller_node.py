@@ -96,10 +96,8 @@ NODE_NAME = "mppi_controller"
 # Name prefix of XLA's CPU intra-op worker threads (they run part of every compiled step).
 XLA_WORKER_THREADS = "tf_XLAEigen"
 SWAP_TIMEOUT_S = 300.0
-# Compiled controllers replaced by a swap are kept while the loop runs: freeing one holds the
-# GIL for ~15 ms (XLA unloads its code), which would cost a control cycle. Beyond this many,
-# the oldest is freed right after a cycle ends; all are freed when the loop stops.
-RETIRED_KEPT = 4
+# How long a build waits for its swap before leaving the replaced controller to the next build.
+SWAP_WAIT_S = 1.0
 
 
 # name -> (default or a Parameter.Type for "taken from the model", descriptor).
@@ -274,6 +272,19 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             int_range=(0, 98),
         ),
     ),
+    "kept_replaced_steps": (
+        4,
+        describe(
+            "Replaced compiled steps of another shape (a previous num_samples, horizon or "
+            "architecture) kept while the loop runs, so that changing back is instant. Freeing "
+            "one holds the GIL for ~15 ms while XLA tears its executable down: about one late "
+            "cycle at 100 Hz. Beyond this many the oldest is freed right after a cycle ends; "
+            "all are freed when the loop stops. 0 frees each right after its swap. A swap to "
+            "a model of the same architecture shares the running step and frees nothing.",
+            read_only=True,
+            int_range=(0, 64),
+        ),
+    ),
     "diagnostics_rate": (
         2.0,
         describe("Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0)),
@@ -333,7 +344,9 @@ class ControllerNode(LifecycleNode):
         self._inputs = _Inputs()
         self._active: CompiledController | None = None
         self._pending: _Build | None = None
+        # Replaced controllers, freed late (see the kept_replaced_steps parameter).
         self._retired: list[CompiledController] = []
+        self._kept_replaced_steps = int(self.get_parameter("kept_replaced_steps").value)
         # Background threads (compiles, reference resampling, the executor) yield to cycles.
         self.cycle_gate = CycleGate()
         self._build_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -579,6 +592,8 @@ class ControllerNode(LifecycleNode):
         return done
 
     def _build(self, spec: EngineSpec, generation: int, reason: str) -> None:
+        with self._lock:
+            swapped = self._swap_events[generation]
         try:
             compiled = compile_controller(spec)
             values = {n: self._value(n) for n in TUNING_PARAMETERS}
@@ -608,11 +623,21 @@ class ControllerNode(LifecycleNode):
         self.get_logger().info(
             f"{reason}: {compiled.model_id} compiled in {compiled.compile_seconds:.1f} s; swapping"
         )
+        if swapped.wait(SWAP_WAIT_S):
+            self._free_excess_retired()  # now including the controller this build replaced
 
     def _free_excess_retired(self) -> None:
-        """Frees the oldest retired controllers beyond :data:`RETIRED_KEPT`, each right after
+        """Drops retired controllers whose compiled step a live one shares (that frees only
+        their weights), then frees the oldest beyond ``kept_replaced_steps``, each right after
         a control cycle ends (so that it overlaps the idle part of the period)."""
-        while len(self._retired) > RETIRED_KEPT:
+        with self._lock:
+            live = [c for c in (self._active, self._pending and self._pending.compiled) if c]
+            kept, shared = [], []
+            for old in self._retired:
+                (shared if any(old.shares_step(c) for c in live) else kept).append(old)
+            self._retired = kept
+        del shared  # outside the lock, which the control thread takes every cycle
+        while len(self._retired) > self._kept_replaced_steps:
             self.cycle_gate.wait_cycle_end()
             with self._lock:
                 oldest = self._retired.pop(0)
@@ -994,6 +1019,7 @@ class ControllerNode(LifecycleNode):
             "watchdog": cause or "ok",
             "faults": str(self._watchdog.faults),
             "swaps": str(self._swaps),
+            "kept_steps": str(len(self._retired)),
             "compiling": str(self._pending is not None or bool(self._swap_events)).lower(),
             "last_error": self._last_build_error,
             "steering": f"{self._state_steering:.4f}",  # as used in the last state
