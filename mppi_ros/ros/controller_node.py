@@ -407,6 +407,7 @@ class ControllerNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._install(compiled)
         freeze_heap(full=True)
+        release_free_heap()  # the compile's garbage (~50 MB measured) back to the OS
         priority = int(self.get_parameter("realtime_priority").value)
         if priority > 1:  # the compile has started XLA's intra-op thread pool
             prioritise_threads(XLA_WORKER_THREADS, priority - 1)
