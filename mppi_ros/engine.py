@@ -13,6 +13,7 @@ nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import time
@@ -146,8 +147,10 @@ def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
     return with_replan_period(ctrl, spec.control_period), model_id
 
 
+@functools.lru_cache(maxsize=8)
 def placeholder_track(points: int) -> Track:
-    """A 60 m oval used to compile and warm up before the first reference arrives."""
+    """A 60 m oval used to compile and warm up before the first reference arrives (built once
+    per point count: every background build warms up on it)."""
     t = np.linspace(0.0, 2.0 * math.pi, 240, endpoint=False)
     center = np.stack([15.0 * np.cos(t), 7.0 * np.sin(t)], axis=1)
     track = track_from_centerline("placeholder", center, np.full(240, 1.1), np.full(240, 1.1))

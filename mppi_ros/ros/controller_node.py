@@ -856,6 +856,8 @@ class ControllerNode(LifecycleNode):
             f"reference: {len(xy)} points, {track.length:.1f} m, "
             f"{'timed' if speed is not None else 'untimed'}"
         )
+        self.cycle_gate.wait_cycle_end()
+        release_free_heap()  # what building the track freed, back to the OS
 
     # ------------------------------------------------------------------ control loop
 
