@@ -82,6 +82,8 @@ ROS_BENCH_KEYS = (
     "period_jitter_p99_ms",
     "swap_missed_cycles",
     "param_change_missed_cycles",
+    "idle_loop_missed_cycles",
+    "missed_cycles_in_machine_stalls",
 )
 
 
@@ -102,6 +104,7 @@ def test_bench_ros_runs_the_graph_through_a_swap_and_reports_its_keys(tmp_path):
     assert report["model_id"].startswith("swap_dpc@")  # the model swap happened
     assert report["controller_params"] == {"kept_replaced_steps": 0}
     assert report["kept_steps"] == 0  # same architecture: the swap shared the compiled step
+    assert 0 <= report["missed_cycles_in_machine_stalls"] <= report["missed_cycles"]
     assert report["measured_rate_hz"] == pytest.approx(50.0, rel=0.05)
     assert report["cycles"] >= 0.8 * 12 * 50
     assert report["stamps_consistent"]  # the subscriber saw the node's command stamps

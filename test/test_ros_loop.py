@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from mppi_ros.ros.bench import EVENT_SETTLE_S, rss_growth_between
+from mppi_ros.ros.bench import EVENT_SETTLE_S, missed_in_machine_stalls, rss_growth_between
 from mppi_ros.ros.loop import CycleGate, LoopStats, pin_process
 
 
@@ -137,3 +137,13 @@ def test_rss_growth_between_events_leaves_out_the_builds():
     outside = 300 - 2 * (1 + 1 + int(EVENT_SETTLE_S))  # rows not inside a settled window
     assert growth == pytest.approx(leak_mb_per_s * (outside - 3), abs=0.05)
     assert rss_growth_between(memory, []) == pytest.approx(80.0 + leak_mb_per_s * 299)
+
+
+def test_missed_cycles_in_machine_stalls_counts_only_gaps_the_idle_loop_shared():
+    period = 0.01
+    ticks = np.arange(0.0, 2.0, period)
+    ticks = np.delete(ticks, [50, 51, 120])  # a 30 ms gap at 0.49 s and a 20 ms one at 1.19 s
+    stalls = [[0.495, 0.52]]  # the idle loop was late inside the first gap only
+    assert missed_in_machine_stalls(ticks, stalls, period) == 2
+    assert missed_in_machine_stalls(ticks, [], period) == 0
+    assert missed_in_machine_stalls(ticks, [[0.0, 2.0]], period) == 3

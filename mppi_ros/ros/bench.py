@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -89,22 +91,38 @@ def _missed_between(timing: np.ndarray, start: float, end: float, period: float)
 def idle_loop_main() -> None:
     """``python -c 'from mppi_ros.ros.bench import idle_loop_main; idle_loop_main()' PERIOD``:
     the machine's own noise floor. A process that only sleeps to absolute deadlines (real-time
-    priority where permitted, like the node's loop) until stdin closes, then prints its missed
-    cycles, counted like the node's."""
+    priority where permitted, like the node's loop) until stdin closes, then prints JSON: its
+    missed cycles, counted like the node's, and its late gaps ``[[wall s before, wall s
+    after], ...]``."""
     period = float(sys.argv[1])
     realtime_priority()
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     stats, deadline = LoopStats(period), time.monotonic()
+    gaps, last_wall = [], None
     while not stop.is_set():
-        stats.tick(time.monotonic())
+        wall = time.time()
+        if stats.tick(time.monotonic()) and last_wall is not None:
+            gaps.append([last_wall, wall])
+        last_wall = wall
         deadline = next_deadline(deadline, period, time.monotonic())
         stop.wait(max(deadline - time.monotonic(), 0.0))
     # Normal scheduling for the interpreter's teardown: at SCHED_FIFO its ~0.1 s of CPU
     # starved the simulator on the same CPU (a stale-odometry fault after every run).
     with contextlib.suppress(AttributeError, PermissionError, OSError):
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    print(stats.missed_cycles, flush=True)
+    print(json.dumps({"missed": stats.missed_cycles, "gaps": gaps}), flush=True)
+
+
+def missed_in_machine_stalls(ticks: np.ndarray, stalls: list, period: float) -> int:
+    """Missed cycles of the tick times ``ticks`` (wall s) in gaps that overlap a late gap of
+    the idle loop (``stalls``, ``[[before, after], ...]``): the machine stalled both."""
+    count = 0
+    for before, after in itertools.pairwise(ticks):
+        gap = after - before
+        if gap > 1.5 * period and any(b < after and before < a for b, a in stalls):
+            count += round(gap / period) - 1
+    return count
 
 
 def _start_idle_loop(period: float) -> subprocess.Popen:
@@ -211,7 +229,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         wait_until(1.0)
         ended = time.time()
         stop.set()
-        idle_missed = int(idle_loop.communicate("", timeout=10.0)[0])
+        idle = json.loads(idle_loop.communicate("", timeout=10.0)[0])
         sim = monitor.diagnostic("vehicle_simulator")
         ctrl = monitor.diagnostic("mppi_controller")
     _, cmd, timing = monitor.recording.window(started, ended)
@@ -252,7 +270,10 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "latency_p99_ms": loop.get("latency_p99_ms"),
         "data_age_p99_ms": loop.get("data_age_p99_ms"),
         "missed_cycles": loop.get("missed_cycles"),
-        "idle_loop_missed_cycles": idle_missed,
+        "idle_loop_missed_cycles": idle["missed"],
+        "missed_cycles_in_machine_stalls": missed_in_machine_stalls(
+            timing[:, 0], idle["gaps"], period
+        ),
         "period_jitter_p99_ms": loop.get("period_jitter_p99_ms"),
         "measured_rate_hz": loop.get("rate_hz"),
         "cycles": loop.get("cycles"),

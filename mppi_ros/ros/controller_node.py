@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -277,8 +278,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         describe(
             "Replaced compiled steps of another shape (a previous num_samples, horizon or "
             "architecture) kept while the loop runs, so that changing back is instant. Freeing "
-            "one holds the GIL for ~15 ms while XLA tears its executable down: about one late "
-            "cycle at 100 Hz. Beyond this many the oldest is freed right after a cycle ends; "
+            "one holds the GIL for 20-30 ms while XLA tears its executable down: two late "
+            "cycles at 100 Hz. Beyond this many the oldest is freed right after a cycle ends; "
             "all are freed when the loop stops. 0 frees each right after its swap. A swap to "
             "a model of the same architecture shares the running step and frees nothing.",
             read_only=True,
@@ -355,7 +356,7 @@ class ControllerNode(LifecycleNode):
         self._swap_events: dict[int, threading.Event] = {}
         self._last_build_error = ""
         self._revert_requested = False
-        self._tuning_shown_for = None
+        self._tuning_shown_for: weakref.ref[CompiledController] | None = None
         self._limits: CommandLimits | None = None
         self._tuning = None
         self._tuning_values: dict[str, Any] = {}
@@ -564,7 +565,7 @@ class ControllerNode(LifecycleNode):
         tuning = self._tuning_for(compiled, values)
         self._active, self._tuning = compiled, tuning
         self._limits = _command_limits(compiled)
-        self._tuning_shown_for = compiled
+        self._tuning_shown_for = weakref.ref(compiled)
         self._show_model_tuning(compiled, tuning)
 
     def _show_model_tuning(self, compiled: CompiledController, tuning) -> None:
@@ -630,19 +631,25 @@ class ControllerNode(LifecycleNode):
     def _free_excess_retired(self) -> None:
         """Drops retired controllers whose compiled step a live one shares (that frees only
         their weights), then frees the oldest beyond ``kept_replaced_steps``, each right after
-        a control cycle ends (so that it overlaps the idle part of the period)."""
+        a control cycle ends (so that it overlaps the idle part of the period); then returns
+        the freed memory to the OS."""
         with self._lock:
             live = [c for c in (self._active, self._pending and self._pending.compiled) if c]
             kept, shared = [], []
             for old in self._retired:
                 (shared if any(old.shares_step(c) for c in live) else kept).append(old)
             self._retired = kept
+        freed = bool(shared)
         del shared  # outside the lock, which the control thread takes every cycle
         while len(self._retired) > self._kept_replaced_steps:
             self.cycle_gate.wait_cycle_end()
             with self._lock:
                 oldest = self._retired.pop(0)
             del oldest
+            freed = True
+        if freed:
+            self.cycle_gate.wait_cycle_end()
+            release_free_heap()
 
     def _revert_spec_parameters(self) -> None:
         active = self._active.spec if self._active else None
@@ -996,8 +1003,11 @@ class ControllerNode(LifecycleNode):
             self._revert_requested = False
             self._revert_spec_parameters()
         active = self._active
-        if active is not None and self._tuning_shown_for is not active:
-            self._tuning_shown_for = active
+        # A weak reference: a strong one kept the replaced controller (and its ~20 MB
+        # executable) alive until this ran, then freed it here, untimed and untrimmed.
+        shown = self._tuning_shown_for and self._tuning_shown_for()
+        if active is not None and shown is not active:
+            self._tuning_shown_for = weakref.ref(active)
             self._show_model_tuning(active, self._tuning)
 
     def _on_diagnostics_timer(self) -> None:
