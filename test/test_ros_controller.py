@@ -9,6 +9,7 @@ import math
 import os
 import pathlib
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -18,14 +19,20 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray
 
 from mppi_ros.core.bundle import shipped_model_path
 from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.tracks import load_track
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import LATCHED
-from mppi_ros.ros.graph import Monitor, NodeProcesses, pick_domain_id
+from mppi_ros.ros.graph import (
+    Monitor,
+    NodeProcess,
+    NodeProcesses,
+    pick_domain_id,
+    write_params_file,
+)
 from mppi_ros.sim.closed_loop import start_state
 
 CTRL = "mppi_controller"
@@ -460,3 +467,71 @@ def test_configure_fails_clearly_for_cpus_the_machine_lacks(tmp_path):
     finally:
         monitor.close()
         processes.stop()
+
+
+def test_configure_fails_clearly_without_ackermann_msgs(tmp_path):
+    if conversions.ackermann_message_class() is not None:
+        pytest.skip("ackermann_msgs is installed; configure would succeed")
+    domain = pick_domain_id()
+    params = {CTRL: {"controller": "step_mppi", "command_type": "ackermann"}}
+    processes = NodeProcesses(params, domain, tmp_path)
+    monitor = Monitor(domain, "array")
+    try:
+        assert not change_state(monitor, Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(monitor) == "unconfigured"
+        log = processes.log(CTRL)
+        assert "configure failed: command_type 'ackermann' needs the ackermann_msgs" in log
+        assert "'twist_stamped' or 'array'" in log  # what to use instead
+        assert processes.dead() == []
+    finally:
+        monitor.close()
+        processes.stop()
+
+
+def test_step_exception_brakes_reports_and_recovers(tmp_path):
+    """An exception inside the compiled step (made by handing the real step a reference of
+    the wrong structure, see ``step_fault_node``) brakes, raises the diagnostic with the
+    exception, logs it once, and control resumes when the step works again."""
+    domain = pick_domain_id()
+    params = write_params_file(
+        tmp_path / "params.yaml",
+        {
+            CTRL: {
+                "controller": "step_mppi",
+                "command_type": "array",
+                "state_timeout": 0.25,
+                "diagnostics_rate": 10.0,
+                "autostart": True,
+            }
+        },
+    )
+    monitor = Monitor(domain, "array")
+    vehicle = Vehicle(monitor)
+    env = {"PYTHONPATH": os.pathsep.join([str(pathlib.Path(__file__).parent), *sys.path])}
+    process = NodeProcess("step_fault_node", params, domain, env=env, log_path=tmp_path / "c.log")
+    try:
+        wait_watchdog(monitor, "ok", 180.0)
+        breaker = monitor.node.create_publisher(Bool, f"/{CTRL}/break_step", LATCHED)
+        monitor.wait_for(lambda: breaker.get_subscription_count() > 0, 10, "break_step")
+        faults = int(diag(monitor)["faults"])
+        breaker.publish(Bool(data=True))
+        wait_watchdog(monitor, "step_exception: AttributeError")
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        cmds = vehicle.commands_since(t0)
+        assert len(cmds) > 50, "the brake is published every cycle"
+        assert all(c[0] == 0.0 and c[1] <= 0.0 for c in cmds), "brake while the step raises"
+        assert int(diag(monitor)["faults"]) == faults + 1
+        assert monitor.recording.diagnostic_levels[CTRL] == 2  # ERROR
+        breaker.publish(Bool(data=False))
+        wait_watchdog(monitor, "ok", 10.0)
+        t1 = time.monotonic()
+        time.sleep(0.5)
+        assert any(c[1] > 0.0 or c[0] != 0.0 for c in vehicle.commands_since(t1)), "driving"
+        assert process.alive()
+        log = process.log()
+        assert log.count("braking: step_exception") == 1, "logged once, not every cycle"
+        assert "recovered from: step_exception" in log
+    finally:
+        monitor.close()
+        process.stop()

@@ -1064,7 +1064,8 @@ def _reject(reason: str) -> SetParametersResult:
     return SetParametersResult(successful=False, reason=reason)
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None, node_class: type[ControllerNode] = ControllerNode) -> None:
+    """Runs the node until SIGINT / SIGTERM (``node_class``: the node to run, for subclasses)."""
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     enable_compilation_cache()
     # Each step then runs on the (real-time) control thread, not handed to JAX's
@@ -1074,7 +1075,7 @@ def main(args: list[str] | None = None) -> None:
     # A short GIL switch interval bounds how long the control thread waits for the GIL while
     # the executor thread or a background compile runs Python code.
     sys.setswitchinterval(5e-4)
-    node = ControllerNode()
+    node = node_class()
     executor = make_executor()
     executor.add_node(node)
     try:
