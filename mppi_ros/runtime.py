@@ -5,9 +5,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
+from jax._src import util as jax_util  # internal: see jax_cache_evictions
 
 # Compiles shorter than this are not written to the persistent cache.
 CACHE_MIN_COMPILE_S = 0.5
@@ -71,3 +73,65 @@ def synchronous_cpu_dispatch() -> None:
     processes that block on each result anyway (the controller node does).
     """
     jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
+# JAX's caches that hold what a compile left behind, emptied first: each entry of these keeps
+# the entries above it in the chain alive (executable <- MLIR module <- lowering <- jaxpr).
+_EVICT_FIRST = ("_cached_compilation", "_cached_lowering_to_hlo", "_pjit_lower")
+# Emptied last, after the rest has gone: it holds the eager primitives' jitted functions.
+_EVICT_LAST = ("xla_primitive_callable",)
+
+
+def _eviction_rank(name: str) -> int:
+    for rank, key in enumerate(_EVICT_FIRST):
+        if key in name:
+            return rank
+    return len(_EVICT_FIRST) + 1 if any(key in name for key in _EVICT_LAST) else len(_EVICT_FIRST)
+
+
+def jax_cache_evictions() -> Iterator[tuple[bool, Callable[[], None]]]:
+    """Small steps that together empty JAX's in-memory trace, lowering and compile caches, as
+    ``(heavy, evict)`` pairs; nothing where this JAX keeps its caches elsewhere.
+
+    JAX keeps the jaxpr, the MLIR module and a reference to the executable of every traced
+    function for as long as the function lives (~95 MB for the controller's compile, and as
+    much again for each later build). A running step does not need them: its jitted
+    function's own C++ cache holds the executable. ``jax.clear_caches`` drops that too (the
+    next call recompiles) and frees everything in one GIL-held cascade (50-100 ms); these
+    steps evict one traced function at a time from JAX's weakly keyed caches, lowest stage
+    first, so that no step frees a large tree (the largest measured ~5 ms, the plain LRU
+    caches, marked ``heavy``). Internal JAX API (``jax._src.util._caches``), hence the
+    fallback.
+    """
+    registry = getattr(jax_util, "_caches", None)
+    if registry is None:
+        return
+    caches = sorted(list(registry.items()), key=lambda item: _eviction_rank(item[1]))
+    for cache, _name in caches:
+        # Only WeakrefLRUCache lists its keys safely (cache_keys of the multi-key variant
+        # crashes); the others are cleared whole.
+        if hasattr(cache, "evict_weakref") and hasattr(cache, "cache_keys"):
+            for key in cache.cache_keys():
+                owner = key[0]() if isinstance(key, tuple) and callable(key[0]) else None
+                if owner is not None:
+                    yield False, functools.partial(cache.evict_weakref, owner)
+                del owner
+        elif hasattr(cache, "cache_clear"):
+            yield True, cache.cache_clear
+
+
+def release_jax_caches(before_each: Callable[[bool], None] | None = None) -> int:
+    """Empties JAX's in-memory caches in small steps (:func:`jax_cache_evictions`), calling
+    ``before_each(heavy)`` before each one (the controller node waits there for room between
+    two control cycles); returns the number of steps.
+
+    Compiled functions keep working without a recompile; tracing anything again (a later
+    build) starts from empty caches.
+    """
+    steps = 0
+    for heavy, evict in jax_cache_evictions():
+        if before_each is not None:
+            before_each(heavy)
+        evict()
+        steps += 1
+    return steps

@@ -21,6 +21,7 @@ from mppi_ros.engine import (
     policy_step,
     step_identity,
 )
+from mppi_ros.runtime import jax_cache_evictions, release_jax_caches
 from mppi_ros.sim.closed_loop import start_state
 
 
@@ -101,3 +102,44 @@ def test_models_of_one_architecture_share_a_compiled_step_that_runs_each_ones_we
     del a, b, shared
     gc.collect()
     assert identity not in engine._SHARED  # freed with the last controller that used it
+
+
+_COMPILES: list[str] | None = None  # collects backend compiles while a list
+
+
+def _on_compile(event: str, duration: float, **kwargs) -> None:
+    if _COMPILES is not None and event.endswith("backend_compile_duration"):
+        _COMPILES.append(event)
+
+
+def test_released_jax_caches_leave_compiled_steps_running_without_a_recompile():
+    """The controller node empties JAX's trace/lowering/compile caches after each build
+    (~95 MB): a compiled step must keep its executable and never recompile."""
+    global _COMPILES
+    spec = EngineSpec(controller="step_mppi", num_samples=40, reference_points=64)
+    compiled = compile_controller(spec, warmup_steps=1)
+    arrays = placeholder_track(spec.reference_points).arrays()
+    x0 = np.asarray(start_state(compiled.controller.model, placeholder_track(64), 5.0))
+    start = compiled.init_state(11)  # init runs eager ops, which do compile after a release
+    before = _actions_from(compiled, start, arrays, x0)
+    assert any(not heavy for heavy, _ in jax_cache_evictions()), "the compile cached traces"
+    jax.monitoring.register_event_duration_secs_listener(_on_compile)
+    _COMPILES, heavy_steps = [], []
+    try:
+        steps = release_jax_caches(heavy_steps.append)
+        assert steps == len(heavy_steps) > 0
+        assert not any(not heavy for heavy, _ in jax_cache_evictions()), "entries left"
+        after = _actions_from(compiled, start, arrays, x0)
+        assert _COMPILES == []
+    finally:
+        _COMPILES = None
+    np.testing.assert_array_equal(after, before)
+
+
+def _actions_from(compiled, cstate, arrays, x0, steps: int = 3) -> np.ndarray:
+    actions = []
+    for i in range(steps):
+        result, cstate = compiled.step(cstate, x0 + 0.01 * i, compiled.default_tuning, arrays)
+        cstate = compiled.prepare(cstate)
+        actions.append(result.action)
+    return np.array(actions)

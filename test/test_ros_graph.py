@@ -91,7 +91,7 @@ ROS_BENCH_KEYS = (
 def test_bench_ros_runs_the_graph_through_a_swap_and_reports_its_keys(tmp_path):
     out = tmp_path / "ros.json"
     args = ["bench", "ros", "--duration", "12", "--rate", "50", "--controller", "dpc"]
-    args += ["--param", "kept_replaced_steps=0"]
+    args += ["--param", "kept_replaced_steps=2"]
     proc = subprocess.run(
         [sys.executable, "-m", "mppi_ros.cli", *args, "--json", str(out)],
         capture_output=True,
@@ -102,7 +102,7 @@ def test_bench_ros_runs_the_graph_through_a_swap_and_reports_its_keys(tmp_path):
     report = json.loads(out.read_text())
     assert all(isinstance(report[key], (int, float)) for key in ROS_BENCH_KEYS), report
     assert report["model_id"].startswith("swap_dpc@")  # the model swap happened
-    assert report["controller_params"] == {"kept_replaced_steps": 0}
+    assert report["controller_params"] == {"kept_replaced_steps": 2}
     assert report["kept_steps"] == 0  # same architecture: the swap shared the compiled step
     assert 0 <= report["missed_cycles_in_machine_stalls"] <= report["missed_cycles"]
     assert report["measured_rate_hz"] == pytest.approx(50.0, rel=0.05)

@@ -90,6 +90,7 @@ from mppi_ros.runtime import (
     enable_compilation_cache,
     persistent_cache_writes,
     release_free_heap,
+    release_jax_caches,
     synchronous_cpu_dispatch,
 )
 
@@ -97,6 +98,9 @@ NODE_NAME = "mppi_controller"
 # Name prefix of XLA's CPU intra-op worker threads (they run part of every compiled step).
 XLA_WORKER_THREADS = "tf_XLAEigen"
 SWAP_TIMEOUT_S = 300.0
+# Room (s) a JAX cache-eviction step needs before the next cycle: light ones (one traced
+# function) measured <= 2 ms, heavy ones (a whole LRU cache) <= ~6 ms.
+CACHE_EVICTION_ROOM_S = {False: 2.5e-3, True: 7.0e-3}
 # How long a build waits for its swap before leaving the replaced controller to the next build.
 SWAP_WAIT_S = 1.0
 
@@ -274,14 +278,14 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         ),
     ),
     "kept_replaced_steps": (
-        4,
+        0,
         describe(
             "Replaced compiled steps of another shape (a previous num_samples, horizon or "
-            "architecture) kept while the loop runs, so that changing back is instant. Freeing "
-            "one holds the GIL for 20-30 ms while XLA tears its executable down: two late "
-            "cycles at 100 Hz. Beyond this many the oldest is freed right after a cycle ends; "
-            "all are freed when the loop stops. 0 frees each right after its swap. A swap to "
-            "a model of the same architecture shares the running step and frees nothing.",
+            "architecture) kept while the loop runs, so that changing back is instant (each "
+            "holds ~23 MB for Step-MPPI K=1024). 0 frees each right after a cycle ends once "
+            "its replacement drives (one GIL-held XLA teardown, ~12 ms). Beyond this many the "
+            "oldest is freed; all are freed when the loop stops. A swap to a model of the same "
+            "architecture shares the running step and frees no executable.",
             read_only=True,
             int_range=(0, 64),
         ),
@@ -407,7 +411,8 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self._install(compiled)
-        freeze_heap(full=True)
+        release_jax_caches()  # what tracing and lowering left (~95 MB), before the loop runs
+        freeze_heap()
         release_free_heap()  # the compile's garbage (~50 MB measured) back to the OS
         priority = int(self.get_parameter("realtime_priority").value)
         if priority > 1:  # the compile has started XLA's intra-op thread pool
@@ -606,14 +611,23 @@ class ControllerNode(LifecycleNode):
                 _command_limits(compiled),
             )
         except (ValueError, BundleError) as err:
-            self._last_build_error = f"{reason} failed: {err}"
+            failure = err
+        else:
+            failure = None
+        # What this build's tracing and lowering left in JAX's caches (75-95 MB for a new
+        # shape): evicted in steps of <= ~5 ms that fit between two control cycles.
+        release_jax_caches(self._make_room)
+        if failure is not None:
+            self._last_build_error = f"{reason} failed: {failure}"
             self.get_logger().error(self._last_build_error)
             self._revert_requested = True  # done by the executor thread (housekeeping)
             self._swap_events.pop(generation).set()
             return
         # The collection holds the GIL: start it as a cycle ends, in the idle rest of a period.
+        # A full one: what the evicted caches held in reference cycles would otherwise be
+        # frozen for good. It walks only what is not frozen yet (1-2 ms measured).
         self.cycle_gate.wait_cycle_end()
-        freeze_heap(full=False)
+        freeze_heap()
         with self._lock:
             if generation != self._build_generation:
                 self._swap_events.pop(generation).set()  # superseded by a newer request
@@ -627,6 +641,10 @@ class ControllerNode(LifecycleNode):
         )
         if swapped.wait(SWAP_WAIT_S):
             self._free_excess_retired()  # now including the controller this build replaced
+
+    def _make_room(self, heavy: bool) -> None:
+        """Waits until the next cache-eviction step fits before the next control cycle."""
+        self.cycle_gate.wait_for_room(CACHE_EVICTION_ROOM_S[heavy])
 
     def _free_excess_retired(self) -> None:
         """Drops retired controllers whose compiled step a live one shares (that frees only

@@ -190,6 +190,12 @@ class CycleGate:
         """Blocks until the next control cycle ends (at most ``max_park``)."""
         self._ended.wait(self.max_park)
 
+    def wait_for_room(self, seconds: float) -> None:
+        """Blocks until ``seconds`` of GIL-held work can end before the next cycle's parking
+        window (after the next cycle when it cannot); returns at once when no loop runs."""
+        if time.monotonic() + seconds >= self._window_start:
+            self._ended.wait(self.max_park)
+
     def stop(self) -> None:
         """The loop stopped: background threads run freely."""
         self._window_start = math.inf
@@ -214,16 +220,16 @@ class CycleGate:
             sys.setprofile(previous)
 
 
-def freeze_heap(full: bool) -> None:
-    """Moves every live object out of the cyclic garbage collector's view (``gc.freeze``) and
-    leaves full collections to explicit calls.
+def freeze_heap() -> None:
+    """Collects, then moves every live object out of the cyclic garbage collector's view
+    (``gc.freeze``) and leaves full collections to explicit calls.
 
     A full collection walks every tracked object with the GIL held: with JAX's caches that is
-    50-90 ms, several missed cycles. Called with ``full`` once the controller is compiled (no
-    loop runs yet), and without it after each background build; young-generation collections
-    still run and stay sub-millisecond.
+    50-90 ms, several missed cycles. Once the configured controller is frozen, a later call
+    walks only what was made since (1-2 ms after a background build whose JAX caches were
+    released); young-generation collections still run and stay sub-millisecond.
     """
-    gc.collect(2 if full else 1)
+    gc.collect()
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, 1_000_000_000)
