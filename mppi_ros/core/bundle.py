@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,23 @@ def _weights_state(weights: PolicyWeights) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=16)
+def _weight_shapes(controller: str, config: Any) -> PolicyWeights:
+    """The weight shapes of ``controller`` built from ``config``: traced once per architecture,
+    never run. (An eager init dispatched ~250 ops per bundle load, and traced and compiled
+    again after the controller node empties JAX's caches: 0.1 s on the thread that
+    validates a new ``model_path``, long enough to let odometry go stale.)"""
+    from mppi_ros.core.controllers import make_controller
+
+    ctrl = make_controller(controller, **dataclasses.asdict(config))
+    return jax.eval_shape(ctrl.init_weights, jax.random.PRNGKey(0))
+
+
+def _weights_template(shapes: PolicyWeights) -> dict[str, Any]:
+    """The stored layout of weights of these shapes (``jax.ShapeDtypeStruct`` leaves)."""
+    return {"params": shapes.params, "input_mean": shapes.input_mean, "input_std": shapes.input_std}
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Reads and schema-checks ``manifest.json`` (no weights loaded)."""
     path = Path(path)
@@ -302,12 +320,8 @@ def load_bundle(path: str | Path) -> Bundle:
             f"model bundle {path} expects {manifest['inputs'].get('features')} input features, "
             f"but dynamics {model.name!r} provides {expected_inputs}"
         )
-    from mppi_ros.core.controllers import make_controller
 
-    template = make_controller(controller, **dataclasses.asdict(config)).init_weights(
-        jax.random.PRNGKey(0)
-    )
-    weights = _read_weights(path, _weights_state(template))
+    weights = _read_weights(path, _weights_template(_weight_shapes(controller, config)))
     return Bundle(
         path=path,
         manifest=manifest,

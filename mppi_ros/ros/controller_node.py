@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import weakref
 from typing import Any
 
@@ -595,8 +596,17 @@ class ControllerNode(LifecycleNode):
             self._build_generation += 1
             generation = self._build_generation
             self._swap_events[generation] = done
-        self._build_pool.submit(self._build, spec, generation, reason)
+        self._build_pool.submit(self._build, spec, generation, reason).add_done_callback(
+            self._on_build_done
+        )
         return done
+
+    def _on_build_done(self, future: concurrent.futures.Future) -> None:
+        """Logs what a build raised outside its own error handling (a future keeps it quiet)."""
+        err = future.exception()
+        if err is not None:
+            trace = "".join(traceback.format_exception(err))
+            self.get_logger().error(f"background build failed unexpectedly:\n{trace}")
 
     def _build(self, spec: EngineSpec, generation: int, reason: str) -> None:
         with self._lock:
@@ -611,7 +621,10 @@ class ControllerNode(LifecycleNode):
                 _command_limits(compiled),
             )
         except (ValueError, BundleError) as err:
-            failure = err
+            failure = str(err)
+        except Exception as err:  # a background thread: report it, never leave the swap hanging
+            failure = f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"{reason}: unexpected error\n{traceback.format_exc()}")
         else:
             failure = None
         # What this build's tracing and lowering left in JAX's caches (75-95 MB for a new
