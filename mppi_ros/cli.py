@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mppi_ros.allocator import ALLOCATORS
+
 
 def _csv_list(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(",") if t.strip())
@@ -218,6 +220,7 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
         backend=args.backend,
         controller_cpus=args.controller_cpus,
         controller_params=tuple(args.param),
+        allocator=args.allocator,
     )
     log = lambda line: print(line, file=sys.stderr, flush=True)
     _emit(bench.run_compared(config, log=log), args.json)
@@ -463,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a controller parameter on top of config/<controller>.yaml (repeatable), e.g. "
         "kept_replaced_steps=0",
+    )
+    ros.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default="auto",
+        help="heap allocator of the controller process; auto: jemalloc when libjemalloc2 is "
+        "installed (it returns freed executables' memory to the OS), else glibc",
     )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)

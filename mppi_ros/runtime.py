@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -41,27 +40,6 @@ def persistent_cache_writes(enabled: bool) -> None:
     """
     threshold = CACHE_MIN_COMPILE_S if enabled else float("inf")
     jax.config.update("jax_persistent_cache_min_compile_time_secs", threshold)
-
-
-@functools.cache
-def libc() -> ctypes.CDLL:
-    """The C library's symbols as loaded in this process (looked up once)."""
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def release_free_heap() -> bool:
-    """Returns the C heap's free memory to the OS (glibc ``malloc_trim``); False where the C
-    library has none.
-
-    An XLA compile frees most of what it allocated, but glibc keeps it in the compiling
-    thread's arena: without this each background build left ~35-170 MB of resident memory
-    behind (measured on Step-MPPI builds). Runs without the GIL; takes 5-35 ms.
-    """
-    trim = getattr(libc(), "malloc_trim", None)
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 def synchronous_cpu_dispatch() -> None:

@@ -45,6 +45,8 @@ class RosBench:
     controller_cpus: tuple[int, ...] | str = "auto"
     # Extra controller parameters (name, value), applied on top of the shipped config.
     controller_params: tuple[tuple[str, Any], ...] = ()
+    # Heap allocator of the controller process (mppi_ros.allocator.ALLOCATORS).
+    allocator: str = "auto"
 
     def cpu_split(self) -> tuple[list[int], list[int]] | None:
         """``(controller CPUs, CPUs of everything else)``, or None for no pinning."""
@@ -178,7 +180,10 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
 
     with (
         _running_on(split[1] if split else None),  # the nodes inherit it at spawn
-        driving_graph(params, bench.command_type, log_dir, 300.0) as (processes, monitor),
+        driving_graph(params, bench.command_type, log_dir, 300.0, allocator=bench.allocator) as (
+            processes,
+            monitor,
+        ),
     ):
         started = time.time()
         pid = processes.pid("mppi_controller")
@@ -301,6 +306,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "border_violations": int(sim.get("border_violations", -1)),
         "faults": int(ctrl.get("faults", 0)),
         "kept_steps": int(ctrl.get("kept_steps", 0)),
+        "allocator": ctrl.get("allocator", ""),  # as the node reports it
         "logs": str(log_dir),
     }
     return report

@@ -44,6 +44,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from mppi_ros.allocator import heap_allocator, release_free_heap
 from mppi_ros.core.bundle import (
     LEARNED_CONTROLLERS,
     MODEL_CONTROLLERS,
@@ -90,7 +91,6 @@ from mppi_ros.ros.loop import (
 from mppi_ros.runtime import (
     enable_compilation_cache,
     persistent_cache_writes,
-    release_free_heap,
     release_jax_caches,
     synchronous_cpu_dispatch,
 )
@@ -1064,6 +1064,7 @@ class ControllerNode(LifecycleNode):
             "faults": str(self._watchdog.faults),
             "swaps": str(self._swaps),
             "kept_steps": str(len(self._retired)),
+            "allocator": heap_allocator(),
             "compiling": str(self._pending is not None or bool(self._swap_events)).lower(),
             "last_error": self._last_build_error,
             "steering": f"{self._state_steering:.4f}",  # as used in the last state

@@ -37,6 +37,7 @@ from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from mppi_ros.allocator import allocator_environment
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import make_executor
 
@@ -201,7 +202,14 @@ class NodeProcess:
 class NodeProcesses:
     """The graph's node processes (one :class:`NodeProcess` per node, logs in ``log_dir``)."""
 
-    def __init__(self, params: dict[str, dict[str, Any]], domain_id: int, log_dir: Path) -> None:
+    def __init__(
+        self,
+        params: dict[str, dict[str, Any]],
+        domain_id: int,
+        log_dir: Path,
+        env: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """``env``: extra environment variables per node name."""
         self.log_dir = Path(log_dir)
         self.params_file = write_params_file(self.log_dir / "params.yaml", params)
         self.exit_codes: dict[str, int | None] = {}
@@ -210,6 +218,7 @@ class NodeProcesses:
                 NODE_MODULES[name],
                 self.params_file,
                 domain_id,
+                env=(env or {}).get(name),
                 log_path=self.log_dir / f"{name}.log",
             )
             for name in params
@@ -410,12 +419,16 @@ def driving_graph(
     log_dir: Path,
     startup_timeout: float,
     log: Callable[[str], None] = lambda _: None,
+    allocator: str = "auto",
 ) -> Iterator[tuple[NodeProcesses, Monitor]]:
     """Starts the node processes and a monitor, waits until the controller drives and resets
-    the car to the start line; on exit stops everything (``processes.exit_codes``)."""
+    the car to the start line; on exit stops everything (``processes.exit_codes``). The
+    controller runs with heap ``allocator`` (:func:`mppi_ros.allocator.allocator_environment`).
+    """
+    env = {"mppi_controller": allocator_environment(allocator)}
     domain = pick_domain_id()
     log(f"starting {', '.join(params)} (ROS_DOMAIN_ID={domain})")
-    processes = NodeProcesses(params, domain, log_dir)
+    processes = NodeProcesses(params, domain, log_dir, env)
     monitor = Monitor(domain, command_type)
     try:
         wait_until_driving(monitor, processes, startup_timeout)

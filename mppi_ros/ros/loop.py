@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from mppi_ros.allocator import libc
 from mppi_ros.core.controllers import TrackingTuning, update_tuning
 from mppi_ros.core.dynamics import DynamicsModel
-from mppi_ros.runtime import libc
 
 # ROS parameter name -> what it sets in the tuning pytree (vector lengths checked there).
 TUNING_PARAMETERS = (
