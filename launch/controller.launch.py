@@ -6,6 +6,9 @@
 ``params_file`` defaults to the package's ``config/<controller>.yaml``; ``model_path`` (when
 given) overrides the file's. With ``autostart:=true`` (default) the node configures and
 activates itself; set it to false to drive the lifecycle with ``ros2 lifecycle set``.
+``allocator:=auto`` (default) preloads jemalloc when libjemalloc2 is installed: glibc keeps
+the memory of replaced compiled steps (see mppi_ros/allocator.py); ``glibc`` or ``jemalloc``
+choose.
 """
 
 import os
@@ -15,6 +18,8 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
+
+from mppi_ros.allocator import ALLOCATORS, allocator_environment
 
 
 def _controller_node(context, *args, **kwargs):
@@ -38,6 +43,9 @@ def _controller_node(context, *args, **kwargs):
             namespace=LaunchConfiguration("namespace"),
             output="screen",
             parameters=[params_file, overrides],
+            additional_env=allocator_environment(
+                LaunchConfiguration("allocator").perform(context)
+            ),
         )
     ]
 
@@ -64,6 +72,11 @@ def generate_launch_description() -> LaunchDescription:
                 "autostart", default_value="true", description="configure and activate on start-up"
             ),
             DeclareLaunchArgument("namespace", default_value=""),
+            DeclareLaunchArgument(
+                "allocator",
+                default_value="auto",
+                description="heap allocator of the controller: " + ", ".join(ALLOCATORS),
+            ),
             OpaqueFunction(function=_controller_node),
         ]
     )

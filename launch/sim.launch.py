@@ -30,6 +30,9 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "sim_params_file", default_value=os.path.join(share, "config", "sim.yaml")
             ),
+            DeclareLaunchArgument(
+                "allocator", default_value="auto", description="the controller's heap allocator"
+            ),
             *(
                 Node(
                     package="mppi_ros",
@@ -48,6 +51,7 @@ def generate_launch_description() -> LaunchDescription:
                     "controller": LaunchConfiguration("controller"),
                     "model_path": LaunchConfiguration("model_path"),
                     "params_file": LaunchConfiguration("params_file"),
+                    "allocator": LaunchConfiguration("allocator"),
                 }.items(),
             ),
         ]

@@ -16,6 +16,7 @@ import functools
 import os
 
 ALLOCATORS = ("auto", "glibc", "jemalloc")
+JEMALLOC_CONF = "background_thread:true"
 # jemalloc's "purge every arena" control (MALLCTL_ARENAS_ALL is 4096).
 _JEMALLOC_PURGE_ALL = b"arena.4096.purge"
 # Where Debian/Ubuntu's libjemalloc2 puts the library.
@@ -79,4 +80,7 @@ def allocator_environment(choice: str) -> dict[str, str]:
     if library is None:
         return {}
     preload = " ".join(p for p in (library, os.environ.get("LD_PRELOAD", "")) if p)
-    return {"LD_PRELOAD": preload}
+    # Decay purging on jemalloc's own thread, not inline in whichever thread frees (the
+    # control thread included); a MALLOC_CONF of the user's wins.
+    conf = os.environ.get("MALLOC_CONF", JEMALLOC_CONF)
+    return {"LD_PRELOAD": preload, "MALLOC_CONF": conf}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 from jax._src import util as jax_util  # internal: see jax_cache_evictions
@@ -92,12 +94,18 @@ def jax_cache_evictions() -> Iterator[tuple[bool, Callable[[], None]]]:
         # crashes); the others are cleared whole.
         if hasattr(cache, "evict_weakref") and hasattr(cache, "cache_keys"):
             for key in cache.cache_keys():
-                owner = key[0]() if isinstance(key, tuple) and callable(key[0]) else None
-                if owner is not None:
-                    yield False, functools.partial(cache.evict_weakref, owner)
-                del owner
+                if isinstance(key, tuple) and isinstance(key[0], weakref.ref):
+                    yield False, functools.partial(_evict, cache, key[0])
         elif hasattr(cache, "cache_clear"):
             yield True, cache.cache_clear
+
+
+def _evict(cache: Any, owner_ref: weakref.ref) -> None:
+    """Evicts the entries of ``owner_ref``'s object; what that frees is freed in this call
+    (no reference to the object outlives it)."""
+    owner = owner_ref()
+    if owner is not None:
+        cache.evict_weakref(owner)
 
 
 def release_jax_caches(before_each: Callable[[bool], None] | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mppi_ros.allocator import jemalloc_library
 from mppi_ros.ros.controller_node import NODE_NAME, PARAMETERS
 from mppi_ros.ros.demo import DemoConfig, run_demo
 
@@ -104,6 +105,7 @@ def test_bench_ros_runs_the_graph_through_a_swap_and_reports_its_keys(tmp_path):
     assert report["model_id"].startswith("swap_dpc@")  # the model swap happened
     assert report["controller_params"] == {"kept_replaced_steps": 2}
     assert report["kept_steps"] == 0  # same architecture: the swap shared the compiled step
+    assert report["allocator"] == ("jemalloc" if jemalloc_library() else "glibc")  # auto
     assert 0 <= report["missed_cycles_in_machine_stalls"] <= report["missed_cycles"]
     assert report["measured_rate_hz"] == pytest.approx(50.0, rel=0.05)
     assert report["cycles"] >= 0.8 * 12 * 50

@@ -64,6 +64,32 @@ def test_stopped_gate_never_parks():
     assert max(b - a for a, b in itertools.pairwise(progress)) < 0.5
 
 
+def test_wait_for_room_waits_for_the_cycle_end_only_when_the_work_would_not_fit():
+    """JAX cache evictions run between cycles: one that would reach into the parking window
+    waits for the next cycle to end; one that fits, or any with no loop running, goes at once."""
+    gate = CycleGate(margin=0.002, max_park=1.0)
+    t0 = time.monotonic()
+    gate.wait_for_room(1.0)  # no loop yet: never waits
+    assert time.monotonic() - t0 < 0.05
+    gate.cycle_ended(time.monotonic() + 0.2)  # next deadline in 200 ms
+    t0 = time.monotonic()
+    gate.wait_for_room(0.05)  # fits before the window
+    assert time.monotonic() - t0 < 0.05
+    ended_at: list[float] = []
+
+    def end_cycle() -> None:
+        time.sleep(0.1)
+        ended_at.append(time.monotonic())
+        gate.cycle_ended(time.monotonic() + 0.2)
+
+    ender = threading.Thread(target=end_cycle)
+    ender.start()
+    gate.wait_for_room(0.5)  # would overrun the window: waits for the cycle to end
+    returned = time.monotonic()
+    ender.join()
+    assert ended_at and returned >= ended_at[0]
+
+
 def _cooperating(gate: CycleGate, stop: threading.Event, progress: list[float]) -> None:
     with gate.cooperate():
         _python_work(stop, progress)

@@ -257,6 +257,9 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         }
     memory = np.array(rss).reshape(-1, 2)
     np.savetxt(log_dir / "rss.csv", memory, delimiter=",", header="wall_s,rss_mb", comments="")
+    idle_gaps = np.array(idle["gaps"], dtype=float).reshape(-1, 2)
+    header = "wall_s_before,wall_s_after"  # the idle loop's late gaps, to line up with the node's
+    np.savetxt(log_dir / "idle_gaps.csv", idle_gaps, delimiter=",", header=header, comments="")
     mark = started + min(60.0, 0.1 * bench.duration_s)
     after_mark = memory[memory[:, 0] >= mark]
     rss_start = float(after_mark[0, 1]) if len(after_mark) else float("nan")
