@@ -43,9 +43,7 @@ def _controller_node(context, *args, **kwargs):
             namespace=LaunchConfiguration("namespace"),
             output="screen",
             parameters=[params_file, overrides],
-            additional_env=allocator_environment(
-                LaunchConfiguration("allocator").perform(context)
-            ),
+            additional_env=allocator_environment(LaunchConfiguration("allocator").perform(context)),
         )
     ]
 

@@ -107,6 +107,8 @@ def test_bench_ros_runs_the_graph_through_a_swap_and_reports_its_keys(tmp_path):
     assert report["kept_steps"] == 0  # same architecture: the swap shared the compiled step
     assert report["allocator"] == ("jemalloc" if jemalloc_library() else "glibc")  # auto
     assert 0 <= report["missed_cycles_in_machine_stalls"] <= report["missed_cycles"]
+    for key in ("steal_ms_controller_cpus", "steal_ms_other_cpus"):  # None: not reported
+        assert report[key] is None or report[key] >= 0.0, report[key]
     assert report["measured_rate_hz"] == pytest.approx(50.0, rel=0.05)
     assert report["cycles"] >= 0.8 * 12 * 50
     assert report["stamps_consistent"]  # the subscriber saw the node's command stamps

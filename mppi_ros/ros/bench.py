@@ -90,14 +90,18 @@ def _missed_between(timing: np.ndarray, start: float, end: float, period: float)
     return timing_summary(rows, period).get("missed_cycles", 0) if len(rows) > 1 else 0
 
 
+# SCHED_FIFO priority of the idle loop: preempts normal threads, yields to the node's loop.
+IDLE_LOOP_PRIORITY = 1
+
+
 def idle_loop_main() -> None:
     """``python -c 'from mppi_ros.ros.bench import idle_loop_main; idle_loop_main()' PERIOD``:
-    the machine's own noise floor. A process that only sleeps to absolute deadlines (real-time
-    priority where permitted, like the node's loop) until stdin closes, then prints JSON: its
-    missed cycles, counted like the node's, and its late gaps ``[[wall s before, wall s
-    after], ...]``."""
+    the noise floor of the CPUs it runs on. A process that only sleeps to absolute deadlines
+    (SCHED_FIFO priority 1 where permitted: above every normal thread, below the node's loop)
+    until stdin closes, then prints JSON: its missed cycles, counted like the node's, and its
+    late gaps ``[[wall s before, wall s after], ...]``."""
     period = float(sys.argv[1])
-    realtime_priority()
+    realtime_priority(IDLE_LOOP_PRIORITY)
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     stats, deadline = LoopStats(period), time.monotonic()
@@ -127,14 +131,38 @@ def missed_in_machine_stalls(ticks: np.ndarray, stalls: list, period: float) -> 
     return count
 
 
-def _start_idle_loop(period: float) -> subprocess.Popen:
+def _start_idle_loop(period: float, cpus: list[int] | None) -> subprocess.Popen:
+    """The idle loop on ``cpus`` (the controller's, so that it sees the stalls of the CPU the
+    node runs on; None: inherited)."""
     code = "from mppi_ros.ros.bench import idle_loop_main; idle_loop_main()"
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-c", code, str(period)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    if cpus:
+        os.sched_setaffinity(process.pid, cpus)
+    return process
+
+
+def cpu_steal_ms() -> dict[int, float]:
+    """Milliseconds each CPU has been runnable but not run by the hypervisor (``steal`` in
+    ``/proc/stat``); empty where the kernel does not report it."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    steal: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        with open("/proc/stat") as stat:
+            for line in stat:
+                fields = line.split()
+                if fields[0].startswith("cpu") and fields[0] != "cpu" and len(fields) > 8:
+                    steal[int(fields[0][3:])] = 1e3 * int(fields[8]) / ticks
+    return steal
+
+
+def _steal_between(before: dict[int, float], after: dict[int, float], cpus) -> float | None:
+    cpus = [c for c in cpus if c in before and c in after]
+    return sum(after[c] - before[c] for c in cpus) if cpus else None
 
 
 @contextlib.contextmanager
@@ -193,7 +221,8 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
                 rss.append((time.time(), rss_mb(pid)))
 
         threading.Thread(target=sample_memory, daemon=True).start()
-        idle_loop = _start_idle_loop(period)
+        idle_loop = _start_idle_loop(period, split[0] if split else None)
+        steal_before = cpu_steal_ms()
         log(f"bench ros: {bench.controller} at {bench.rate_hz:.0f} Hz for {bench.duration_s} s")
 
         def wait_until(fraction: float) -> None:
@@ -233,6 +262,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
                 change("num_samples", 0.75, True, num_samples=bench.swap_samples)
         wait_until(1.0)
         ended = time.time()
+        steal_after = cpu_steal_ms()
         stop.set()
         idle = json.loads(idle_loop.communicate("", timeout=10.0)[0])
         sim = monitor.diagnostic("vehicle_simulator")
@@ -279,6 +309,13 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "data_age_p99_ms": loop.get("data_age_p99_ms"),
         "missed_cycles": loop.get("missed_cycles"),
         "idle_loop_missed_cycles": idle["missed"],
+        # Time the hypervisor held the controller's CPUs (and the others') during the run.
+        "steal_ms_controller_cpus": _steal_between(
+            steal_before, steal_after, split[0] if split else sorted(os.sched_getaffinity(0))
+        ),
+        "steal_ms_other_cpus": _steal_between(steal_before, steal_after, split[1])
+        if split
+        else None,
         "missed_cycles_in_machine_stalls": missed_in_machine_stalls(
             timing[:, 0], idle["gaps"], period
         ),
