@@ -49,6 +49,7 @@ def release_free_heap() -> bool:
     return mallctl is not None or trim is not None
 
 
+@functools.cache  # fixed when the process starts
 def heap_allocator() -> str:
     """``jemalloc`` when this process allocates with jemalloc (preloaded), else ``glibc``."""
     return "jemalloc" if getattr(libc(), "mallctl", None) is not None else "glibc"
