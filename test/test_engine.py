@@ -104,18 +104,9 @@ def test_models_of_one_architecture_share_a_compiled_step_that_runs_each_ones_we
     assert identity not in engine._SHARED  # freed with the last controller that used it
 
 
-_COMPILES: list[str] | None = None  # collects backend compiles while a list
-
-
-def _on_compile(event: str, duration: float, **kwargs) -> None:
-    if _COMPILES is not None and event.endswith("backend_compile_duration"):
-        _COMPILES.append(event)
-
-
 def test_released_jax_caches_leave_compiled_steps_running_without_a_recompile():
     """The controller node empties JAX's trace/lowering/compile caches after each build
     (~95 MB): a compiled step must keep its executable and never recompile."""
-    global _COMPILES
     spec = EngineSpec(controller="step_mppi", num_samples=40, reference_points=64)
     compiled = compile_controller(spec, warmup_steps=1)
     arrays = placeholder_track(spec.reference_points).arrays()
@@ -123,16 +114,22 @@ def test_released_jax_caches_leave_compiled_steps_running_without_a_recompile():
     start = compiled.init_state(11)  # init runs eager ops, which do compile after a release
     before = _actions_from(compiled, start, arrays, x0)
     assert any(not heavy for heavy, _ in jax_cache_evictions()), "the compile cached traces"
-    jax.monitoring.register_event_duration_secs_listener(_on_compile)
-    _COMPILES, heavy_steps = [], []
+    compiles: list[str] = []
+
+    def on_event(event: str, duration: float, **kwargs) -> None:
+        if event.endswith("backend_compile_duration"):
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    heavy_steps: list[bool] = []
     try:
         steps = release_jax_caches(heavy_steps.append)
         assert steps == len(heavy_steps) > 0
         assert not any(not heavy for heavy, _ in jax_cache_evictions()), "entries left"
         after = _actions_from(compiled, start, arrays, x0)
-        assert _COMPILES == []
     finally:
-        _COMPILES = None
+        jax.monitoring.unregister_event_duration_listener(on_event)
+    assert compiles == []
     np.testing.assert_array_equal(after, before)
 
 
