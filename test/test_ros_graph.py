@@ -83,7 +83,8 @@ ROS_BENCH_KEYS = (
     "period_jitter_p99_ms",
     "swap_missed_cycles",
     "param_change_missed_cycles",
-    "idle_loop_missed_cycles",
+    "cpu_stalls_over_half_period",
+    "cpu_stall_max_ms",
     "missed_cycles_in_machine_stalls",
 )
 

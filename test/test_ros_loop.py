@@ -4,14 +4,23 @@ benchmark's memory-growth measure."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from mppi_ros.ros.bench import EVENT_SETTLE_S, missed_in_machine_stalls, rss_growth_between
+from mppi_ros.ros.bench import (
+    EVENT_SETTLE_S,
+    missed_in_machine_stalls,
+    rss_growth_between,
+    stall_summary,
+    start_cpu_probe,
+)
 from mppi_ros.ros.loop import CycleGate, LoopStats, pin_process
 
 
@@ -165,11 +174,50 @@ def test_rss_growth_between_events_leaves_out_the_builds():
     assert rss_growth_between(memory, []) == pytest.approx(80.0 + leak_mb_per_s * 299)
 
 
-def test_missed_cycles_in_machine_stalls_counts_only_gaps_the_idle_loop_shared():
+def test_missed_cycles_in_machine_stalls_counts_only_gaps_the_probe_shared_throughout():
     period = 0.01
     ticks = np.arange(0.0, 2.0, period)
     ticks = np.delete(ticks, [50, 51, 120])  # a 30 ms gap at 0.49 s and a 20 ms one at 1.19 s
-    stalls = [[0.495, 0.52]]  # the idle loop was late inside the first gap only
-    assert missed_in_machine_stalls(ticks, stalls, period) == 2
+    whole_first_gap = [[0.4995, 0.5205]]  # from the missed deadline until the late tick
+    assert missed_in_machine_stalls(ticks, whole_first_gap, period) == 2
     assert missed_in_machine_stalls(ticks, [], period) == 0
+    # The probe ran again 15 ms before the node did: something inside the node held it.
+    assert missed_in_machine_stalls(ticks, [[0.4995, 0.505]], period) == 0
     assert missed_in_machine_stalls(ticks, [[0.0, 2.0]], period) == 3
+
+
+def test_stall_summary_counts_stalls_longer_than_half_a_period():
+    stalls = np.array([[1.0, 1.004], [2.0, 2.006], [3.0, 3.0125]])
+    assert stall_summary(stalls, 0.01) == {
+        "cpu_stalls_over_half_period": 2,
+        "cpu_stall_max_ms": pytest.approx(12.5),
+    }
+    assert stall_summary(np.zeros((0, 2)), 0.01)["cpu_stalls_over_half_period"] == 0
+
+
+_BUSY = """
+import os, sys, time
+os.sched_setaffinity(0, [int(sys.argv[1])])
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+except PermissionError:
+    sys.exit(3)
+start = time.monotonic()
+while time.monotonic() - start < 0.03:
+    pass
+"""
+
+
+def test_cpu_probe_records_the_time_a_higher_priority_thread_held_its_cpu():
+    cpu = max(os.sched_getaffinity(0))
+    probe = start_cpu_probe(0.002, [cpu])  # wakes every millisecond
+    time.sleep(0.3)  # started and at its priority
+    busy = subprocess.run([sys.executable, "-c", _BUSY, str(cpu)], timeout=30)
+    time.sleep(0.2)
+    report = json.loads(probe.communicate("", timeout=10)[0])
+    if busy.returncode == 3:
+        pytest.skip("SCHED_FIFO is not permitted here (needs root or CAP_SYS_NICE)")
+    assert busy.returncode == 0
+    lengths = [woke - deadline for deadline, woke in report["stalls"]]
+    assert any(0.025 < length < 0.2 for length in lengths), lengths
+    assert report["wakeups"] > 300  # one a millisecond for over 0.5 s

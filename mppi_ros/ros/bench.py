@@ -24,7 +24,6 @@ from mppi_ros.core.bundle import MODEL_CONTROLLERS, shipped_model_path
 from mppi_ros.ros.controller_node import PARAMETERS
 from mppi_ros.ros.demo import timing_summary
 from mppi_ros.ros.graph import driving_graph, graph_parameters
-from mppi_ros.ros.loop import LoopStats, next_deadline, realtime_priority
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,59 +89,60 @@ def _missed_between(timing: np.ndarray, start: float, end: float, period: float)
     return timing_summary(rows, period).get("missed_cycles", 0) if len(rows) > 1 else 0
 
 
-# SCHED_FIFO priority of the idle loop: preempts normal threads, yields to the node's loop.
-IDLE_LOOP_PRIORITY = 1
-
-
-def idle_loop_main() -> None:
-    """``python -c 'from mppi_ros.ros.bench import idle_loop_main; idle_loop_main()' PERIOD``:
-    the noise floor of the CPUs it runs on. A process that only sleeps to absolute deadlines
-    (SCHED_FIFO priority 1 where permitted: above every normal thread, below the node's loop)
-    until stdin closes, then prints JSON: its missed cycles, counted like the node's, and its
-    late gaps ``[[wall s before, wall s after], ...]``."""
-    period = float(sys.argv[1])
-    realtime_priority(IDLE_LOOP_PRIORITY)
-    stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
-    stats, deadline = LoopStats(period), time.monotonic()
-    gaps, last_wall = [], None
-    while not stop.is_set():
-        wall = time.time()
-        if stats.tick(time.monotonic()) and last_wall is not None:
-            gaps.append([last_wall, wall])
-        last_wall = wall
-        deadline = next_deadline(deadline, period, time.monotonic())
-        stop.wait(max(deadline - time.monotonic(), 0.0))
-    # Normal scheduling for the interpreter's teardown: at SCHED_FIFO its ~0.1 s of CPU
-    # starved the simulator on the same CPU (a stale-odometry fault after every run).
-    with contextlib.suppress(AttributeError, PermissionError, OSError):
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    print(json.dumps({"missed": stats.missed_cycles, "gaps": gaps}), flush=True)
+# The CPU probe (mppi_ros.ros.cpu_probe) wakes every half control period, so that any stall
+# long enough to make a cycle miss holds at least one of its wake-ups, and records wake-ups
+# later than a tenth of a period (1 ms at 100 Hz: after a stall it also waits for the node's
+# cycle, which runs first). Faster probes made the node's own timing worse: at 1 kHz its
+# period jitter p99 rose from ~0.1 to 0.64 ms and its latency p99 past 2 ms.
+PROBE_PERIODS = 0.5
+PROBE_RECORD_PERIODS = 0.1
 
 
 def missed_in_machine_stalls(ticks: np.ndarray, stalls: list, period: float) -> int:
-    """Missed cycles of the tick times ``ticks`` (wall s) in gaps that overlap a late gap of
-    the idle loop (``stalls``, ``[[before, after], ...]``): the machine stalled both."""
+    """Missed cycles of the tick times ``ticks`` (wall s) whose whole delay a stall of the CPU
+    probe (``[[deadline, woke], ...]``) covers: from the missed deadline (within one probe
+    period) until the late tick started, not even the probe could run, so nothing in the node
+    (a held GIL, a lock) caused it."""
     count = 0
     for before, after in itertools.pairwise(ticks):
         gap = after - before
-        if gap > 1.5 * period and any(b < after and before < a for b, a in stalls):
+        if gap <= 1.5 * period:
+            continue
+        deadline = before + period
+        if any(
+            start <= deadline + PROBE_PERIODS * period
+            and woke >= after - PROBE_RECORD_PERIODS * period
+            for start, woke in stalls
+        ):
             count += round(gap / period) - 1
     return count
 
 
-def _start_idle_loop(period: float, cpus: list[int] | None) -> subprocess.Popen:
-    """The idle loop on ``cpus`` (the controller's, so that it sees the stalls of the CPU the
-    node runs on; None: inherited)."""
-    code = "from mppi_ros.ros.bench import idle_loop_main; idle_loop_main()"
+def stall_summary(stalls: np.ndarray, period: float) -> dict[str, float]:
+    """The CPU probe's stalls as report keys: how many lasted over half a control period
+    (enough to make a cycle late past 1.5 periods, a missed cycle) and the longest (ms)."""
+    lengths = stalls[:, 1] - stalls[:, 0] if len(stalls) else np.zeros(0)
+    return {
+        "cpu_stalls_over_half_period": int(np.sum(lengths > 0.5 * period)),
+        "cpu_stall_max_ms": float(1e3 * lengths.max()) if len(lengths) else 0.0,
+    }
+
+
+def start_cpu_probe(period: float, cpus: list[int] | None) -> subprocess.Popen:
+    """Starts :mod:`mppi_ros.ros.cpu_probe` for a control ``period`` on ``cpus`` (the
+    controller's, so that it sees the stalls of the CPU the node runs on; None: inherited);
+    returns once it runs. Close its stdin to stop it; its last stdout line is the report."""
+    args = [str(PROBE_PERIODS * period), str(PROBE_RECORD_PERIODS * period)]
+    if cpus:
+        args.append(",".join(map(str, cpus)))
     process = subprocess.Popen(
-        [sys.executable, "-c", code, str(period)],
+        [sys.executable, "-m", "mppi_ros.ros.cpu_probe", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    if cpus:
-        os.sched_setaffinity(process.pid, cpus)
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError("the CPU probe did not start")
     return process
 
 
@@ -221,7 +221,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
                 rss.append((time.time(), rss_mb(pid)))
 
         threading.Thread(target=sample_memory, daemon=True).start()
-        idle_loop = _start_idle_loop(period, split[0] if split else None)
+        probe = start_cpu_probe(period, split[0] if split else None)
         steal_before = cpu_steal_ms()
         log(f"bench ros: {bench.controller} at {bench.rate_hz:.0f} Hz for {bench.duration_s} s")
 
@@ -264,7 +264,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         ended = time.time()
         steal_after = cpu_steal_ms()
         stop.set()
-        idle = json.loads(idle_loop.communicate("", timeout=10.0)[0])
+        probed = json.loads(probe.communicate("", timeout=10.0)[0])
         sim = monitor.diagnostic("vehicle_simulator")
         ctrl = monitor.diagnostic("mppi_controller")
     _, cmd, timing = monitor.recording.window(started, ended)
@@ -287,9 +287,9 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         }
     memory = np.array(rss).reshape(-1, 2)
     np.savetxt(log_dir / "rss.csv", memory, delimiter=",", header="wall_s,rss_mb", comments="")
-    idle_gaps = np.array(idle["gaps"], dtype=float).reshape(-1, 2)
-    header = "wall_s_before,wall_s_after"  # the idle loop's late gaps, to line up with the node's
-    np.savetxt(log_dir / "idle_gaps.csv", idle_gaps, delimiter=",", header=header, comments="")
+    stalls = np.array(probed["stalls"], dtype=float).reshape(-1, 2)
+    header = "deadline_wall_s,woke_wall_s"  # the CPU probe's stalls, to line up with the ticks
+    np.savetxt(log_dir / "cpu_stalls.csv", stalls, delimiter=",", header=header, comments="")
     mark = started + min(60.0, 0.1 * bench.duration_s)
     after_mark = memory[memory[:, 0] >= mark]
     rss_start = float(after_mark[0, 1]) if len(after_mark) else float("nan")
@@ -308,7 +308,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "latency_p99_ms": loop.get("latency_p99_ms"),
         "data_age_p99_ms": loop.get("data_age_p99_ms"),
         "missed_cycles": loop.get("missed_cycles"),
-        "idle_loop_missed_cycles": idle["missed"],
+        **stall_summary(stalls, period),
         # Time the hypervisor held the controller's CPUs (and the others') during the run.
         "steal_ms_controller_cpus": _steal_between(
             steal_before, steal_after, split[0] if split else sorted(os.sched_getaffinity(0))
@@ -316,9 +316,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "steal_ms_other_cpus": _steal_between(steal_before, steal_after, split[1])
         if split
         else None,
-        "missed_cycles_in_machine_stalls": missed_in_machine_stalls(
-            timing[:, 0], idle["gaps"], period
-        ),
+        "missed_cycles_in_machine_stalls": missed_in_machine_stalls(timing[:, 0], stalls, period),
         "period_jitter_p99_ms": loop.get("period_jitter_p99_ms"),
         "measured_rate_hz": loop.get("rate_hz"),
         "cycles": loop.get("cycles"),
