@@ -327,6 +327,12 @@ class Monitor:
         with self._lock:
             return dict(self.recording.diagnostics.get(node, {}))
 
+    def message_counts(self) -> str:
+        """How many odom, cmd and loop-timing messages arrived so far (for error messages)."""
+        with self._lock:
+            rec = self.recording
+            return f"odom {len(rec.odom)}, cmd {len(rec.cmd)}, loop_timing {len(rec.timing)}"
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -452,4 +458,10 @@ def wait_until_driving(monitor: Monitor, processes: NodeProcesses, timeout: floa
         diag = monitor.diagnostic("mppi_controller")
         return diag.get("watchdog") == "ok" and float(diag.get("cycles", 0)) > 0
 
-    monitor.wait_for(ready, timeout, "the controller to drive (watchdog ok)")
+    try:
+        monitor.wait_for(ready, timeout, "the controller to drive (watchdog ok)")
+    except TimeoutError as err:  # say what was seen, so that a failed start can be told apart
+        last = monitor.diagnostic("mppi_controller") or "none"
+        raise TimeoutError(
+            f"{err}; messages seen: {monitor.message_counts()}; controller diagnostic: {last}"
+        ) from None
