@@ -1,5 +1,5 @@
-"""The control loop's pure helpers (no ROS): the cycle gate, the missed-cycle count, and the
-benchmark's memory-growth measure."""
+"""The control loop's pure helpers (no ROS): the cycle gate, the missed-cycle count; and the
+benchmark's memory-growth measure and CPU probe."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ while time.monotonic() - start < 0.03:
 def test_cpu_probe_records_the_time_a_higher_priority_thread_held_its_cpu():
     cpu = max(os.sched_getaffinity(0))
     probe = start_cpu_probe(0.002, [cpu])  # wakes every millisecond
-    time.sleep(0.3)  # started and at its priority
+    time.sleep(0.3)  # on-time wake-ups before the busy spell
     busy = subprocess.run([sys.executable, "-c", _BUSY, str(cpu)], timeout=30)
     time.sleep(0.2)
     report = json.loads(probe.communicate("", timeout=10)[0])
