@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from mppi_ros.ros.bench import (
     stall_summary,
     start_cpu_probe,
 )
-from mppi_ros.ros.loop import CycleGate, LoopStats, pin_process
+from mppi_ros.ros.loop import CycleGate, LoopStats, pin_process, split_retired
 
 
 def _python_work(stop: threading.Event, progress: list[float]) -> None:
@@ -221,3 +222,22 @@ def test_cpu_probe_records_the_time_a_higher_priority_thread_held_its_cpu():
     lengths = [woke - deadline for deadline, woke in report["stalls"]]
     assert any(0.025 < length < 0.2 for length in lengths), lengths
     assert report["wakeups"] > 300  # one a millisecond for over 0.5 s
+
+
+class _Step:
+    """Stands for a retired compiled controller: only its lifetime matters here."""
+
+    def __init__(self, shared: bool) -> None:
+        self.shared = shared
+
+
+def test_split_retired_keeps_order_and_no_reference_past_the_call():
+    retired = [_Step(True), _Step(False), _Step(True), _Step(False)]
+    alive = [weakref.ref(step) for step in retired]
+    shared, kept = split_retired(retired, lambda step: step.shared)
+    assert [s.shared for s in shared] == [True, True] and [s.shared for s in kept] == [False] * 2
+    assert shared == retired[0::2] and kept == retired[1::2]
+    del retired
+    oldest = kept.pop(0)
+    del shared, oldest  # a controller's del frees it there and then (refcounting, no gc)
+    assert [ref() is None for ref in alive] == [True, True, True, False]

@@ -86,6 +86,7 @@ from mppi_ros.ros.loop import (
     pin_process,
     prioritise_threads,
     realtime_priority,
+    split_retired,
     tuning_values,
 )
 from mppi_ros.runtime import (
@@ -666,17 +667,20 @@ class ControllerNode(LifecycleNode):
         the freed memory to the OS."""
         with self._lock:
             live = [c for c in (self._active, self._pending and self._pending.compiled) if c]
-            kept, shared = [], []
-            for old in self._retired:
-                (shared if any(old.shares_step(c) for c in live) else kept).append(old)
-            self._retired = kept
+            shared, self._retired = split_retired(
+                self._retired, lambda old: any(old.shares_step(c) for c in live)
+            )
         freed = bool(shared)
         del shared  # outside the lock, which the control thread takes every cycle
         while len(self._retired) > self._kept_replaced_steps:
             self.cycle_gate.wait_cycle_end()
             with self._lock:
                 oldest = self._retired.pop(0)
-            del oldest
+            name, start = oldest.model_id, time.perf_counter()
+            del oldest  # XLA tears the executable down here, holding the GIL
+            self.get_logger().info(
+                f"freed the replaced step of {name} in {1e3 * (time.perf_counter() - start):.1f} ms"
+            )
             freed = True
         if freed:
             self.cycle_gate.wait_cycle_end()

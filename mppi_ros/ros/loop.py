@@ -12,8 +12,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -218,6 +218,23 @@ class CycleGate:
             yield
         finally:
             sys.setprofile(previous)
+
+
+T = TypeVar("T")
+
+
+def split_retired(retired: list[T], shared: Callable[[T], bool]) -> tuple[list[T], list[T]]:
+    """``(those of retired for which shared() holds, the rest)``, in order.
+
+    A function of its own so that no loop variable outlives the call: one left in the
+    caller's frame kept the last retired controller (and its executable) alive past the
+    caller's ``del``, so XLA's teardown ran later than the cycle gate had placed it.
+    """
+    flags = [shared(item) for item in retired]
+    return (
+        [item for item, flag in zip(retired, flags, strict=True) if flag],
+        [item for item, flag in zip(retired, flags, strict=True) if not flag],
+    )
 
 
 def freeze_heap() -> None:
