@@ -205,11 +205,13 @@ def save_bundle(
     return directory
 
 
-def _weights_state(weights: PolicyWeights) -> dict[str, Any]:
+def _weights_state(weights: PolicyWeights, leaf: Any = np.asarray) -> dict[str, Any]:
+    """The stored layout of ``weights``, each leaf passed through ``leaf`` (host arrays to
+    save; identity to keep ``jax.ShapeDtypeStruct`` leaves as a template to read into)."""
     return {
-        "params": jax.tree.map(np.asarray, weights.params),
-        "input_mean": np.asarray(weights.input_mean),
-        "input_std": np.asarray(weights.input_std),
+        "params": jax.tree.map(leaf, weights.params),
+        "input_mean": leaf(weights.input_mean),
+        "input_std": leaf(weights.input_std),
     }
 
 
@@ -223,11 +225,6 @@ def _weight_shapes(controller: str, config: Any) -> PolicyWeights:
 
     ctrl = make_controller(controller, **dataclasses.asdict(config))
     return jax.eval_shape(ctrl.init_weights, jax.random.PRNGKey(0))
-
-
-def _weights_template(shapes: PolicyWeights) -> dict[str, Any]:
-    """The stored layout of weights of these shapes (``jax.ShapeDtypeStruct`` leaves)."""
-    return {"params": shapes.params, "input_mean": shapes.input_mean, "input_std": shapes.input_std}
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -321,7 +318,8 @@ def load_bundle(path: str | Path) -> Bundle:
             f"but dynamics {model.name!r} provides {expected_inputs}"
         )
 
-    weights = _read_weights(path, _weights_template(_weight_shapes(controller, config)))
+    template = _weights_state(_weight_shapes(controller, config), leaf=lambda shape: shape)
+    weights = _read_weights(path, template)
     return Bundle(
         path=path,
         manifest=manifest,
