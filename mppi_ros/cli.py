@@ -19,6 +19,21 @@ from typing import Any
 
 from mppi_ros.allocator import ALLOCATORS
 
+# Controllers a node can run (``mppi_ros.core.controllers.controller_names()``; listed here so
+# that parsing the command line does not import JAX).
+DEMO_CONTROLLERS = ("step_mppi", "dpc", "soft_mpcritic", "mppi")
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
 
 def _csv_list(text: str) -> tuple[str, ...]:
     items = tuple(t.strip() for t in text.split(",") if t.strip())
@@ -228,7 +243,9 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Runs the demo; 2 (one error line) when the controller fails to configure."""
     from mppi_ros.ros.demo import DemoConfig, format_summary, run_demo
+    from mppi_ros.ros.graph import ConfigureFailedError
 
     config = DemoConfig(
         track=args.track,
@@ -240,7 +257,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         initial_speed=args.initial_speed,
         out_dir=args.out,
     )
-    summary = run_demo(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        summary = run_demo(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    except ConfigureFailedError as err:
+        where = f" (log: {err.log_path})" if err.log_path else ""
+        print(f"mppi-ros demo: error: {err}{where}", file=sys.stderr)
+        return 2
     _emit(summary, args.json)
     print("\n=== mppi-ros demo ===\n" + format_summary(summary), file=sys.stderr)
     ok = summary["laps_completed"] >= args.laps and summary["border_violations"] == 0
@@ -541,11 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the main job: simulator, track publisher and controller as ROS 2 processes",
     )
     demo.add_argument("--track", default="default", help="built-in track name or CSV")
-    demo.add_argument(
-        "--controller", default="step_mppi", help="step_mppi, dpc, soft_mpcritic or mppi"
-    )
+    demo.add_argument("--controller", default="step_mppi", choices=DEMO_CONTROLLERS)
     demo.add_argument("--model", default=None, help="model bundle (default: shipped weights)")
-    demo.add_argument("--laps", type=int, default=3)
+    demo.add_argument("--laps", type=_positive_int, default=3, help="laps to drive (>= 1)")
     demo.add_argument("--rate", type=float, default=100.0, help="control rate (Hz)")
     demo.add_argument(
         "--command-type", default="array", choices=("array", "twist_stamped", "ackermann")

@@ -179,7 +179,7 @@ def policy_step(ctrl: Controller, given_noise: bool = False):
     """
 
     def step(cstate: Any, state: Array, tuning: TrackingTuning, track: TrackArrays, key):
-        obs, window = observe(ctrl, track, state, tuning, use_speed_profile=True)
+        obs, window = observe(ctrl, track, state, tuning)
         if given_noise:
             action, new_cstate, info = ctrl.step_with_noise(cstate, obs, tuning, key)
         else:

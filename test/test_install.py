@@ -1,10 +1,13 @@
 """Installing the package puts every share file where `ros2 run` / `ros2 launch` look."""
 
 import importlib.util
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,10 +49,13 @@ def _check_share(share: Path):
     assert len(list((share / "tracks").glob("*_raceline.csv"))) >= 3
 
 
-@pytest.mark.slow
-def test_pip_install_into_a_prefix(tmp_path):
-    src = _copy_source(tmp_path / "src")
-    prefix = tmp_path / "prefix"
+@pytest.fixture(scope="module")
+def pip_prefix(tmp_path_factory) -> Path:
+    """The package pip-installed (no dependencies) from a copy of the checkout into a fresh
+    prefix; the prefix's parent is a folder without the sources."""
+    root = tmp_path_factory.mktemp("pip_install")
+    src = _copy_source(root / "src")
+    prefix = root / "prefix"
     out = subprocess.run(
         [
             sys.executable,
@@ -71,10 +77,33 @@ def test_pip_install_into_a_prefix(tmp_path):
         timeout=600,
     )
     assert out.returncode == 0, out.stderr
+    shutil.rmtree(src)  # nothing of the checkout next to the install
+    return prefix
+
+
+def _site(prefix: Path) -> Path:
+    return next(prefix.glob("lib/python*/site-packages"))
+
+
+def _installed_env(prefix: Path, ament: bool = True) -> dict[str, str]:
+    """The environment of a shell that sourced the install's setup.bash: the installed package
+    on ``PYTHONPATH``, ``prefix`` (over the venv's ROS packages) in ``AMENT_PREFIX_PATH``, no
+    ``MPPI_ROS_MODELS``. ``ament=False``: no ``AMENT_PREFIX_PATH`` (not sourced)."""
+    env = dict(os.environ, PYTHONPATH=str(_site(prefix)))
+    env.pop("MPPI_ROS_MODELS", None)
+    env.pop("AMENT_PREFIX_PATH", None)
+    if ament:
+        env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(prefix), sys.prefix])
+    return env
+
+
+@pytest.mark.slow
+def test_pip_install_into_a_prefix(pip_prefix):
+    prefix = pip_prefix
     _check_share(prefix / "share" / "mppi_ros")
     assert (prefix / "share/ament_index/resource_index/packages/mppi_ros").is_file()
     assert (prefix / "bin" / "mppi-ros").is_file()
-    site = next(prefix.glob("lib/python*/site-packages"))
+    site = _site(prefix)
     assert (site / "mppi_ros/data/tracks/default_raceline.csv").is_file()
     # The installed package (not the checkout) loads its built-in track.
     env = dict(os.environ, PYTHONPATH=str(site))
@@ -87,12 +116,116 @@ def test_pip_install_into_a_prefix(tmp_path):
         ],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=prefix.parent,
         env=env,
         timeout=120,
     )
     assert probe.returncode == 0, probe.stderr
     assert str(site) in probe.stdout.splitlines()[0]
+
+
+_RESOLVE = """
+import json
+import mppi_ros
+from mppi_ros.core.bundle import BundleError, load_bundle, shipped_model_path
+from mppi_ros.ros.graph import config_search_paths
+report = {"package": mppi_ros.__file__, "config": [str(p) for p in config_search_paths()]}
+try:
+    path = shipped_model_path("step_mppi")
+    report.update(model=str(path), model_id=load_bundle(path).model_id)
+except BundleError as err:
+    report.update(error=str(err))
+print(json.dumps(report))
+"""
+
+
+def _resolve_installed(prefix: Path, ament: bool) -> dict:
+    """Runs :data:`_RESOLVE` on the installed package (``-P``: no script folder on sys.path)."""
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", _RESOLVE],
+        capture_output=True,
+        text=True,
+        cwd=prefix.parent,
+        env=_installed_env(prefix, ament),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_installed_package_finds_its_models_through_the_ament_index(pip_prefix):
+    """The default model of an installed package comes from ``<prefix>/share/mppi_ros/models``
+    found through ``AMENT_PREFIX_PATH`` (as after sourcing the install's setup.bash)."""
+    share = (pip_prefix / "share" / "mppi_ros").resolve()
+    report = _resolve_installed(pip_prefix, ament=True)
+    assert Path(report["package"]).is_relative_to(_site(pip_prefix)), report
+    assert "error" not in report, report["error"]
+    assert Path(report["model"]).resolve() == share / "models" / "f1tenth_step_mppi"
+    assert report["model_id"].startswith("f1tenth_step_mppi@")
+    assert Path(report["config"][0]).resolve() == share / "config"
+    # Without the ament index, nothing points at the prefix: the lookup does not find it.
+    unsourced = _resolve_installed(pip_prefix, ament=False)
+    assert "error" in unsourced or not Path(unsourced["model"]).resolve().is_relative_to(share)
+
+
+@pytest.mark.slow
+def test_installed_controller_node_configures_with_its_default_model(pip_prefix):
+    """The installed ``mppi_controller`` entry point configures with no model_path: it loads
+    the shipped bundle from the install's share directory."""
+    from mppi_ros.ros.graph import pick_domain_id, ros_env
+
+    exe = pip_prefix / "bin" / "mppi_controller"
+    assert exe.is_file()
+    log_path = pip_prefix.parent / "mppi_controller.log"
+    env = ros_env(pick_domain_id(), _installed_env(pip_prefix))
+    command = [str(exe), "--ros-args", "-p", "autostart:=true", "-p", "controller:=step_mppi"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=pip_prefix.parent, env=env
+        )
+    try:
+        deadline = time.monotonic() + 120.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            text = log_path.read_text(errors="replace")
+            if "configured " in text or "configure failed" in text:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text(errors="replace")
+    assert "configured f1tenth_step_mppi@" in text, text[-3000:]
+
+
+@pytest.mark.slow
+def test_installed_nodes_drive_with_the_installed_model(pip_prefix, tmp_path, monkeypatch):
+    """Track publisher, simulator and controller of the install (the controller with no
+    model_path, so its shipped bundle comes from the install's share directory) drive."""
+    from mppi_ros.ros.graph import driving_graph, graph_parameters
+
+    # The node processes (``python -m``) inherit this: the installed package, found before
+    # the checkout (not the working directory, which ``-m`` puts first on sys.path).
+    for key in ("PYTHONPATH", "AMENT_PREFIX_PATH", "MPPI_ROS_MODELS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in _installed_env(pip_prefix).items():
+        if key in ("PYTHONPATH", "AMENT_PREFIX_PATH"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    params = graph_parameters("default", "step_mppi", 50.0, "array")
+    assert not params["mppi_controller"].get("model_path")
+    logs = tmp_path / "logs"
+    with driving_graph(params, "array", logs, 120.0) as (processes, monitor):
+        model_id = monitor.diagnostic("mppi_controller").get("model_id", "")
+        moving = lambda: any(speed > 1.0 for *_, speed in list(monitor.recording.odom))
+        monitor.wait_for(moving, 30.0, "the car to move")
+        assert not processes.dead()
+    assert model_id.startswith("f1tenth_step_mppi@"), model_id
+    assert "configured f1tenth_step_mppi@" in (logs / "mppi_controller.log").read_text()
 
 
 @pytest.mark.slow

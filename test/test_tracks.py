@@ -8,9 +8,11 @@ import pytest
 
 from mppi_ros.core import tracks
 from mppi_ros.core.tracks import (
+    ReferenceSpeed,
     TrackFormatError,
     border_coefficients,
     generate_track,
+    geometry,
     interpolate,
     load_track,
     project,
@@ -29,7 +31,7 @@ def test_builtin_tracks_are_f1tenth_like_closed_loops(name):
     np.testing.assert_allclose(t.width_left, 1.1)
     np.testing.assert_allclose(t.width_right, 1.1)
     assert np.abs(t.kappa).max() < 1.0 / 11.0  # drivable at 10 m/s with mu ~ 1
-    assert tracks._min_separation(t.xy, window=40.0) > 2.2 + 3.0
+    assert geometry.min_separation(t.xy, window=40.0) > 2.2 + 3.0
     assert {"default", "sprint", "endurance"} <= set(tracks.builtin_track_names())
 
 
@@ -50,7 +52,7 @@ def test_procedural_tracks_are_seeded_smooth_and_simple():
         t = generate_track(seed)
         assert 150.0 <= t.length <= 400.0
         assert 1.0 / np.abs(t.kappa).max() >= 11.5
-        assert tracks._min_separation(t.xy, window=48.0) >= 2.2 + 4.0 - 0.1
+        assert geometry.min_separation(t.xy, window=48.0) >= 2.2 + 4.0 - 0.1
         assert load_track(f"procedural:{seed}").length == pytest.approx(t.length)
 
 
@@ -63,8 +65,13 @@ def test_csv_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.xy, t.xy, atol=1e-5)
     np.testing.assert_allclose(loaded.speed, t.speed, atol=1e-5)
     np.testing.assert_allclose(loaded.center_xy, t.center_xy, atol=1e-5)
-    from_center = load_track(center)
+    from_center = load_track(center, raceline="file")
     assert from_center.length == pytest.approx(t.length, rel=1e-3)
+    # A centerline alone gets the minimum-curvature raceline by default: it cuts corners.
+    optimised = load_track(center)
+    assert optimised.length < t.length
+    bending = lambda tr: float(np.sum(tr.kappa**2) * tr.length / len(tr.kappa))
+    assert bending(optimised) < 0.9 * bending(t)
 
 
 def _write(tmp_path, name, lines):
@@ -148,7 +155,7 @@ def test_reference_window_spacing_and_wrap(default_track):
     x = np.zeros(7, np.float32)
     x[:2] = default_track.xy[-3]  # just before the start line: the window must wrap
     win = reference_window(
-        arrays, jnp.asarray(x), horizon=20, dt=0.05, reference_speed=jnp.float32(8.0), state_dim=7
+        arrays, jnp.asarray(x), horizon=20, dt=0.05, speed=ReferenceSpeed.fixed(8.0), state_dim=7
     )
     pts = np.asarray(win.states[:, :2])
     step = np.linalg.norm(np.diff(pts, axis=0), axis=1)

@@ -81,14 +81,14 @@ SHIPPED_PREFIX = "f1tenth_"
 
 def model_search_paths() -> list[Path]:
     """Where named models are looked up: ``$MPPI_ROS_MODELS`` (``:``-separated), the source
-    checkout's ``models/``, then the installed ``share/mppi_ros/models``."""
+    checkout's ``models/``, the ament share directory's ``models/`` (``colcon build``), then
+    ``<sys.prefix>/share/mppi_ros/models`` (see :func:`mppi_ros.share.share_search_paths`)."""
     import os
-    import sys
+
+    from mppi_ros.share import share_search_paths
 
     paths = [Path(p) for p in os.environ.get("MPPI_ROS_MODELS", "").split(os.pathsep) if p]
-    paths.append(Path(__file__).resolve().parents[2] / "models")
-    paths.append(Path(sys.prefix) / "share" / "mppi_ros" / "models")
-    return paths
+    return paths + share_search_paths("models")
 
 
 def resolve_model(name_or_path: str | Path) -> Path:

@@ -11,8 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from mppi_ros.core.controllers import Controller, Observation, TrackingTuning, make_controller
+from mppi_ros.core.controllers.base import border_clearance
 from mppi_ros.core.dynamics import DynamicsModel
-from mppi_ros.core.tracks import ReferenceWindow, Track, TrackArrays, load_track, reference_window
+from mppi_ros.core.tracks import (
+    ReferenceSpeed,
+    ReferenceWindow,
+    Track,
+    TrackArrays,
+    load_track,
+    reference_window,
+)
 
 Array = jax.Array
 PolicyStep = Callable[[Any, Array, TrackingTuning, Array], tuple[Array, Any, Any, ReferenceWindow]]
@@ -23,12 +31,12 @@ def observe(
     track: TrackArrays,
     state: Array,
     tuning: TrackingTuning,
-    use_speed_profile: bool = False,
 ) -> tuple[Observation, ReferenceWindow]:
     """Builds the controller's observation for ``state`` on ``track`` (pure, jit-able).
 
-    With ``use_speed_profile`` the reference advances at ``min(reference_speed, track speed)``
-    (timed reference paths); otherwise at ``reference_speed``.
+    The reference advances along the track's speed profile (scaled) or at the constant
+    reference speed, as ``tuning`` says; borders are the allowed band (road minus the car's
+    half-width and the margin).
 
     The observation is expressed in a frame translated to the vehicle (its position is 0;
     references and borders are offsets): every controller is translation invariant, and
@@ -42,8 +50,8 @@ def observe(
         state,
         ctrl.reference_horizon,
         ctrl.dt,
-        tuning.reference_speed,
-        use_speed_profile,
+        tuning.reference_speed_law(),
+        border_clearance(tuning.model_params, tuning),
     )
 
 
@@ -53,8 +61,8 @@ def observe_window(
     state: Array,
     horizon: int,
     dt: float,
-    reference_speed: Array,
-    use_speed_profile: bool = False,
+    speed: ReferenceSpeed,
+    clearance: Array | float = 0.0,
 ) -> tuple[Observation, ReferenceWindow]:
     """:func:`observe` for ``horizon`` reference points of ``model`` spaced ``v * dt``."""
     origin = None
@@ -65,13 +73,13 @@ def observe_window(
         state,
         horizon=horizon,
         dt=dt,
-        reference_speed=reference_speed,
+        speed=speed,
         state_dim=model.state_dim,
         position_indices=model.position_indices or (0, 1),
         heading_index=model.heading_index,
         speed_index=model.speed_index,
-        use_speed_profile=use_speed_profile,
         origin=origin,
+        clearance=clearance,
     )
     if origin is not None:
         state = state.at[jnp.array(model.position_indices)].set(0.0)

@@ -183,14 +183,24 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "border_margin": (
         Parameter.Type.DOUBLE,
         describe(
-            "Safety margin (m) subtracted from the track half-widths.", float_range=(-2.0, 2.0)
+            "Safety margin (m) kept between the car's side and the road edge (the allowed band "
+            "is the road minus the car's half-width and this margin).",
+            float_range=(-2.0, 2.0),
         ),
     ),
     "reference_speed": (
         Parameter.Type.DOUBLE,
         describe(
-            "Speed (m/s) at which the reference advances (capped by timed reference paths).",
+            "Speed (m/s) at which the reference advances: the cap of a timed reference "
+            "path's speed profile, the speed of an untimed one.",
             float_range=(0.01, 100.0),
+        ),
+    ),
+    "speed_scale": (
+        Parameter.Type.DOUBLE,
+        describe(
+            "Multiplies the speed profile of a timed reference path (1 = as published).",
+            float_range=(0.0, 2.0),
         ),
     ),
     "max_speed": (

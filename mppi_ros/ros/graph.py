@@ -27,6 +27,7 @@ import numpy as np
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import TransitionEvent
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
@@ -40,12 +41,58 @@ from std_srvs.srv import Trigger
 from mppi_ros.allocator import allocator_environment
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import make_executor
+from mppi_ros.share import share_search_paths
 
 NODE_MODULES = {
     "track_publisher": "mppi_ros.ros.track_publisher_node",
     "vehicle_simulator": "mppi_ros.ros.simulator_node",
     "mppi_controller": "mppi_ros.ros.controller_node",
 }
+
+
+# What the controller logs before the one-sentence reason of a failed configure
+# (mppi_ros.ros.controller_node.ControllerNode.on_configure).
+CONFIGURE_FAILED = "configure failed: "
+# How long a configure failure seen as a lifecycle event waits for its reason in the log.
+_REASON_GRACE_S = 2.0
+
+
+class ConfigureFailedError(RuntimeError):
+    """A node's configure transition failed; ``str(error)`` is one line naming the cause.
+
+    Attributes:
+        node: The node name.
+        reason: Why, as the node logged it.
+        log_path: The node's output, or ``None``.
+    """
+
+    def __init__(self, node: str, reason: str, log_path: Path | None = None) -> None:
+        self.node = node
+        self.reason = reason
+        self.log_path = log_path
+        super().__init__(f"{node}: {CONFIGURE_FAILED}{reason}")
+
+
+def configure_failure(log_text: str, complete: bool = False) -> str | None:
+    """The reason of the first failed configure in a node's output, or ``None``.
+
+    Args:
+        log_text: The node's output so far.
+        complete: The output is final (the process exited): an unterminated last line counts.
+
+    Returns:
+        The text after ``configure failed: `` up to the end of its line.
+    """
+    start = log_text.find(CONFIGURE_FAILED)
+    if start < 0:
+        return None
+    start += len(CONFIGURE_FAILED)
+    end = log_text.find("\n", start)
+    if end < 0:
+        if not complete:
+            return None  # still being written
+        end = len(log_text)
+    return log_text[start:end].strip() or None
 
 
 # Fast DDS derives its ports from the domain id; 1..101 are safe on Linux (0, the default
@@ -251,6 +298,8 @@ class Recording:
     diagnostics: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     diagnostic_levels: dict[str, int] = dataclasses.field(default_factory=dict)
     diagnostic_messages: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The controller's lifecycle transitions: (start state, goal state) labels.
+    transitions: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def window(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(odom (N, 4), cmd (M, 2) [receipt, stamp or nan], timing (K, 3))`` seen in
@@ -283,6 +332,9 @@ class Monitor:
             Float64MultiArray, f"/{controller}/loop_timing", self._on_timing, 1000
         )
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        n.create_subscription(
+            TransitionEvent, f"/{controller}/transition_event", self._on_transition, 10
+        )
         self.executor = make_executor(self.context)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -322,6 +374,18 @@ class Monitor:
                     else int(status.level)
                 )
                 self.recording.diagnostic_messages[name] = status.message
+
+    def _on_transition(self, msg: TransitionEvent) -> None:
+        with self._lock:
+            self.recording.transitions.append((msg.start_state.label, msg.goal_state.label))
+
+    def configure_failed(self) -> bool:
+        """Whether the controller left ``configuring`` for any state but ``inactive``."""
+        with self._lock:
+            return any(
+                start == "configuring" and goal != "inactive"
+                for start, goal in self.recording.transitions
+            )
 
     def diagnostic(self, node: str) -> dict[str, str]:
         with self._lock:
@@ -372,11 +436,9 @@ class Monitor:
 
 
 def config_search_paths() -> list[Path]:
-    """Where the shipped parameter files live: the checkout, then the installed share."""
-    return [
-        Path(__file__).resolve().parents[2] / "config",
-        Path(sys.prefix) / "share" / "mppi_ros" / "config",
-    ]
+    """Where the shipped parameter files live: the checkout, the ament share directory, then
+    ``<sys.prefix>/share/mppi_ros`` (:func:`mppi_ros.share.share_search_paths`)."""
+    return share_search_paths("config")
 
 
 def shipped_parameters(filename: str) -> dict[str, dict[str, Any]]:
@@ -448,20 +510,46 @@ def driving_graph(
 
 
 def wait_until_driving(monitor: Monitor, processes: NodeProcesses, timeout: float) -> None:
-    """Waits for the controller's loop to run with a clear watchdog (fails fast on a crash)."""
+    """Waits for the controller's loop to run with a clear watchdog.
+
+    Fails fast: on a failed configure (its log line, or a lifecycle event leaving
+    ``configuring`` for any state but ``inactive``) and on a node process that exits.
+
+    Raises:
+        ConfigureFailedError: The controller's configure failed (one line: the reason).
+        RuntimeError: A node process exited (with the end of its output).
+        TimeoutError: The controller did not drive within ``timeout`` seconds.
+    """
+    name = monitor.controller
+    controller = processes.processes.get(name)
+    failed_at: float | None = None  # when a lifecycle event said configure failed
+
+    def check_configure() -> None:
+        nonlocal failed_at
+        if controller is None:
+            return
+        exited = not controller.alive()
+        reason = configure_failure(controller.log(), complete=exited)
+        if reason is None and monitor.configure_failed():
+            failed_at = time.monotonic() if failed_at is None else failed_at
+            if exited or time.monotonic() - failed_at > _REASON_GRACE_S:
+                reason = "the configure transition failed without a logged reason"
+        if reason is not None:
+            raise ConfigureFailedError(name, reason, controller.log_path)
 
     def ready() -> bool:
+        check_configure()
         dead = processes.dead()
         if dead:
             logs = "\n".join(f"--- {n}\n{processes.log(n)[-2000:]}" for n in dead)
             raise RuntimeError(f"node process(es) {dead} exited:\n{logs}")
-        diag = monitor.diagnostic("mppi_controller")
+        diag = monitor.diagnostic(name)
         return diag.get("watchdog") == "ok" and float(diag.get("cycles", 0)) > 0
 
     try:
         monitor.wait_for(ready, timeout, "the controller to drive (watchdog ok)")
     except TimeoutError as err:  # say what was seen, so that a failed start can be told apart
-        last = monitor.diagnostic("mppi_controller") or "none"
+        last = monitor.diagnostic(name) or "none"
         raise TimeoutError(
             f"{err}; messages seen: {monitor.message_counts()}; controller diagnostic: {last}"
         ) from None

@@ -30,6 +30,7 @@ TUNING_PARAMETERS = (
     "border_weight",
     "border_margin",
     "reference_speed",
+    "speed_scale",
     "max_speed",
 )
 
@@ -44,6 +45,7 @@ def tuning_values(tuning: TrackingTuning, model: DynamicsModel) -> dict[str, Any
         "border_weight": float(tuning.border_weight),
         "border_margin": float(tuning.border_margin),
         "reference_speed": float(tuning.reference_speed),
+        "speed_scale": float(tuning.speed_scale),
     }
     if model.speed_index is not None:
         values["max_speed"] = float(np.asarray(tuning.state_max)[model.speed_index])
@@ -88,6 +90,11 @@ def apply_tuning(
         changes[name] = array
     if "reference_speed" in changes and not changes["reference_speed"] > 0:
         raise ValueError(f"reference_speed must be > 0, got {float(changes['reference_speed'])}")
+    # The node follows the reference path's speed profile (timed pose stamps), scaled by
+    # speed_scale and capped at reference_speed; an untimed path carries a profile far above
+    # any cap, so there the reference advances at reference_speed.
+    cap = changes.get("reference_speed", base.reference_speed)
+    changes.update(follow_profile=1.0, max_speed=cap)
     return update_tuning(base, **changes)
 
 

@@ -70,6 +70,23 @@ class DataConfig:
             car does (the paper's setup; a car that stops falls ever further behind), or
             ``projection``: the deployed observation (projection + speed * dt).
         initial_state: Distribution of rollout start states.
+        circuits: Generated real-circuit-like training tracks (``circuit:SEED``, seeds
+            ``circuit_seed`` onwards): hairpins, chicanes, off-centre racelines, speed profiles.
+        circuit_seed: First circuit seed for training.
+        validation_circuits: Generated circuits added to validation (seeds
+            ``validation_circuit_seed`` onwards).
+        validation_circuit_seed: First circuit seed for validation.
+        profile_share: Share of rollouts whose reference follows the track's speed profile
+            (times a speed scale drawn from ``speed_scale_range``); the others advance at a
+            constant speed drawn from the speed range.
+        speed_scale_range: ``(lo, hi)`` of the speed scale of profile rollouts.
+        capped_share: Share of profile rollouts whose reference speed is also capped at a
+            constant drawn from the speed range (``min(scale x profile, cap)``: a constant
+            speed wherever the track allows it, slower where it does not).
+        standing_start_share: Share of rollouts that start at standstill with the wheels
+            straight (the grid).
+        start_speed_fraction: ``(lo, hi)``: the other rollouts start at this fraction of the
+            reference speed at their start point (``None``: ``initial_state.speed`` in m/s).
     """
 
     train_tracks: int = 12
@@ -83,6 +100,15 @@ class DataConfig:
     friction_scale: tuple[float, float] = (1.0, 1.0)
     reference: str = "projection"
     initial_state: InitialStateConfig = InitialStateConfig()
+    circuits: int = 0
+    circuit_seed: int = 1000
+    validation_circuits: int = 0
+    validation_circuit_seed: int = 5000
+    profile_share: float = 0.0
+    speed_scale_range: tuple[float, float] = (0.3, 1.05)
+    capped_share: float = 0.0
+    standing_start_share: float = 0.0
+    start_speed_fraction: tuple[float, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +224,10 @@ class TrainConfig:
             raise ValueError(
                 f"data.reference_speed_range must be [lo, hi] with 0 < lo <= hi, got {speeds}"
             )
+        for name in ("profile_share", "capped_share", "standing_start_share"):
+            share = getattr(self.data, name)
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {share}")
         if self.data.reference not in ("time", "projection"):
             raise ValueError(
                 f"data.reference must be 'time' or 'projection', got {self.data.reference!r}"

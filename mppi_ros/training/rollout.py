@@ -15,12 +15,13 @@ import jax.numpy as jnp
 from flax import struct
 
 from mppi_ros.core.controllers import Observation, TrackingTuning
+from mppi_ros.core.controllers.base import MAX_REFERENCE_SPEED, border_clearance
 from mppi_ros.core.controllers.step_mppi import LearnedState, PolicyWeights, StepMPPI
 from mppi_ros.core.costs import penalty_cost, tracking_cost
 from mppi_ros.core.dynamics import DynamicsModel
 from mppi_ros.core.networks import gaussian_entropy
 from mppi_ros.core.policy import observe
-from mppi_ros.core.tracks import Track, TrackArrays, interpolate, project
+from mppi_ros.core.tracks import Track, TrackArrays, allowed_band, interpolate, project
 from mppi_ros.training.config import InitialStateConfig
 
 Array = jax.Array
@@ -54,8 +55,34 @@ class RolloutBatch:
     track_index: Array  # (B,) int32
     x0: Array  # (B, nx)
     friction: Array  # (B,) multiplier of the plant friction
-    reference_speed: Array  # (B,) m/s
+    reference_speed: Array  # (B,) m/s, constant mode (and the cap of capped profile rollouts)
+    follow_profile: Array  # (B,) 1 = follow the track's speed profile
+    speed_scale: Array  # (B,) multiplies the profile
+    max_speed: Array  # (B,) cap of the reference speed
     key: Array  # (B, 2) sampling keys
+
+    def tuning(self, base: TrackingTuning) -> TrackingTuning:
+        """``base`` with this rollout's reference-speed law (call on one vmapped rollout)."""
+        return base.replace(
+            reference_speed=self.reference_speed,
+            follow_profile=self.follow_profile,
+            speed_scale=self.speed_scale,
+            max_speed=self.max_speed,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedSampling:
+    """How rollouts draw their reference-speed law and start speed (static, hashable).
+
+    See :class:`mppi_ros.training.config.DataConfig` for the meaning of each field.
+    """
+
+    profile_share: float = 0.0
+    speed_scale_range: tuple[float, float] = (1.0, 1.0)
+    capped_share: float = 0.0
+    standing_start_share: float = 0.0
+    start_speed_fraction: tuple[float, float] | None = None
 
 
 def sample_batch(
@@ -66,6 +93,7 @@ def sample_batch(
     init: InitialStateConfig,
     friction_range: tuple[float, float],
     speed_range: tuple[float, float],
+    speeds: SpeedSampling = SpeedSampling(),
 ) -> RolloutBatch:
     """Draws rollout starts: a random track and raceline point, then uniform offsets.
 
@@ -74,33 +102,52 @@ def sample_batch(
     """
     k_track, k_s, k_off, k_mu, k_noise = jax.random.split(key, 5)
     k_v = jax.random.fold_in(k_mu, 1)  # a new draw that leaves the older ones unchanged
+    k_law = jax.random.split(jax.random.fold_in(k_mu, 2), 5)
     num_tracks = tracks.length.shape[0]
     index = jax.random.randint(k_track, (size,), 0, num_tracks)
     s = jax.random.uniform(k_s, (size,)) * tracks.length[index]
     one = jax.tree.map(lambda a: a[index], tracks)
-    xy, psi, _, _ = jax.vmap(interpolate)(one, s)
+    xy, psi, profile, _ = jax.vmap(interpolate)(one, s)
     u = jax.random.uniform(k_off, (size, 7), minval=-1.0, maxval=1.0)
-    v_lo, v_hi = init.speed
-    columns = {
-        "px": xy[:, 0] + init.position * u[:, 0],
-        "py": xy[:, 1] + init.position * u[:, 1],
-        "delta": init.steering * u[:, 2],
-        "v": v_lo + (v_hi - v_lo) * 0.5 * (u[:, 3] + 1.0),
-        "yaw": psi + init.heading * u[:, 4],
-        "yaw_rate": init.yaw_rate * u[:, 5],
-        "beta": init.slip * u[:, 6],
-    }
-    zeros = jnp.zeros(size)
-    x0 = jnp.stack([columns.get(name, zeros) for name in model.state_names], axis=1)
     lo, hi = friction_range
     friction = jax.random.uniform(k_mu, (size,), minval=lo, maxval=hi)
     v_lo, v_hi = speed_range
     reference_speed = jax.random.uniform(k_v, (size,), minval=v_lo, maxval=v_hi)
+    follow = (jax.random.uniform(k_law[0], (size,)) < speeds.profile_share).astype(jnp.float32)
+    scale = jax.random.uniform(
+        k_law[1], (size,), minval=speeds.speed_scale_range[0], maxval=speeds.speed_scale_range[1]
+    )
+    capped = follow * (jax.random.uniform(k_law[2], (size,)) < speeds.capped_share)
+    max_speed = jnp.where(capped > 0, reference_speed, MAX_REFERENCE_SPEED)
+    start_ref = jnp.minimum(jnp.where(follow > 0, scale * profile, reference_speed), max_speed)
+    if speeds.start_speed_fraction is None:
+        v_lo, v_hi = init.speed
+        v0 = v_lo + (v_hi - v_lo) * 0.5 * (u[:, 3] + 1.0)
+    else:
+        f_lo, f_hi = speeds.start_speed_fraction
+        v0 = start_ref * (f_lo + (f_hi - f_lo) * 0.5 * (u[:, 3] + 1.0))
+    moving = (jax.random.uniform(k_law[3], (size,)) >= speeds.standing_start_share).astype(
+        jnp.float32
+    )
+    columns = {
+        "px": xy[:, 0] + init.position * u[:, 0],
+        "py": xy[:, 1] + init.position * u[:, 1],
+        "delta": moving * init.steering * u[:, 2],
+        "v": moving * v0,
+        "yaw": psi + init.heading * u[:, 4],
+        "yaw_rate": moving * init.yaw_rate * u[:, 5],
+        "beta": moving * init.slip * u[:, 6],
+    }
+    zeros = jnp.zeros(size)
+    x0 = jnp.stack([columns.get(name, zeros) for name in model.state_names], axis=1)
     return RolloutBatch(
         track_index=index.astype(jnp.int32),
         x0=x0,
         friction=friction,
         reference_speed=reference_speed,
+        follow_profile=follow,
+        speed_scale=scale,
+        max_speed=max_speed,
         key=jax.random.split(k_noise, size),
     )
 
@@ -146,6 +193,7 @@ def rollout_loss(
         """The next point of a reference that advances at the reference speed regardless of
         the car (the paper's training setup): falling behind costs more every step."""
         xy, psi, _, border = interpolate(track, s_ref)
+        border = allowed_band(border, xy, border_clearance(tuning.model_params, tuning))
         ref = jnp.zeros(model.state_dim)
         i, j = model.position_indices or (0, 1)
         ref = ref.at[i].set(xy[0]).at[j].set(xy[1])
@@ -174,12 +222,13 @@ def rollout_loss(
         track_cost = tracking_cost(
             x_frame, u, ref, tuning.q_weights, tuning.r_weights, model.angle_indices
         )
+        # ``border`` is the allowed band already (car half-width and margin applied).
         border_pen = penalty_cost(
             x_frame,
             border,
             model.position_indices,
             1.0,
-            tuning.border_margin,
+            0.0,
             0.0,
             tuning.state_min,
             tuning.state_max,
@@ -189,7 +238,7 @@ def rollout_loss(
             border,
             model.position_indices,
             0.0,
-            tuning.border_margin,
+            0.0,
             1.0,
             tuning.state_min,
             tuning.state_max,
@@ -228,14 +277,21 @@ def batch_loss(
     """Mean loss over a batch of rollouts, each on its own track (``vmap``)."""
     weights = PolicyWeights(params=params, input_mean=stats[0], input_std=stats[1])
 
-    def one(index: Array, x0: Array, friction: Array, speed: Array, key: Array):
-        track = jax.tree.map(lambda a: a[index], tracks)
-        own = tuning.replace(reference_speed=speed)
-        return rollout_loss(ctrl, weights, track, x0, friction, key, own, penalty_weight, loss)
+    def one(item: RolloutBatch):
+        track = jax.tree.map(lambda a: a[item.track_index], tracks)
+        return rollout_loss(
+            ctrl,
+            weights,
+            track,
+            item.x0,
+            item.friction,
+            item.key,
+            item.tuning(tuning),
+            penalty_weight,
+            loss,
+        )
 
-    losses, metrics = jax.vmap(one)(
-        batch.track_index, batch.x0, batch.friction, batch.reference_speed, batch.key
-    )
+    losses, metrics = jax.vmap(one)(batch)
     metrics = jax.tree.map(jnp.mean, metrics)
     total = jnp.mean(losses)
     metrics["loss"] = total
@@ -251,11 +307,11 @@ def feature_statistics(
     different value at run time shifts the input by its difference, not by 1000 sigmas.
     """
 
-    def features(index: Array, x: Array, speed: Array) -> Array:
-        track = jax.tree.map(lambda a: a[index], tracks)
-        obs, _ = observe(ctrl, track, x, tuning.replace(reference_speed=speed))
+    def features(item: RolloutBatch) -> Array:
+        track = jax.tree.map(lambda a: a[item.track_index], tracks)
+        obs, _ = observe(ctrl, track, item.x0, item.tuning(tuning))
         return ctrl.features(obs)
 
-    f = jax.vmap(features)(batch.track_index, batch.x0, batch.reference_speed)
+    f = jax.vmap(features)(batch)
     std = jnp.std(f, axis=0)
     return jnp.mean(f, axis=0), jnp.where(std < 1e-3, 1.0, std)

@@ -32,11 +32,12 @@ from mppi_ros.core.bundle import BundleError, load_bundle, resolve_model, save_b
 from mppi_ros.core.controllers import make_controller, update_tuning
 from mppi_ros.core.controllers.step_mppi import PolicyWeights, StepMPPIConfig
 from mppi_ros.core.networks import refold_input_normalisation
-from mppi_ros.core.tracks import Track, generate_track, load_track
+from mppi_ros.core.tracks import Track, generate_track, load_track, vehicle_limits
 from mppi_ros.training.config import TrainConfig
 from mppi_ros.training.rollout import (
     LossWeights,
     RolloutBatch,
+    SpeedSampling,
     batch_loss,
     feature_statistics,
     sample_batch,
@@ -88,23 +89,36 @@ def procedural_tracks(first_seed: int, count: int) -> list[Track]:
         if seed - first_seed > 10 * count + 10:
             raise TrainingError(f"could not generate {count} tracks from seed {first_seed} on")
         try:
-            tracks.append(generate_track(seed, name=f"procedural:{seed}"))
+            track = generate_track(seed, name=f"procedural:{seed}")
+            # A profile under the vehicle's limits (these smooth loops allow ~11 m/s).
+            tracks.append(track.with_limited_profile(vehicle_limits(12.0)))
         except ValueError:
             pass  # this seed's random curve never met the geometric constraints
         seed += 1
     return tracks
 
 
+def circuits(first_seed: int, count: int) -> list[Track]:
+    """``count`` generated circuits from consecutive seeds (cached as CSVs, see
+    :func:`mppi_ros.training.circuit_cache.cached_circuit`)."""
+    from mppi_ros.training.circuit_cache import cached_circuit
+
+    return [cached_circuit(seed) for seed in range(first_seed, first_seed + count)]
+
+
 def training_tracks(
     config: TrainConfig, extra: tuple[str, ...] = ()
 ) -> tuple[list[Track], list[Track]]:
-    """Procedural training tracks (+ user tracks) and the held-out validation tracks."""
+    """Procedural tracks and generated circuits (+ user tracks) for training, and the
+    held-out validation tracks."""
     d = config.data
     train = procedural_tracks(d.train_seed, d.train_tracks)
+    train += circuits(d.circuit_seed, d.circuits)
     train += [load_track(spec) for spec in (*d.extra_tracks, *extra)]
     if not train:
         raise TrainingError("no training tracks: set data.train_tracks > 0 or pass --track")
     val = procedural_tracks(d.validation_seed, d.validation_tracks)
+    val += circuits(d.validation_circuit_seed, d.validation_circuits)
     if not val:
         raise TrainingError("data.validation_tracks must be >= 1 (early stopping needs it)")
     overlap = {t.name for t in train} & {t.name for t in val}
@@ -209,9 +223,16 @@ class Trainer:
         self.train_tracks = jax.device_put(stack_tracks(train), self.replicated)
         self.val_tracks = jax.device_put(stack_tracks(val), self.replicated)
         init, friction = c.data.initial_state, c.data.friction_scale
+        sampling = SpeedSampling(
+            profile_share=c.data.profile_share,
+            speed_scale_range=tuple(c.data.speed_scale_range),
+            capped_share=c.data.capped_share,
+            standing_start_share=c.data.standing_start_share,
+            start_speed_fraction=c.data.start_speed_fraction,
+        )
         self._sample = jax.jit(
             lambda key, tracks, size, speeds: sample_batch(
-                key, model, tracks, size, init, friction, speeds
+                key, model, tracks, size, init, friction, speeds, sampling
             ),
             static_argnums=2,
             out_shardings=self.data_sharding,

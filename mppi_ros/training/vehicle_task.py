@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mppi_ros.core.controllers.base import border_clearance
 from mppi_ros.core.controllers.soft_mpcritic_tracking import TrackingCriticProblem
 from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
 from mppi_ros.core.policy import observe_window
-from mppi_ros.core.tracks import load_track
+from mppi_ros.core.tracks import ReferenceSpeed, load_track
 from mppi_ros.sim.closed_loop import PlantState, SimConfig, hold_command
 from mppi_ros.training.config import InitialStateConfig
 from mppi_ros.training.rollout import sample_batch, stack_tracks
@@ -147,6 +148,7 @@ class VehicleTrackingEnv:
         self.track_names = [t.name for t in chosen]
         self.tracks = stack_tracks(chosen)
         self.params = self.model.params_for_step(self.model.default_params, task.plant_dt)
+        self._tuning = problem.stage_tuning()
         self._key = jax.random.PRNGKey(0)
         self._reset = jax.jit(self._reset_fn)
         self._step = jax.jit(self._step_fn)
@@ -156,8 +158,15 @@ class VehicleTrackingEnv:
 
     def _observe(self, track, x: Array, speed: Array) -> tuple[Array, Array]:
         task = self.task
+        tuning = self._tuning
         obs, window = observe_window(
-            self.model, track, x, self.problem.reference_points, task.dt, speed
+            self.model,
+            track,
+            x,
+            self.problem.reference_points,
+            task.dt,
+            ReferenceSpeed.fixed(speed),
+            border_clearance(tuning.model_params, tuning),
         )
         return self.problem.flatten(obs, window.origin), window.lateral_error
 

@@ -13,8 +13,11 @@ from flax import struct
 
 from mppi_ros.core.costs import penalty_cost, tracking_cost
 from mppi_ros.core.dynamics import DynamicsModel
+from mppi_ros.core.tracks.window import ReferenceSpeed
 
 Array = jax.Array
+
+MAX_REFERENCE_SPEED = 100.0  # m/s: "no cap" as a finite number (tuning values stay finite)
 
 
 @struct.dataclass
@@ -42,11 +45,16 @@ class TrackingTuning:
         q_weights: ``(nx,)`` diagonal state-error weights.
         r_weights: ``(nu,)`` diagonal control weights.
         border_weight: Weight of the squared border violation.
-        border_margin: Safety margin (m) subtracted from the track half-widths.
+        border_margin: Safety margin (m) kept between the car's side and the road edge (the
+            allowed band is the road minus the car's half-width and this margin).
         box_weight: Weight of the squared state-box violation.
         state_min: ``(nx,)`` lower state limits (``-inf`` where free).
         state_max: ``(nx,)`` upper state limits (``+inf`` where free).
-        reference_speed: Speed (m/s) at which the reference window advances.
+        reference_speed: Speed (m/s) at which the reference advances in constant-speed mode.
+        follow_profile: 1 = the reference advances along the track's speed profile times
+            ``speed_scale``; 0 = at ``reference_speed``.
+        speed_scale: Multiplies the speed profile (``follow_profile`` = 1).
+        max_speed: Caps the reference speed in both modes (m/s).
         model_params: Parameters of the prediction model (e.g. friction).
     """
 
@@ -60,7 +68,19 @@ class TrackingTuning:
     state_min: Array
     state_max: Array
     reference_speed: Array
+    follow_profile: Array
+    speed_scale: Array
+    max_speed: Array
     model_params: Any
+
+    def reference_speed_law(self) -> ReferenceSpeed:
+        """How fast the reference window advances under this tuning."""
+        return ReferenceSpeed(
+            constant=self.reference_speed,
+            follow_profile=self.follow_profile,
+            scale=self.speed_scale,
+            cap=self.max_speed,
+        )
 
 
 def default_state_box(model: DynamicsModel, params: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +99,8 @@ def make_tuning(model: DynamicsModel, **values: Any) -> TrackingTuning:
     """Builds a float32 tuning pytree with vehicle defaults (REFERENCE.md section 4).
 
     Defaults: Q = diag(10, 10, 0, 0, 0.1, 0, 0) on position and heading (for other models,
-    10 on position), R = 0.1 I, temperature 1, border weight 1e3, margin 0.3 m.
+    10 on position), R = 0.1 I, temperature 1, border weight 1e3, margin 0.1 m beyond the
+    car's half-width, constant reference speed 10 m/s (no profile), no speed cap.
     """
     nx, nu = model.state_dim, model.control_dim
     q = np.zeros(nx, np.float32)
@@ -95,11 +116,14 @@ def make_tuning(model: DynamicsModel, **values: Any) -> TrackingTuning:
         q_weights=q,
         r_weights=np.full(nu, 0.1, np.float32),
         border_weight=1e3,
-        border_margin=0.3,
+        border_margin=0.1,
         box_weight=1e3,
         state_min=lo,
         state_max=hi,
         reference_speed=10.0,
+        follow_profile=0.0,
+        speed_scale=1.0,
+        max_speed=MAX_REFERENCE_SPEED,
     )
     unknown = set(values) - set(base)
     if unknown:
@@ -151,6 +175,9 @@ def _check_tuning(t: TrackingTuning) -> None:
         ("border_margin", t.border_margin, np.isfinite, "finite"),
         ("box_weight", t.box_weight, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
         ("reference_speed", t.reference_speed, np.isfinite, "finite"),
+        ("follow_profile", t.follow_profile, lambda v: (v == 0) | (v == 1), "0 or 1"),
+        ("speed_scale", t.speed_scale, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+        ("max_speed", t.max_speed, lambda v: np.isfinite(v) & (v > 0), "finite and > 0"),
     ]
     for name, value, ok, what in checks:
         if isinstance(value, jax.core.Tracer):
@@ -159,6 +186,13 @@ def _check_tuning(t: TrackingTuning) -> None:
             raise ValueError(f"{name} must be {what}, got {np.asarray(value).tolist()}")
     if np.any(np.asarray(t.state_min) > np.asarray(t.state_max)):
         raise ValueError("state_min must not exceed state_max")
+
+
+def border_clearance(params: Any, tuning: TrackingTuning) -> Array:
+    """Distance kept between the car's centre and a road edge: its half-width (when the model
+    has a ``width``) plus the live safety margin."""
+    half_width = 0.5 * getattr(params, "width", 0.0)
+    return half_width + tuning.border_margin
 
 
 def step_keys(state_key: Array, key: Array | None) -> tuple[Array, Array]:
@@ -176,7 +210,11 @@ def step_keys(state_key: Array, key: Array | None) -> tuple[Array, Array]:
 def stage_cost(
     model: DynamicsModel, x_next: Array, u: Array, ref: Array, border: Array, t: TrackingTuning
 ) -> Array:
-    """Tracking cost of ``x_next`` against ``ref`` plus control cost and soft constraints."""
+    """Tracking cost of ``x_next`` against ``ref`` plus control cost and soft constraints.
+
+    ``border`` is already the allowed band (the observation applied the car's half-width and
+    the margin), so no margin is subtracted here.
+    """
     return tracking_cost(
         x_next, u, ref, t.q_weights, t.r_weights, model.angle_indices
     ) + penalty_cost(
@@ -184,7 +222,7 @@ def stage_cost(
         border,
         model.position_indices,
         t.border_weight,
-        t.border_margin,
+        jnp.zeros(()),
         t.box_weight,
         t.state_min,
         t.state_max,
