@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from mppi_ros.allocator import ALLOCATORS
+from mppi_ros.bench.reference import (
+    add_circuit_arguments,
+    add_speed_arguments,
+    speed_settings,
+)
 
 # Controllers a node can run (``mppi_ros.core.controllers.controller_names()``; listed here so
 # that parsing the command line does not import JAX).
@@ -73,7 +78,7 @@ def _add_closed_loop_args(p: argparse.ArgumentParser, laps: int) -> None:
         "bundle folder, e.g. mppi@16384,step_mppi,step_mppi@256,dpc",
     )
     p.add_argument("--laps", type=int, default=laps)
-    p.add_argument("--reference-speed", type=float, default=10.0, help="m/s")
+    add_speed_arguments(p, profile="constant")
     p.add_argument("--friction-scale", type=float, default=1.0)
     p.add_argument("--plant-dt", type=float, default=0.01)
     p.add_argument(
@@ -99,13 +104,12 @@ def _add_closed_loop_args(p: argparse.ArgumentParser, laps: int) -> None:
 def _closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     from mppi_ros.bench import closed_loop
     from mppi_ros.bench.plots import plot_closed_loop
-    from mppi_ros.core.tracks import load_track
 
     bench = closed_loop.ClosedLoopBench(
         track=args.track,
         controllers=tuple(args.controllers),
         laps=args.laps,
-        reference_speed=args.reference_speed,
+        speed=speed_settings(args),
         friction_scale=args.friction_scale,
         plant_dt=args.plant_dt,
         control_period=args.control_period,
@@ -116,12 +120,29 @@ def _closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     )
     report, raw = closed_loop.run(bench, show_progress=sys.stderr.isatty())
     if args.plot:
-        report["plot"] = str(plot_closed_loop(load_track(args.track), raw, args.plot))
+        report["plot"] = str(
+            plot_closed_loop(speed_settings(args).load(args.track), raw, args.plot)
+        )
     return report
 
 
 def cmd_bench_closed_loop(args: argparse.Namespace) -> int:
     _emit(_closed_loop(args), args.json)
+    return 0
+
+
+def cmd_bench_circuits(args: argparse.Namespace) -> int:
+    from mppi_ros.bench import circuits
+
+    try:
+        bench = circuits.bench_from_args(args)
+    except ValueError as err:
+        print(f"mppi-ros bench circuits: error: {err}", file=sys.stderr)
+        return 2
+    report, raw, tracks = circuits.run(bench, progress=sys.stderr.isatty())
+    if args.plot:
+        report["plot"] = str(circuits.plot_grid(raw, tracks, args.plot))
+    _emit(report, args.json)
     return 0
 
 
@@ -444,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_closed_loop_args(cl, laps=2)
     cl.set_defaults(func=cmd_bench_closed_loop)
 
+    circ = bench_sub.add_parser(
+        "circuits", help="held-out real-circuit-like tracks: standing start, speed profile"
+    )
+    add_circuit_arguments(circ)
+    circ.set_defaults(func=cmd_bench_circuits)
     lat = bench_sub.add_parser("latency", help="controller step time p50/p99, ratio to MPPI")
     lat.add_argument("--controllers", type=_csv_list, default=("mppi",))
     lat.add_argument("--num-samples", type=_int_list, default=(1024, 16384))

@@ -14,8 +14,8 @@ from mppi_ros.core.bundle import (
     SHIPPED_CONTROLLERS,
     shipped_model_path,
 )
-from mppi_ros.core.controllers import make_controller, update_tuning, with_replan_period
-from mppi_ros.core.tracks import load_track
+from mppi_ros.core.controllers import make_controller, with_replan_period
+from mppi_ros.core.speed import SpeedSettings
 from mppi_ros.engine import controller_overrides
 from mppi_ros.sim import SimConfig, SimResult, run_closed_loop
 
@@ -33,7 +33,7 @@ class ClosedLoopBench:
     track: str = "default"
     controllers: tuple[str, ...] = ("mppi",)
     laps: int = 2
-    reference_speed: float = 10.0
+    speed: SpeedSettings = dataclasses.field(default_factory=SpeedSettings)
     friction_scale: float = 1.0
     plant_dt: float = 0.01
     control_period: float | None = None
@@ -63,7 +63,7 @@ def run(
     bench: ClosedLoopBench, show_progress: bool = False
 ) -> tuple[dict[str, Any], dict[str, SimResult]]:
     """Runs every controller; returns the JSON dict and the raw results (for plots)."""
-    track = load_track(bench.track)
+    track = bench.speed.load(bench.track)
     period = bench.control_period if bench.control_period is not None else bench.plant_dt
     sim = SimConfig(
         plant_dt=bench.plant_dt,
@@ -77,7 +77,7 @@ def run(
     results: dict[str, Any] = {}
     for name in bench.controllers:
         ctrl = build_controller(name, bench.num_samples, bench.horizon, period)
-        tuning = update_tuning(ctrl.default_tuning(), reference_speed=bench.reference_speed)
+        tuning = bench.speed.tuning(ctrl.default_tuning())
         bar = _progress_bar(f"{name} on {track.name}", show_progress)
         res = run_closed_loop(ctrl, track, tuning, sim, progress=bar.update_to)
         bar.close()

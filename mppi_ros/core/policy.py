@@ -18,7 +18,6 @@ from mppi_ros.core.tracks import (
     ReferenceWindow,
     Track,
     TrackArrays,
-    load_track,
     reference_window,
 )
 
@@ -139,17 +138,70 @@ class NumpyController:
         self.cstate = self.controller.init(init_key)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The control for state ``x`` (``model.state_names`` order), as a NumPy array.
+
+        Raises:
+            ValueError: If ``x`` does not have the model's state shape or is not finite.
+        """
+        model = self.controller.model
+        x = np.asarray(x, np.float32)
+        if x.shape != (model.state_dim,):
+            raise ValueError(
+                f"state must have shape ({model.state_dim},) "
+                f"[{', '.join(model.state_names)}], got {x.shape}"
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"state must be finite, got {x.tolist()}")
         self._key, key = jax.random.split(self._key)
         action, self.cstate, self.last_info, _ = self._step(
-            self.cstate, jnp.asarray(x, jnp.float32), self.tuning, key
+            self.cstate, jnp.asarray(x), self.tuning, key
         )
         return np.asarray(action)
 
 
 def load_controller(
-    name_or_path: str, track: Track | str = "default", seed: int = 0, **overrides: Any
+    name_or_path: str,
+    track: Track | str = "default",
+    speed_profile: str = "track",
+    speed_scale: float = 1.0,
+    reference_speed: float = 10.0,
+    raceline: str = "auto",
+    seed: int = 0,
+    **overrides: Any,
 ) -> NumpyController:
-    """A ready-to-call controller: ``load_controller("mppi", track="default")(x) -> u``."""
+    """A ready-to-call controller: ``load_controller("step_mppi", track="default")(x) -> u``.
+
+    Args:
+        name_or_path: A registered controller; the learned names (``step_mppi``, ``dpc``,
+            ``soft_mpcritic``) load their shipped bundle; or a bundle folder.
+        track: A :class:`Track` or anything :func:`load_track` takes (built-in name,
+            ``circuit:SEED``, raceline / centerline CSV).
+        speed_profile: ``track`` (the track's profile), ``friction`` (computed from
+            curvature and the vehicle's limits) or ``constant`` (``reference_speed``).
+        speed_scale: Multiplies the profile.
+        reference_speed: The constant speed (m/s).
+        raceline: For a track given by name: ``auto``, ``file`` or ``optimise``.
+        seed: Sampling seed.
+        **overrides: Static config fields, e.g. ``num_samples``.
+
+    Raises:
+        ValueError: For an unknown controller, speed profile or track.
+    """
+    from mppi_ros.core.bundle import SHIPPED_CONTROLLERS, shipped_model_path
+    from mppi_ros.core.speed import SpeedSettings
+
+    speed = SpeedSettings(
+        profile=speed_profile,
+        scale=speed_scale,
+        reference_speed=reference_speed,
+        raceline=raceline,
+    )
     if isinstance(track, str):
-        track = load_track(track)
-    return NumpyController(make_controller(name_or_path, **overrides), track, seed=seed)
+        track = speed.load(track)
+    elif speed_profile == "friction":
+        track = speed.with_profile(track)
+    name = str(name_or_path)
+    if name in SHIPPED_CONTROLLERS:
+        name = str(shipped_model_path(name))
+    ctrl = make_controller(name, **overrides)
+    return NumpyController(ctrl, track, speed.tuning(ctrl.default_tuning()), seed=seed)

@@ -10,6 +10,7 @@ controller calls is Python, so any controller (JAX or ONNX) can be timed per ste
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -101,10 +102,17 @@ class Plant:
             )
         self.params = plant_params(self.model, config.friction_scale, config.plant_dt)
         self.track = track
-        self._delays = jnp.asarray(config.command_delay_steps, jnp.int32)
-        noise = config.process_noise_std
-        self._noise = None if noise is None else jnp.asarray(noise, jnp.float32)
-        self.advance = jax.jit(self._advance)
+        self._advance_on = _advance_function(config)
+
+    def advance(
+        self, plant: PlantState, command: Array, key: Array, params: Any
+    ) -> tuple[PlantState, Array, Array]:
+        """Integrates one control period holding ``command`` (see :func:`hold_command`).
+
+        One compiled function per :class:`SimConfig` serves every track of the same size
+        (the track is an argument), so a benchmark over many circuits compiles once.
+        """
+        return self._advance_on(plant, command, key, params, self.track)
 
     def initial_state(self, x: Array) -> PlantState:
         depth = max(self.config.command_delay_steps) + 1
@@ -113,23 +121,36 @@ class Plant:
             command_history=jnp.zeros((depth, self.model.control_dim), jnp.float32),
         )
 
-    def _advance(
-        self, plant: PlantState, command: Array, key: Array, params: Any
-    ) -> tuple[PlantState, Array, Array]:
-        """Integrates one control period holding ``command`` (see :func:`hold_command`)."""
-        cfg = self.config
+
+@functools.lru_cache(maxsize=16)
+def _advance_function(config: SimConfig) -> Callable[..., Any]:
+    """Jitted ``(plant, command, key, params, track) -> (plant, violation, applied)``."""
+    model = get_dynamics(config.dynamics)
+    delays = jnp.asarray(config.command_delay_steps, jnp.int32)
+    noise = config.process_noise_std
+    noise = None if noise is None else jnp.asarray(noise, jnp.float32)
+
+    def advance(plant: PlantState, command: Array, key: Array, params: Any, track: TrackArrays):
+        keys = jax.random.split(key, config.substeps)
         return hold_command(
-            self.model,
-            self.track,
-            cfg.plant_dt,
-            self._delays,
-            cfg.car_half_width,
+            model,
+            track,
+            config.plant_dt,
+            delays,
+            config.car_half_width,
             plant,
             command,
             params,
-            jax.random.split(key, cfg.substeps),
-            self._noise,
+            keys,
+            noise,
         )
+
+    return jax.jit(advance)
+
+
+@jax.jit
+def _project_position(track: TrackArrays, position: Array):
+    return project(track, position)
 
 
 def hold_command(
@@ -275,7 +296,10 @@ def run_closed_loop(
     )
 
     pos_idx = jnp.array(plant.model.position_indices or (0, 1))
-    project_position = jax.jit(lambda x: project(arrays, x[pos_idx]))
+
+    def project_position(x: Array):
+        return _project_position(arrays, x[pos_idx])
+
     log: dict[str, list] = {k: [] for k in ("t", "x", "u", "s", "e", "viol", "ms")}
     infos: list[Any] = []
     lap_times: list[float] = []

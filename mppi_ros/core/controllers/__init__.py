@@ -24,6 +24,7 @@ from mppi_ros.core.controllers.base import (
     update_tuning,
 )
 from mppi_ros.core.controllers.mppi import MPPI, MPPIConfig
+from mppi_ros.core.controllers.pure_pursuit import PurePursuit, PurePursuitConfig
 from mppi_ros.core.controllers.step_mppi import DPC, StepMPPI, StepMPPIConfig
 from mppi_ros.core.registry import Registry
 
@@ -80,6 +81,7 @@ def config_with(config_cls: type, **overrides: Any) -> Any:
 register_controller("mppi", lambda **kw: MPPI(config_with(MPPIConfig, **kw)))
 register_controller("step_mppi", lambda **kw: StepMPPI(config_with(StepMPPIConfig, **kw)))
 register_controller("dpc", lambda **kw: DPC(config_with(StepMPPIConfig, **kw)))
+register_controller("pure_pursuit", lambda **kw: PurePursuit(config_with(PurePursuitConfig, **kw)))
 
 
 def _shipped_soft_mpcritic(**overrides: Any) -> Controller:
@@ -97,6 +99,8 @@ __all__ = [
     "Controller",
     "MPPIConfig",
     "Observation",
+    "PurePursuit",
+    "PurePursuitConfig",
     "StepMPPI",
     "StepMPPIConfig",
     "TrackingTuning",

@@ -42,9 +42,11 @@ def offset_bounds(
     return np.where(narrow, mid, lo), np.where(narrow, mid, hi)
 
 
-def minimum_curvature_offsets(center: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def minimum_curvature_offsets(
+    center: np.ndarray, lo: np.ndarray, hi: np.ndarray, start: np.ndarray | None = None
+) -> np.ndarray:
     """Offsets ``alpha`` (along the left normals) that minimise the summed squared second
-    difference of ``center + alpha n`` within ``[lo, hi]``."""
+    difference of ``center + alpha n`` within ``[lo, hi]``, from ``start`` (default 0)."""
     from scipy.optimize import minimize
 
     normal = geo.left_normals(center)
@@ -62,7 +64,7 @@ def minimum_curvature_offsets(center: np.ndarray, lo: np.ndarray, hi: np.ndarray
 
     result = minimize(
         objective,
-        np.clip(np.zeros(len(center)), lo, hi),
+        np.clip(np.zeros(len(center)) if start is None else start, lo, hi),
         jac=True,
         bounds=list(zip(lo, hi, strict=True)),
         method="L-BFGS-B",
@@ -103,10 +105,24 @@ def optimise_raceline(
     center_xy = np.asarray(center_xy, float)
     width_right = np.asarray(width_right, float)
     width_left = np.asarray(width_left, float)
+    tree = cKDTree(center_xy)
+
+    def solve(spacing: float, start: np.ndarray | None = None):
+        line = geo.resample_closed(center_xy, spacing)
+        nearest = tree.query(line)[1]
+        lo, hi = offset_bounds(width_right[nearest], width_left[nearest], clearance)
+        return line, minimum_curvature_offsets(line, lo, hi, start)
+
+    # A solve on a 4x coarser grid first: the fine problem is ill-conditioned (second
+    # differences), and a good start saves most of its iterations.
+    rough, rough_alpha = solve(4.0 * grid)
     coarse = geo.resample_closed(center_xy, grid)
-    _, nearest = cKDTree(center_xy).query(coarse)
-    lo, hi = offset_bounds(width_right[nearest], width_left[nearest], clearance)
-    alpha = minimum_curvature_offsets(coarse, lo, hi)
+    s_rough = geo.arc_length(np.vstack([rough, rough[:1]]))
+    s_fine = geo.arc_length(np.vstack([coarse, coarse[:1]]))[:-1] * (
+        s_rough[-1] / geo.loop_length(coarse)
+    )
+    start = geo.interp_closed(s_fine, s_rough[:-1], rough_alpha, s_rough[-1])
+    coarse, alpha = solve(grid, start)
     line = coarse + geo.left_normals(coarse) * alpha[:, None]
     track = raceline_track(name, line, center_xy, width_right, width_left, spacing=spacing)
     limits = limits if limits is not None else vehicle_limits(max_speed)
