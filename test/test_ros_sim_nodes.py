@@ -187,6 +187,21 @@ def test_pacer_catches_up_after_a_late_tick_and_skips_beyond_the_limit():
     assert lazy.steps_due(123.01) == (1, 0)
 
 
+def test_reference_times_follow_the_speed_profile_capped_at_the_reference_speed():
+    track = load_track("circuit:9001")
+    times = reference_times(track, 8.0, speed_profile=True)
+    assert times[0] == 0.0 and np.all(np.diff(times) > 0)
+    # The speeds the controller derives from the stamps are the profile, capped.
+    derived = np.diff(track.s) / np.diff(times)
+    expected = np.minimum(track.speed, 8.0)
+    np.testing.assert_allclose(derived, 0.5 * (expected[:-1] + expected[1:]), rtol=1e-9)
+    assert derived.min() < 0.6 * derived.max()  # it slows for the corners
+    # Above the profile everywhere, the cap is the profile itself.
+    np.testing.assert_allclose(
+        reference_times(track, 100.0, speed_profile=True)[-1], track.ideal_lap_time(), rtol=0.01
+    )
+
+
 def test_reference_times_start_at_zero_and_follow_the_arc_length():
     track = load_track("default")
     times = reference_times(track, 5.0)

@@ -2,13 +2,16 @@
 
 Topics (all reliable, transient-local, keep-last 1, so late subscribers get the current track):
   * ``reference``: the raceline; pose orientations are the raceline heading. With ``timed`` the
-    pose stamps are the times at which ``reference_speed`` reaches each point (arc length /
-    speed, from 0), otherwise every pose stamp equals the header stamp.
+    pose stamps are the times at which each point is reached (from 0) driving the track's speed
+    profile capped at ``reference_speed`` (``speed_profile`` true; the raceline file's
+    ``vx_mps`` or a generated circuit's profile) or at ``reference_speed`` throughout
+    (``speed_profile`` false): the speed profile travels with the path. Otherwise every pose
+    stamp equals the header stamp.
   * ``border_left``, ``border_right``: the track edges.
 
-``track``, ``timed`` and ``reference_speed`` may be changed at run time: the new track is loaded
-while the change is validated, so an unknown name or a bad file is rejected with the loader's
-message as the reason and the old track stays published.
+``track``, ``timed``, ``speed_profile`` and ``reference_speed`` may be changed at run time:
+the new track is loaded while the change is validated, so an unknown name or a bad file is
+rejected with the loader's message as the reason and the old track stays published.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from mppi_ros.ros.common import LATCHED, run_node
 from mppi_ros.ros.conversions import make_path
 
 NODE_NAME = "track_publisher"
-LIVE_PARAMETERS = ("track", "timed", "reference_speed")
+LIVE_PARAMETERS = ("track", "timed", "reference_speed", "speed_profile")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,21 +41,36 @@ class TrackSettings:
     track: Track
     timed: bool
     reference_speed: float
+    speed_profile: bool = True
 
 
-def reference_times(track: Track, reference_speed: float) -> np.ndarray:
-    """Seconds at which each raceline point is reached at ``reference_speed`` (first = 0).
+def reference_times(
+    track: Track, reference_speed: float, speed_profile: bool = False
+) -> np.ndarray:
+    """Seconds at which each raceline point is reached (first = 0): at ``reference_speed``,
+    or along the track's speed profile capped at it (``speed_profile``).
 
     Raises:
-        ValueError: If ``reference_speed`` is not positive.
+        ValueError: If ``reference_speed`` is not positive, or the profile is not positive.
     """
     if not reference_speed > 0.0:
         raise ValueError(f"reference_speed must be > 0, got {reference_speed}")
-    return (np.asarray(track.s, float) - float(track.s[0])) / reference_speed
+    s = np.asarray(track.s, float) - float(track.s[0])
+    if not speed_profile:
+        return s / reference_speed
+    v = np.minimum(np.asarray(track.speed, float), reference_speed)
+    if not np.all(v > 0.0):
+        raise ValueError(f"{track.name}: its speed profile is not positive everywhere")
+    mean_v = 0.5 * (v[:-1] + v[1:])
+    return np.concatenate([[0.0], np.cumsum(np.diff(s) / mean_v)])
 
 
 def settings_from(
-    current: TrackSettings | None, spec: str, timed: bool, reference_speed: float
+    current: TrackSettings | None,
+    spec: str,
+    timed: bool,
+    reference_speed: float,
+    speed_profile: bool = True,
 ) -> TrackSettings:
     """Validated settings; the track is reloaded only when ``spec`` changed.
 
@@ -66,7 +84,10 @@ def settings_from(
         track = current.track
     else:
         track = load_track(spec)
-    return TrackSettings(spec=spec, track=track, timed=timed, reference_speed=reference_speed)
+    settings = TrackSettings(spec, track, timed, reference_speed, speed_profile)
+    if timed:
+        reference_times(track, reference_speed, speed_profile)  # validates the profile
+    return settings
 
 
 class TrackPublisher(Node):
@@ -79,7 +100,8 @@ class TrackPublisher(Node):
             "default",
             ParameterDescriptor(
                 description="Built-in track name (default, sprint, endurance), "
-                "'procedural:SEED', or the path of an F1TENTH raceline/centerline CSV",
+                "'procedural:SEED', 'circuit:SEED', or the path of an F1TENTH "
+                "raceline/centerline CSV",
             ),
         )
         self.declare_parameter(
@@ -93,6 +115,14 @@ class TrackPublisher(Node):
             ParameterDescriptor(
                 description="Stamp reference poses with the time the raceline is reached at "
                 "reference_speed (from 0); false: every pose stamp equals the header stamp",
+            ),
+        )
+        self.declare_parameter(
+            "speed_profile",
+            True,
+            ParameterDescriptor(
+                description="Timed references: stamps follow the track's speed profile capped "
+                "at reference_speed (true) or reference_speed throughout (false)",
             ),
         )
         self.declare_parameter(
@@ -110,6 +140,7 @@ class TrackPublisher(Node):
             self.get_parameter("track").value,
             self.get_parameter("timed").value,
             self.get_parameter("reference_speed").value,
+            self.get_parameter("speed_profile").value,
         )
         self._pending: TrackSettings | None = None
         self._reference_pub = self.create_publisher(Path, "reference", LATCHED)
@@ -133,6 +164,7 @@ class TrackPublisher(Node):
                 str(changed.get("track", current.spec)),
                 bool(changed.get("timed", current.timed)),
                 float(changed.get("reference_speed", current.reference_speed)),
+                bool(changed.get("speed_profile", current.speed_profile)),
             )
         except (TrackFormatError, ValueError) as err:
             self._pending = None
@@ -154,7 +186,11 @@ class TrackPublisher(Node):
         settings = self._settings
         track = settings.track
         stamp = self.get_clock().now().to_msg()
-        times = reference_times(track, settings.reference_speed) if settings.timed else None
+        times = (
+            reference_times(track, settings.reference_speed, settings.speed_profile)
+            if settings.timed
+            else None
+        )
         self._reference_pub.publish(
             make_path(track.xy, self._frame_id, stamp, yaw=track.psi, times=times)
         )

@@ -666,9 +666,14 @@ def vehicle_config(env: dict[str, Any]) -> VehicleTaskConfig:
 def _closed_loop(path, track: str, speed: float, laps: int, seed: int) -> dict[str, Any]:
     """``mppi-ros bench closed-loop`` of the bundle alone: its summary keys."""
     from mppi_ros.bench import closed_loop
+    from mppi_ros.core.speed import SpeedSettings
 
     bench = closed_loop.ClosedLoopBench(
-        track=track, controllers=(str(path),), laps=laps, reference_speed=speed, seed=seed
+        track=track,
+        controllers=(str(path),),
+        laps=laps,
+        speed=SpeedSettings(reference_speed=speed),
+        seed=seed,
     )
     report, _ = closed_loop.run(bench)
     return {"reference_speed": speed, **report["results"][str(path)]}
