@@ -181,7 +181,7 @@ def save_bundle(
         "dt": config.dt,
         "config": _jsonable(dataclasses.asdict(config)),
         "inputs": {
-            "features": feature_dim(model),
+            "features": feature_dim(model, len(getattr(config, "preview", ()))),
             "description": "track-frame features (mppi_ros.core.networks.policy_features)",
             "normalisation": "z-score with input_mean / input_std stored in params.msgpack",
         },
@@ -311,7 +311,7 @@ def load_bundle(path: str | Path) -> Bundle:
         make_tuning(model, **tuning)
     except (TypeError, ValueError) as err:
         raise BundleError(f"model bundle {path}: invalid tuning ({err})") from None
-    expected_inputs = feature_dim(model)
+    expected_inputs = feature_dim(model, len(getattr(config, "preview", ())))
     if manifest["inputs"].get("features") != expected_inputs:
         raise BundleError(
             f"model bundle {path} expects {manifest['inputs'].get('features')} input features, "

@@ -52,12 +52,38 @@ def policy_features(model: DynamicsModel, state: Array, ref: Array, border: Arra
     )
 
 
-def feature_dim(model: DynamicsModel) -> int:
+PREVIEW_FEATURES = 5
+
+
+def preview_features(model: DynamicsModel, ref: Array, ahead: Array, border: Array) -> Array:
+    """What the road ahead looks like from the next reference point: the reference point
+    ``ahead`` in ``ref``'s frame (sideways offset, sin of the heading change), its speed, and
+    the room between it and each side of the allowed band there.
+
+    A policy that sees only the next reference point learns of a hairpin when it is already
+    in it; these let it brake and turn in on time.
+    """
+    i, j = model.position_indices
+    h = model.heading_index
+    psi = ref[h]
+    d = jnp.stack([ahead[i] - ref[i], ahead[j] - ref[j]])
+    across = -jnp.sin(psi) * d[0] + jnp.cos(psi) * d[1]
+    pos = jnp.stack([ahead[i], ahead[j]])
+    lateral = jnp.dot(border[:2], pos)
+    speed = ahead[model.speed_index] if model.speed_index is not None else jnp.zeros(())
+    return jnp.stack(
+        [across, jnp.sin(ahead[h] - psi), speed, border[2] - lateral, lateral - border[3]]
+    )
+
+
+def feature_dim(model: DynamicsModel, preview: int = 0) -> int:
+    """Number of policy features for ``model`` with ``preview`` previewed points."""
     import numpy as np
 
     nx = model.state_dim
     x = jnp.zeros(nx)
-    return int(np.size(policy_features(model, x, x, jnp.array([0.0, 1.0, 1.0, -1.0]))))
+    base = int(np.size(policy_features(model, x, x, jnp.array([0.0, 1.0, 1.0, -1.0]))))
+    return base + PREVIEW_FEATURES * preview
 
 
 def refold_input_normalisation(

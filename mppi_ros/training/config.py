@@ -24,6 +24,7 @@ class NetworkConfig:
     hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
     activation: str = "gelu"
     full_covariance: bool = False
+    preview: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

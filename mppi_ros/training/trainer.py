@@ -198,6 +198,7 @@ class Trainer:
             hidden=tuple(c.network.hidden),
             activation=c.network.activation,
             full_covariance=c.network.full_covariance,
+            preview=tuple(c.network.preview),
         )
         self.ctrl = make_controller(c.controller, **dataclasses.asdict(self.ctrl_config))
         model = self.ctrl.model

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.controllers.base import border_clearance
+from mppi_ros.core.controllers.base import MAX_REFERENCE_SPEED, border_clearance
 from mppi_ros.core.controllers.soft_mpcritic_tracking import TrackingCriticProblem
 from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
@@ -30,8 +30,8 @@ from mppi_ros.core.policy import observe_window
 from mppi_ros.core.tracks import ReferenceSpeed, load_track
 from mppi_ros.sim.closed_loop import PlantState, SimConfig, hold_command
 from mppi_ros.training.config import InitialStateConfig
-from mppi_ros.training.rollout import sample_batch, stack_tracks
-from mppi_ros.training.trainer import procedural_tracks
+from mppi_ros.training.rollout import SpeedSampling, sample_batch, stack_tracks
+from mppi_ros.training.trainer import circuits, procedural_tracks
 
 Array = jax.Array
 
@@ -61,6 +61,13 @@ class VehicleTaskConfig:
         initial_state: Start distribution around a random raceline point.
         value_rescaling: Fit the Q-network on rescaled costs-to-go
             (:attr:`CriticProblem.value_rescaling`).
+        circuits: Generated real-circuit-like tracks added to the procedural ones (seeds
+            ``circuit_seed`` onwards).
+        circuit_seed: First circuit seed.
+        profile_share, speed_scale_range, capped_share, standing_start_share,
+        start_speed_fraction: The reference-speed law and start speed of each episode, as
+            in :class:`mppi_ros.training.config.DataConfig`.
+        friction_scale: Range of the plant's friction multiplier drawn per episode.
     """
 
     dynamics: str = "single_track"
@@ -84,6 +91,14 @@ class VehicleTaskConfig:
         )
     )
     value_rescaling: bool = True
+    circuits: int = 0
+    circuit_seed: int = 1000
+    profile_share: float = 0.0
+    speed_scale_range: tuple[float, float] = (1.0, 1.0)
+    capped_share: float = 0.0
+    standing_start_share: float = 0.0
+    start_speed_fraction: tuple[float, float] | None = None
+    friction_scale: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         substeps = round(self.dt / self.plant_dt)
@@ -97,6 +112,19 @@ class VehicleTaskConfig:
     @property
     def speeds(self) -> tuple[float, float]:
         return tuple(self.speed_range) if self.speed_range else (self.reference_speed,) * 2
+
+    @property
+    def sampling(self) -> SpeedSampling:
+        """How episodes draw their reference-speed law and start speed."""
+        return SpeedSampling(
+            profile_share=self.profile_share,
+            speed_scale_range=tuple(self.speed_scale_range),
+            capped_share=self.capped_share,
+            standing_start_share=self.standing_start_share,
+            start_speed_fraction=(
+                None if self.start_speed_fraction is None else tuple(self.start_speed_fraction)
+            ),
+        )
 
     def problem(
         self, horizon: int, members: int, hidden: tuple[int, ...], critics: int
@@ -143,6 +171,7 @@ class VehicleTrackingEnv:
         self.model = problem.model
         if tracks is None:
             chosen = procedural_tracks(task.train_seed, task.train_tracks)
+            chosen += circuits(task.circuit_seed, task.circuits)
         else:
             chosen = [load_track(str(t)) for t in tracks]
         self.track_names = [t.name for t in chosen]
@@ -156,7 +185,7 @@ class VehicleTrackingEnv:
 
     # ----- pure pieces ------------------------------------------------------------------------
 
-    def _observe(self, track, x: Array, speed: Array) -> tuple[Array, Array]:
+    def _observe(self, track, x: Array, law: ReferenceSpeed) -> tuple[Array, Array]:
         task = self.task
         tuning = self._tuning
         obs, window = observe_window(
@@ -165,25 +194,40 @@ class VehicleTrackingEnv:
             x,
             self.problem.reference_points,
             task.dt,
-            ReferenceSpeed.fixed(speed),
+            law,
             border_clearance(tuning.model_params, tuning),
         )
         return self.problem.flatten(obs, window.origin), window.lateral_error
 
     def _reset_fn(self, key: Array, speed: Array):
+        """A start; ``speed`` > 0 forces a constant reference speed (evaluation)."""
         task = self.task
         batch = sample_batch(
-            key, self.model, self.tracks, 1, task.initial_state, (1.0, 1.0), task.speeds
+            key,
+            self.model,
+            self.tracks,
+            1,
+            task.initial_state,
+            tuple(task.friction_scale),
+            task.speeds,
+            task.sampling,
         )
         index = batch.track_index[0]
         track = jax.tree.map(lambda a: a[index], self.tracks)
         x = batch.x0[0]
-        speed = jnp.where(speed > 0, speed, batch.reference_speed[0])
-        obs, lateral = self._observe(track, x, speed)
+        forced = speed > 0
+        law = ReferenceSpeed(
+            constant=jnp.where(forced, speed, batch.reference_speed[0]),
+            follow_profile=jnp.where(forced, 0.0, batch.follow_profile[0]),
+            scale=batch.speed_scale[0],
+            cap=jnp.where(forced, MAX_REFERENCE_SPEED, batch.max_speed[0]),
+        )
+        obs, lateral = self._observe(track, x, law)
         history = jnp.zeros((task.steer_delay_steps + 1, self.model.control_dim))
-        return index, PlantState(x=x, command_history=history), speed, obs, lateral
+        episode = (law, batch.friction[0])
+        return index, PlantState(x=x, command_history=history), episode, obs, lateral
 
-    def _step_fn(self, index, plant: PlantState, speed, obs, action):
+    def _step_fn(self, index, plant: PlantState, episode, obs, action):
         task, model, problem = self.task, self.model, self.problem
         track = jax.tree.map(lambda a: a[index], self.tracks)
         low, high = problem.bounds()
@@ -191,6 +235,8 @@ class VehicleTrackingEnv:
         delays = jnp.array([task.steer_delay_steps] + [0] * (model.control_dim - 1))
         substeps = round(task.dt / task.plant_dt)
         keys = jax.random.split(jax.random.PRNGKey(0), substeps)  # no process noise
+        law, friction = episode
+        params = self.params.replace(mu=self.params.mu * friction)
         plant, violation, _ = hold_command(
             model,
             track,
@@ -199,7 +245,7 @@ class VehicleTrackingEnv:
             SimConfig.car_half_width,
             plant,
             action,
-            self.params,
+            params,
             keys,
         )
         # The stage cost of the true transition, in the frame of the observation it left.
@@ -207,7 +253,7 @@ class VehicleTrackingEnv:
         s, context = problem.split(obs)
         pos = jnp.array(model.position_indices)
         cost = problem.stage(s, action, plant.x.at[pos].add(-origin), 0, context)
-        next_obs, lateral = self._observe(track, plant.x, speed)
+        next_obs, lateral = self._observe(track, plant.x, law)
         return plant, next_obs, cost, lateral, violation
 
     # ----- gymnasium-style API ----------------------------------------------------------------
@@ -217,11 +263,13 @@ class VehicleTrackingEnv:
         if seed is not None:
             self._key = jax.random.PRNGKey(seed)
         self._key, key = jax.random.split(self._key)
-        index, plant, v, obs, lateral = self._reset(key, jnp.float32(speed or 0.0))
-        self._state = dict(index=index, plant=plant, speed=v, obs=obs, t=0)
+        index, plant, episode, obs, lateral = self._reset(key, jnp.float32(speed or 0.0))
+        self._state = dict(index=index, plant=plant, episode=episode, obs=obs, t=0)
+        law = episode[0]
         return np.asarray(obs), {
             "track": self.track_names[int(index)],
-            "reference_speed": float(v),
+            "reference_speed": float(law.constant),
+            "follow_profile": bool(law.follow_profile > 0.5),
             "lateral_error": float(lateral),
         }
 
@@ -231,7 +279,7 @@ class VehicleTrackingEnv:
         if s is None:
             raise RuntimeError("call reset() before step()")
         plant, obs, cost, lateral, violation = self._step(
-            s["index"], s["plant"], s["speed"], s["obs"], jnp.asarray(action, jnp.float32)
+            s["index"], s["plant"], s["episode"], s["obs"], jnp.asarray(action, jnp.float32)
         )
         s.update(plant=plant, obs=obs, t=s["t"] + 1)
         x = plant.x

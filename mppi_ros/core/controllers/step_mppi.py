@@ -36,6 +36,7 @@ from mppi_ros.core.networks import (
     DistributionPolicy,
     feature_dim,
     policy_features,
+    preview_features,
 )
 
 Array = jax.Array
@@ -53,6 +54,9 @@ class StepMPPIConfig:
         hidden: Widths of the MLP backbone.
         activation: ``gelu`` (paper), ``relu``, ``silu`` or ``tanh``.
         full_covariance: Learn off-diagonal Cholesky entries.
+        preview: Reference points (in steps of ``dt`` past the next one) whose position,
+            heading, speed and band the policy also sees (:func:`preview_features`); empty:
+            the paper's one-point observation.
     """
 
     dynamics: str = "single_track"
@@ -62,8 +66,12 @@ class StepMPPIConfig:
     hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
     activation: str = "gelu"
     full_covariance: bool = False
+    preview: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "preview", tuple(int(k) for k in self.preview))
+        if any(k < 1 for k in self.preview):
+            raise ValueError(f"preview steps must be >= 1, got {self.preview}")
         if self.num_samples < 0:
             raise ValueError("num_samples must be >= 0")
         if not self.dt > 0:
@@ -172,7 +180,7 @@ class _LearnedController:
 
     @property
     def reference_horizon(self) -> int:
-        return 1
+        return 1 + max(self.config.preview, default=0)
 
     @property
     def dt(self) -> float:
@@ -190,11 +198,17 @@ class _LearnedController:
         )
 
     def features(self, obs: Observation) -> Array:
-        return policy_features(self.model, obs.state, obs.reference[0], obs.border[0])
+        model, ref = self.model, obs.reference[0]
+        parts = [policy_features(model, obs.state, ref, obs.border[0])]
+        parts += [
+            preview_features(model, ref, obs.reference[k], obs.border[k])
+            for k in self.config.preview
+        ]
+        return jnp.concatenate(parts)
 
     def init_weights(self, key: Array) -> PolicyWeights:
         """Fresh random weights with identity normalisation."""
-        n = feature_dim(self.model)
+        n = feature_dim(self.model, len(self.config.preview))
         lo, hi = self.model.control_bounds(self.model.default_params)
         params = self.network().init(key, jnp.zeros((1, n)), lo, hi)["params"]
         return PolicyWeights(params=params, input_mean=jnp.zeros(n), input_std=jnp.ones(n))

@@ -53,16 +53,19 @@ def periodic_spline(xy: np.ndarray):
     return CubicSpline(s, loop, bc_type="periodic"), float(s[-1])
 
 
-def resample_closed(xy: np.ndarray, spacing: float) -> np.ndarray:
-    """Resamples a closed polyline at uniform arc-length spacing along a periodic cubic spline.
+def resample_closed(xy: np.ndarray, spacing: float, count: int | None = None) -> np.ndarray:
+    """Resamples a closed polyline at uniform arc-length spacing along a periodic cubic spline
+    (``count`` points when given, else one every ``spacing`` metres).
 
-    The spline keeps the heading and curvature smooth, which linear interpolation would not.
+    The spline keeps the heading and curvature smooth, which linear interpolation would not:
+    the heading of a linearly resampled polyline is a staircase, and a learned policy reads
+    its steps as heading errors.
     """
     spline, total = periodic_spline(xy)
     dense_t = np.linspace(0.0, total, 20 * (len(xy) + 1))
     dense = spline(dense_t)
     s = arc_length(dense)
-    n = max(round(s[-1] / spacing), 3)
+    n = count if count is not None else max(round(s[-1] / spacing), 3)
     return spline(np.interp(np.linspace(0.0, s[-1], n, endpoint=False), s, dense_t))
 
 

@@ -227,13 +227,11 @@ def track_from_polylines(
             raise TrackFormatError(f"{name}: speed profile must be finite, one value per point")
         speed_loop = np.concatenate([speed, speed[:1]])
     n = int(points) if points else len(xy)
-    s = np.linspace(0.0, s_loop[-1], n, endpoint=False)
-    xy_n = np.stack([np.interp(s, s_loop, loop[:, 0]), np.interp(s, s_loop, loop[:, 1])], axis=1)
-    speed_n = np.interp(s, s_loop, speed_loop)
-    nearest_left = geo.nearest_on_closed_polyline(xy_n, left)
-    nearest_right = geo.nearest_on_closed_polyline(xy_n, right)
-    center = 0.5 * (nearest_left + nearest_right)
-    half_width = 0.5 * np.linalg.norm(nearest_left - nearest_right, axis=1)
+    # Along a periodic spline: a linearly resampled line has a staircase heading.
+    xy_n = geo.resample_closed(xy, 0.0, count=n)
+    s = geo.arc_length(xy_n)
+    speed_n = np.interp(s * (s_loop[-1] / geo.loop_length(xy_n)), s_loop, speed_loop)
+    center, half_width = road_from_edges(left, right)
     return Track(
         name=name,
         s=s,
@@ -248,10 +246,35 @@ def track_from_polylines(
     )
 
 
+def road_from_edges(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centerline and half-width of the road between two edge polylines.
+
+    Edges of one length are taken as paired point by point (what the track publisher and
+    :meth:`Track.border_polylines` produce): the centre is each pair's midpoint, exact in
+    hairpins too. Otherwise each left point is paired with the nearest point of the right edge.
+    """
+    if len(left) != len(right):
+        right = geo.nearest_on_closed_polyline(left, right)
+    return 0.5 * (left + right), 0.5 * np.linalg.norm(left - right, axis=1)
+
+
 def resample_track(track: Track, points: int) -> Track:
-    """``track`` with its raceline at ``points`` uniformly spaced points (edges unchanged)."""
-    left, right = track.border_polylines()
-    return track_from_polylines(track.name, track.xy, left, right, track.speed, points)
+    """``track`` with its raceline at ``points`` points uniform in arc length (along a periodic
+    spline; the speed profile interpolated at the same arc length); the road is kept."""
+    xy = geo.resample_closed(track.xy, 0.0, count=int(points))
+    s = geo.arc_length(xy)
+    old = geo.arc_length(np.vstack([track.xy, track.xy[:1]]))
+    length = geo.loop_length(xy)
+    speed = geo.interp_closed(s * (old[-1] / length), old[:-1], track.speed, old[-1])
+    return dataclasses.replace(
+        track,
+        s=s,
+        xy=xy,
+        psi=geo.headings(xy),
+        kappa=geo.curvature(xy),
+        speed=speed,
+        accel=accel_from_speed(s, speed),
+    )
 
 
 def circuit_stats(track: Track) -> dict[str, float]:
