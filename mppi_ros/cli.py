@@ -26,7 +26,7 @@ from mppi_ros.bench.reference import (
 
 # Controllers a node can run (``mppi_ros.core.controllers.controller_names()``; listed here so
 # that parsing the command line does not import JAX).
-DEMO_CONTROLLERS = ("step_mppi", "dpc", "soft_mpcritic", "mppi")
+DEMO_CONTROLLERS = ("step_mppi", "dpc", "soft_mpcritic", "mppi", "pure_pursuit")
 
 
 def _positive_int(text: str) -> int:

@@ -105,7 +105,7 @@ def uses_horizon(controller: str) -> bool:
 def controller_overrides(name: str, num_samples: int | None, horizon: int | None) -> dict:
     """Static-config overrides for a controller; ``None`` (or 0) keeps its default."""
     overrides: dict[str, Any] = {}
-    if num_samples and name != "dpc":
+    if num_samples and name not in ("dpc", "pure_pursuit"):  # those sample nothing
         overrides["num_samples"] = num_samples
     if horizon and uses_horizon(name):
         overrides["horizon"] = horizon

@@ -421,7 +421,9 @@ def test_timing_and_track_changes_republish(ros, track_publisher):
         xy, stamps = path_to_arrays(updates[-1])
         assert len(xy) == len(sprint.xy)
         assert _polyline_length(xy) == pytest.approx(sprint.length, rel=0.01)
-        np.testing.assert_allclose(stamps, sprint.s / 5.0, atol=1e-6)  # still timed
+        # Still timed: the profile capped at 5 m/s (5 m/s nearly everywhere on sprint).
+        expected = reference_times(sprint, 5.0, speed_profile=True)
+        np.testing.assert_allclose(stamps, expected, atol=1e-6)
         borders = _receive_track(ros)
         np.testing.assert_allclose(
             path_to_arrays(borders["border_left"])[0], sprint.border_polylines()[0], atol=1e-9

@@ -264,7 +264,7 @@ def generate_circuit(
     Raises:
         ValueError: If no valid circuit is found in ``max_tries`` attempts.
     """
-    from mppi_ros.core.tracks.raceline import optimise_raceline
+    from mppi_ros.core.tracks.raceline import CAR_HALF_WIDTH, optimise_raceline
 
     rng = np.random.default_rng([seed, 29])
     for _ in range(max_tries):
@@ -300,6 +300,10 @@ def generate_circuit(
         track = optimise_raceline(
             name or f"{CIRCUIT_PREFIX}{seed}", center, right, left, max_speed=style.max_speed
         )
-        if np.abs(track.kappa).max() * style.min_raceline_radius <= 1.0:
+        left_room, right_room = track.edge_clearance()
+        # Guaranteed for every circuit: the raceline keeps the car's half-width plus the
+        # default live margin (0.1 m) from both edges, so it never violates its own band.
+        clear = min(left_room.min(), right_room.min()) >= CAR_HALF_WIDTH + 0.1
+        if clear and np.abs(track.kappa).max() * style.min_raceline_radius <= 1.0:
             return track
     raise ValueError(f"no valid circuit for seed {seed} in {max_tries} tries")
