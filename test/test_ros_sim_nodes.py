@@ -187,6 +187,15 @@ def test_pacer_catches_up_after_a_late_tick_and_skips_beyond_the_limit():
     assert lazy.steps_due(123.01) == (1, 0)
 
 
+def test_stamps_round_into_the_seconds_field():
+    from mppi_ros.ros.conversions import seconds_to_time, time_to_seconds
+
+    for seconds in (0.9999999999, 1.0, 2.5, 59.99999999995, 0.0):
+        stamp = seconds_to_time(seconds)
+        assert 0 <= stamp.nanosec < 1_000_000_000
+        assert time_to_seconds(stamp) == pytest.approx(seconds, abs=1e-9)
+
+
 def test_reference_times_follow_the_speed_profile_capped_at_the_reference_speed():
     track = load_track("circuit:9001")
     times = reference_times(track, 8.0, speed_profile=True)

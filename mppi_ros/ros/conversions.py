@@ -63,8 +63,13 @@ def time_to_seconds(stamp: Time) -> float:
 
 
 def seconds_to_time(seconds: float) -> Time:
-    sec = math.floor(seconds)
-    return Time(sec=int(sec), nanosec=round((seconds - sec) * 1e9) % 1_000_000_000)
+    """``builtin_interfaces/Time`` of ``seconds``, rounded to the nanosecond.
+
+    Rounding the whole value (not the fraction alone) carries into ``sec``: 0.9999999999 s is
+    1 s, never 0 s (a stamp a second early would make a timed path's speed wrong).
+    """
+    sec, nanosec = divmod(round(seconds * 1e9), 1_000_000_000)
+    return Time(sec=int(sec), nanosec=int(nanosec))
 
 
 def yaw_to_quaternion(yaw: float) -> Quaternion:
