@@ -140,6 +140,18 @@ def _pickle_instead(p):
             r"is for controller 'mppi'",
         ),
         (lambda p: (p / "params.msgpack").unlink(), r"is missing params\.msgpack"),
+        (
+            lambda p: _edit_manifest(p, lambda m: m["files"].update({"params.msgpack": "abc"})),
+            r"entry for 'params\.msgpack' must be an object",
+        ),
+        (
+            lambda p: _edit_manifest(p, lambda m: m["dynamics"].update(name=["single_track"])),
+            r"dynamics name must be a string",
+        ),
+        (
+            lambda p: _edit_manifest(p, lambda m: m["config"].update(preview=["soon"])),
+            r"invalid controller config",
+        ),
     ],
 )
 def test_bad_bundles_fail_with_one_clear_sentence(good_bundle, tmp_path, damage, message):

@@ -260,6 +260,11 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
         raise BundleError(f"model bundle {path}: the manifest does not list {PARAMS}")
     for name, entry in manifest["files"].items():
         file = path / name
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise BundleError(
+                f"model bundle {path}: the manifest's entry for {name!r} must be an object "
+                'with a "sha256" string'
+            )
         if Path(name).name != name:
             raise BundleError(f"model bundle {path}: file name {name!r} must not contain a path")
         if not file.is_file():
@@ -286,8 +291,11 @@ def load_bundle(path: str | Path) -> Bundle:
             f"model bundle {path} is for controller {controller!r}; valid: "
             f"{', '.join(LEARNED_CONTROLLERS)}"
         )
+    name = manifest["dynamics"].get("name", "")
+    if not isinstance(name, str):
+        raise BundleError(f"model bundle {path}: dynamics name must be a string, got {name!r}")
     try:
-        model = get_dynamics(manifest["dynamics"].get("name", ""))
+        model = get_dynamics(name)
     except ValueError as err:
         raise BundleError(f"model bundle {path}: {err}") from None
     fields = {f.name for f in dataclasses.fields(StepMPPIConfig)}
