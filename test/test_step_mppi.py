@@ -91,3 +91,24 @@ def test_learned_controllers_follow_the_interface(default_track, name):
     u2, _, _ = step(other, obs, tuning, jax.random.PRNGKey(1))
     assert step._cache_size() == 1
     assert not np.allclose(np.asarray(u), np.asarray(u2))
+
+
+def test_preview_widens_the_window_and_the_features(default_track):
+    from mppi_ros.core.networks import PREVIEW_FEATURES, feature_dim
+
+    plain = make_controller("dpc")
+    ahead = make_controller("dpc", preview=(4, 10))
+    assert plain.reference_horizon == 1 and ahead.reference_horizon == 11
+    tuning = ahead.default_tuning()
+    x = jnp.asarray([*default_track.xy[0], 0.0, 8.0, default_track.psi[0], 0.0, 0.0])
+    obs, _ = observe(ahead, default_track.arrays(), x, tuning)
+    features = ahead.features(obs)
+    base = feature_dim(ahead.model)
+    assert features.shape == (base + 2 * PREVIEW_FEATURES,)
+    # The first features are exactly the one-point observation's.
+    obs1, _ = observe(plain, default_track.arrays(), x, tuning)
+    np.testing.assert_allclose(features[:base], plain.features(obs1), atol=1e-5)
+    # The previewed speed is the reference speed there (constant 10 m/s here).
+    assert float(features[base + 2]) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="preview steps must be >= 1"):
+        make_controller("dpc", preview=(0,))
