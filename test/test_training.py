@@ -100,8 +100,8 @@ def test_reference_speed_range_draws_one_speed_per_rollout_and_leaves_other_draw
     _, std_fixed = feature_statistics(ctrl, tracks, fixed, tuning)
     _, std_ranged = feature_statistics(ctrl, tracks, ranged, tuning)
     assert int(np.sum(np.asarray(std_ranged) != np.asarray(std_fixed))) > 0
-    cfg = load_config(REPO / "config" / "train" / "f1tenth_step_mppi_speed_range.yaml")
-    assert cfg.speed_range_at(0) == (6.0, 11.5) and cfg.data.reference_speed == 10.0
+    cfg = load_config(REPO / "config" / "train" / "f1tenth_step_mppi.yaml")
+    assert cfg.speed_range_at(0) == (1.0, 12.0) and cfg.data.reference_speed == 8.0
     staged = config_from_dict(
         {"data": {"reference_speed_range": [6.0, 11.5], "reference_speed_range_from": 2}}
     )
