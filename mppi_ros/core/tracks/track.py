@@ -232,18 +232,7 @@ def track_from_polylines(
     s = geo.arc_length(xy_n)
     speed_n = np.interp(s * (s_loop[-1] / geo.loop_length(xy_n)), s_loop, speed_loop)
     center, half_width = road_from_edges(left, right)
-    return Track(
-        name=name,
-        s=s,
-        xy=xy_n,
-        psi=geo.headings(xy_n),
-        kappa=geo.curvature(xy_n),
-        speed=speed_n,
-        accel=accel_from_speed(s, speed_n),
-        center_xy=center,
-        width_right=half_width,
-        width_left=half_width,
-    )
+    return raceline_track(name, xy_n, center, half_width, half_width, speed_n, spacing=None)
 
 
 def road_from_edges(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
