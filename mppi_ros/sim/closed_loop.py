@@ -220,7 +220,7 @@ class SimResult:
         return int(np.sum(over[1:] & ~over[:-1]) + (over[0] if len(over) else 0))
 
     def summary(self) -> dict[str, Any]:
-        """The closed-loop benchmark keys (DESIGN.md / issue JSON schema)."""
+        """The closed-loop benchmark keys (the documented bench JSON schema)."""
         err = np.abs(self.lateral_error)
         effort = float(np.mean(np.sum(self.actions**2, axis=1))) if len(self.actions) else 0.0
         return {

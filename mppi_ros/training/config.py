@@ -29,7 +29,7 @@ class NetworkConfig:
 
 @dataclasses.dataclass(frozen=True)
 class InitialStateConfig:
-    """Uniform initial-state distribution around a random raceline point (REFERENCE.md s.4).
+    """Uniform initial-state distribution around a random raceline point (the Step-MPPI paper's).
 
     Attributes:
         position: Half-range (m) of the x and y offsets from the reference point.
@@ -122,7 +122,7 @@ class LossConfig:
         penalty_growth: Factor applied to the penalty weights after every epoch.
         max_penalty_weight: Cap of the scheduled penalty weight.
         temperature: MPPI-layer temperature during training (the bundle's default tuning).
-        q_weights: Diagonal state-error weights (None: the tracking defaults, REFERENCE.md).
+        q_weights: Diagonal state-error weights (None: the tracking defaults of make_tuning).
             A weight on speed gives every step a dense reason to keep moving, which the
             projected one-step reference alone does not (a stopped car pays only 0.5 m).
         r_weights: Diagonal control weights (None: 0.1 each).

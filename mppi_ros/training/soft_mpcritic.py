@@ -1,4 +1,4 @@
-"""softMPCritic training (seed 003, Algorithm 2): amortised fitted Q-iteration with MPPI.
+"""softMPCritic training (the softMPCritic paper, Algorithm 2): amortised fitted Q-iteration with MPPI.
 
 Each environment step plans with MPPI warm-started from the shifted previous plan and stores
 ``(s, a, r, s', terminated, plan)``. Each update (one per step) samples a batch, recomputes the
@@ -65,7 +65,7 @@ Array = jax.Array
 class SoftMPCriticTrainConfig:
     """Everything one training run depends on (YAML: ``mppi-ros train soft-mpcritic``).
 
-    Defaults are the paper's Gaussian-prior settings (REFERENCE.md section 5). ``task`` is a
+    Defaults are the paper's Gaussian-prior settings (the softMPCritic paper). ``task`` is a
     gymnasium id or ``f1tenth-tracking`` (the vehicle task, set up by ``vehicle``).
 
     ``noise_std`` (one entry per action) replaces ``sqrt(noise_var)`` where actions have

@@ -54,7 +54,7 @@ class VehicleTaskConfig:
         episode_steps: Time limit of an episode in steps.
         lost_distance: Truncate when the car is this far from the raceline (m).
         preview: Reference offsets the Q-function previews (steps ahead).
-        q_weights: Stage cost state weights (REFERENCE.md section 4 plus a little speed).
+        q_weights: Stage cost state weights (the tracking defaults plus a little speed).
         r_weights: Stage cost control weights.
         border_weight: Squared border violation weight.
         border_margin: Border safety margin (m).

@@ -1,6 +1,6 @@
 """Controller registry: ``make_controller(name, **overrides)``, ``register_controller``.
 
-Every controller follows the functional interface of DESIGN.md::
+Every controller follows the functional interface::
 
     ctrl = make_controller("mppi", num_samples=1024, horizon=40)
     cstate = ctrl.init(key)

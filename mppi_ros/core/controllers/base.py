@@ -96,7 +96,7 @@ def default_state_box(model: DynamicsModel, params: Any) -> tuple[np.ndarray, np
 
 
 def make_tuning(model: DynamicsModel, **values: Any) -> TrackingTuning:
-    """Builds a float32 tuning pytree with vehicle defaults (REFERENCE.md section 4).
+    """Builds a float32 tuning pytree with the Step-MPPI paper's vehicle defaults.
 
     Defaults: Q = diag(10, 10, 0, 0, 0.1, 0, 0) on position and heading (for other models,
     10 on position), R = 0.1 I, temperature 1, border weight 1e3, margin 0.1 m beyond the

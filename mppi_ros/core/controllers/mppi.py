@@ -4,7 +4,7 @@ One call of :meth:`MPPI.step` samples ``K`` control sequences around the warm-st
 rolls them through the prediction model with one ``lax.scan``, weights them by
 ``softmax(-cost / temperature)`` and returns the first control of the weighted mean. With
 ``adapt_covariance`` the per-step sampling scale is updated by the weighted second moment
-(the EM M-step, Step-MPPI paper eq. 12 / seed 004), blended with the previous scale.
+(the EM M-step, Step-MPPI paper eq. 12), blended with the previous scale.
 """
 
 from __future__ import annotations

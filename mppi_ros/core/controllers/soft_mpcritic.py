@@ -1,4 +1,4 @@
-"""softMPCritic (seed 003, Algorithm 1): MPPI over a short horizon with a learned dynamics
+"""softMPCritic (paper Algorithm 1): MPPI over a short horizon with a learned dynamics
 ensemble and a terminal soft Q-function.
 
 A plan holds ``H + 1`` actions: ``a_0 .. a_{H-1}`` drive the rollout, ``a_H`` is the action at

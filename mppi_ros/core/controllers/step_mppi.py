@@ -1,4 +1,4 @@
-"""Step-MPPI (seed 000) and DPC on the shared controller interface.
+"""Step-MPPI and DPC on the shared controller interface.
 
 Step-MPPI: a network maps track-frame features of (state, next reference, borders) to a
 Gaussian ``N(mu, L L^T)``; K controls are drawn by reparameterisation ``u_k = mu + L eps_k``,

@@ -1,4 +1,4 @@
-"""Learned dynamics: an ensemble of MLPs predicting state changes (softMPCritic, seed 003).
+"""Learned dynamics: an ensemble of MLPs predicting state changes (softMPCritic).
 
 Each member maps ``(s, a)`` to ``s' - s``. Inputs and outputs are normalised with stored
 statistics (identity by default), so a bundle reproduces the exact function it was trained as.

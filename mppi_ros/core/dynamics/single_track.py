@@ -20,7 +20,7 @@ GRAVITY = 9.81
 
 @struct.dataclass
 class SingleTrackParams:
-    """Vehicle parameters (defaults: F1TENTH, REFERENCE.md section 2). All leaves are live."""
+    """Vehicle parameters (defaults: the F1TENTH car). All leaves are live."""
 
     mu: float = 1.0489
     c_sf: float = 4.718
