@@ -21,7 +21,7 @@ ST = get_dynamics("single_track")
 
 
 def reference_st_derivative(x, u):
-    """The CommonRoad single-track equations written out longhand in plain floats (dynamic branch)."""
+    """The CommonRoad single-track equations longhand in plain floats (dynamic branch)."""
     g = 9.81
     mu, csf, csr, lf, lr = 1.0489, 4.718, 5.4562, 0.15875, 0.17145
     h, m, inertia = 0.074, 3.74, 0.04712

@@ -1,4 +1,4 @@
-"""softMPCritic training (the softMPCritic paper, Algorithm 2): amortised fitted Q-iteration with MPPI.
+"""softMPCritic training (paper Algorithm 2): amortised fitted Q-iteration with MPPI.
 
 Each environment step plans with MPPI warm-started from the shifted previous plan and stores
 ``(s, a, r, s', terminated, plan)``. Each update (one per step) samples a batch, recomputes the
