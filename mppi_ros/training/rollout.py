@@ -84,6 +84,19 @@ class SpeedSampling:
     standing_start_share: float = 0.0
     start_speed_fraction: tuple[float, float] | None = None
 
+    @classmethod
+    def from_config(cls, config: Any) -> SpeedSampling:
+        """The sampling named by a config's fields of the same names (training ``data:`` or
+        the softMPCritic ``vehicle:`` section); lists become tuples (hashable, static)."""
+        fraction = config.start_speed_fraction
+        return cls(
+            profile_share=config.profile_share,
+            speed_scale_range=tuple(config.speed_scale_range),
+            capped_share=config.capped_share,
+            standing_start_share=config.standing_start_share,
+            start_speed_fraction=None if fraction is None else tuple(fraction),
+        )
+
 
 def sample_batch(
     key: Array,

@@ -224,13 +224,7 @@ class Trainer:
         self.train_tracks = jax.device_put(stack_tracks(train), self.replicated)
         self.val_tracks = jax.device_put(stack_tracks(val), self.replicated)
         init, friction = c.data.initial_state, c.data.friction_scale
-        sampling = SpeedSampling(
-            profile_share=c.data.profile_share,
-            speed_scale_range=tuple(c.data.speed_scale_range),
-            capped_share=c.data.capped_share,
-            standing_start_share=c.data.standing_start_share,
-            start_speed_fraction=c.data.start_speed_fraction,
-        )
+        sampling = SpeedSampling.from_config(c.data)
         self._sample = jax.jit(
             lambda key, tracks, size, speeds: sample_batch(
                 key, model, tracks, size, init, friction, speeds, sampling

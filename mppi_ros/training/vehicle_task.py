@@ -116,15 +116,7 @@ class VehicleTaskConfig:
     @property
     def sampling(self) -> SpeedSampling:
         """How episodes draw their reference-speed law and start speed."""
-        return SpeedSampling(
-            profile_share=self.profile_share,
-            speed_scale_range=tuple(self.speed_scale_range),
-            capped_share=self.capped_share,
-            standing_start_share=self.standing_start_share,
-            start_speed_fraction=(
-                None if self.start_speed_fraction is None else tuple(self.start_speed_fraction)
-            ),
-        )
+        return SpeedSampling.from_config(self)
 
     def problem(
         self, horizon: int, members: int, hidden: tuple[int, ...], critics: int

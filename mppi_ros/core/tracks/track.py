@@ -255,14 +255,8 @@ def resample_track(track: Track, points: int) -> Track:
     old = geo.arc_length(np.vstack([track.xy, track.xy[:1]]))
     length = geo.loop_length(xy)
     speed = geo.interp_closed(s * (old[-1] / length), old[:-1], track.speed, old[-1])
-    return dataclasses.replace(
-        track,
-        s=s,
-        xy=xy,
-        psi=geo.headings(xy),
-        kappa=geo.curvature(xy),
-        speed=speed,
-        accel=accel_from_speed(s, speed),
+    return raceline_track(
+        track.name, xy, track.center_xy, track.width_right, track.width_left, speed, spacing=None
     )
 
 
