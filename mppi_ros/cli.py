@@ -15,14 +15,18 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mppi_ros.allocator import ALLOCATORS
 from mppi_ros.bench.reference import (
+    SPEED_PROFILES,
     add_circuit_arguments,
     add_speed_arguments,
     speed_settings,
 )
+
+if TYPE_CHECKING:
+    from mppi_ros.ros.graph import GraphSpeed
 
 # Controllers a node can run (``mppi_ros.core.controllers.controller_names()``; listed here so
 # that parsing the command line does not import JAX).
@@ -257,10 +261,38 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
         controller_cpus=args.controller_cpus,
         controller_params=tuple(args.param),
         allocator=args.allocator,
+        speed=_graph_speed(args),
     )
     log = lambda line: print(line, file=sys.stderr, flush=True)
     _emit(bench.run_compared(config, log=log), args.json)
     return 0
+
+
+def _add_graph_speed_arguments(p: argparse.ArgumentParser) -> None:
+    """The speed law of a node graph (:class:`mppi_ros.ros.graph.GraphSpeed`)."""
+    p.add_argument(
+        "--speed-profile",
+        choices=SPEED_PROFILES,
+        default="constant",
+        help="constant: the controller's reference speed throughout; track: the track's speed "
+        "profile (timed reference path); friction: one computed from curvature, mu and the "
+        "acceleration limits (default: %(default)s)",
+    )
+    p.add_argument("--speed-scale", type=float, default=1.0, help="multiplies the profile")
+    p.add_argument(
+        "--reference-speed",
+        type=float,
+        default=None,
+        help="constant speed, or the cap of a profile (m/s; default: the model's)",
+    )
+
+
+def _graph_speed(args: argparse.Namespace) -> GraphSpeed:
+    from mppi_ros.ros.graph import GraphSpeed
+
+    if not (args.speed_scale > 0 and (args.reference_speed is None or args.reference_speed > 0)):
+        raise ValueError("--speed-scale and --reference-speed must be > 0")
+    return GraphSpeed(args.speed_profile, args.speed_scale, args.reference_speed)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -277,6 +309,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         command_type=args.command_type,
         initial_speed=args.initial_speed,
         out_dir=args.out,
+        speed=_graph_speed(args),
     )
     try:
         summary = run_demo(config, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -495,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument("--controller", default="step_mppi")
     ros.add_argument("--track", default="default")
     ros.add_argument("--no-events", action="store_true", help="no model swap or parameter changes")
+    _add_graph_speed_arguments(ros)
     ros.add_argument("--log-dir", default=None, help="node logs (default: a temp folder)")
     ros.add_argument(
         "--backend", choices=("jax", "onnx"), default="jax", help="the controller's backend"
@@ -597,6 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--command-type", default="array", choices=("array", "twist_stamped", "ackermann")
     )
     demo.add_argument("--initial-speed", type=float, default=0.0, help="m/s at the start line")
+    _add_graph_speed_arguments(demo)
     demo.add_argument("--out", default="demo_output", help="folder for demo.png, JSON, logs")
     demo.add_argument("--json", default=None, help="also write the summary JSON here")
     demo.set_defaults(func=cmd_demo)

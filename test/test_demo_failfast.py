@@ -47,6 +47,7 @@ def test_demo_controllers_are_the_registered_ones():
         (["--laps", "0"], "expected an integer >= 1, got 0"),
         (["--laps", "-2"], "expected an integer >= 1, got -2"),
         (["--laps", "two"], "expected an integer >= 1, got 'two'"),
+        (["--speed-profile", "fast"], "invalid choice: 'fast'"),
     ],
 )
 def test_demo_rejects_bad_options(argv, message, capsys):
@@ -54,6 +55,30 @@ def test_demo_rejects_bad_options(argv, message, capsys):
         build_parser().parse_args(["demo", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["demo"], ["bench", "ros"]])
+def test_graph_commands_set_the_speed_law_of_publisher_and_controller(command):
+    from mppi_ros.cli import _graph_speed
+    from mppi_ros.ros.graph import graph_parameters
+
+    argv = [*command, "--speed-profile", "friction", "--speed-scale", "0.9"]
+    speed = _graph_speed(build_parser().parse_args([*argv, "--reference-speed", "7"]))
+    params = graph_parameters("circuit:9001", "step_mppi", 100.0, "array", speed=speed)
+    publisher, controller = params["track_publisher"], params["mppi_controller"]
+    assert (publisher["timed"], publisher["speed_profile"]) == (True, "friction")
+    assert publisher["reference_speed"] == controller["reference_speed"] == 7.0
+    assert controller["speed_scale"] == 0.9
+    # No --reference-speed: the controller keeps the model's (it caps the profile).
+    speed = _graph_speed(build_parser().parse_args(argv))
+    params = graph_parameters("default", "step_mppi", 100.0, "array", speed=speed)
+    assert "reference_speed" not in params["mppi_controller"]
+    assert params["track_publisher"]["reference_speed"] == 100.0
+    # The default is the shipped untimed path at the controller's constant speed.
+    params = graph_parameters("default", "step_mppi", 100.0, "array")
+    assert not params["track_publisher"].get("timed", False)
+    with pytest.raises(ValueError, match="must be > 0"):
+        _graph_speed(build_parser().parse_args([*command, "--speed-scale", "0"]))
 
 
 def test_demo_accepts_each_controller_and_one_lap():

@@ -73,6 +73,12 @@ class Vehicle:
         self.pubs["border_left"].publish(conversions.make_path(left, "map", stamp))
         self.pubs["border_right"].publish(conversions.make_path(right, "map", stamp))
 
+    def longest_gap_since(self, t0: float) -> float:
+        """Longest time (s) without a command between ``t0`` and now: a loop blocked by a
+        compile shows as a gap of seconds; a loaded machine slows it by milliseconds."""
+        times = [t0, *(t for t, _ in list(self.cmds) if t >= t0), time.monotonic()]
+        return float(np.max(np.diff(times)))
+
     def _on_cmd(self, msg: Float64MultiArray) -> None:
         self.cmds.append((time.monotonic(), list(msg.data)))
 
@@ -306,9 +312,7 @@ def test_num_samples_change_recompiles_in_background(active):
     assert monitor.set_parameters(CTRL, num_samples=320)[0].successful  # a K nothing compiles
     monitor.wait_for(lambda: diag(monitor).get("num_samples") == "320", 120, "K = 320")
     assert int(diag(monitor)["swaps"]) == swaps + 1
-    elapsed = time.monotonic() - t0
-    received = len(vehicle.commands_since(t0))
-    assert received >= 0.5 * elapsed * 100, "commands kept flowing while compiling"
+    assert vehicle.longest_gap_since(t0) < 0.5, "commands kept flowing while compiling"
     assert set(cache.iterdir()) == entries, "a compile wrote the cache while the loop ran"
     # kept_replaced_steps is 0: the replaced K = 1024 step is freed once K = 320 drives, and
     # changing back builds it again (from the persistent cache) while K = 320 drives.
@@ -418,7 +422,7 @@ def test_backend_switches_to_onnx_at_runtime_and_back(active, tmp_path):
     assert monitor.set_parameters(CTRL, backend="onnx")[0].successful
     monitor.wait_for(lambda: diag(monitor)["backend"] == "onnx", 120, "the onnx backend")
     assert int(diag(monitor)["swaps"]) == swaps + 1
-    assert len(vehicle.commands_since(t0)) >= 0.5 * (time.monotonic() - t0) * 100
+    assert vehicle.longest_gap_since(t0) < 0.5, "commands kept flowing through the switch"
     assert diag(monitor)["watchdog"] == "ok"
     on_onnx = commands(1.0)
     # The previewing model's ONNX step takes ~10 ms on a 2-core CPU (JAX: ~1.5 ms), so the
@@ -523,7 +527,9 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
         t0 = time.monotonic()
         time.sleep(1.0)
         cmds = vehicle.commands_since(t0)
-        assert len(cmds) > 50, "the brake is published every cycle"
+        # Each cycle re-raises inside the step (tens of ms on a loaded machine): the brake goes
+        # out cycle after cycle, at whatever rate the machine allows.
+        assert len(cmds) >= 10, "the brake is published cycle after cycle"
         assert all(c[0] == 0.0 and c[1] <= 0.0 for c in cmds), "brake while the step raises"
         assert int(diag(monitor)["faults"]) == faults + 1
         assert monitor.recording.diagnostic_levels[CTRL] == 2  # ERROR

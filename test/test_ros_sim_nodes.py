@@ -198,7 +198,7 @@ def test_stamps_round_into_the_seconds_field():
 
 def test_reference_times_follow_the_speed_profile_capped_at_the_reference_speed():
     track = load_track("circuit:9001")
-    times = reference_times(track, 8.0, speed_profile=True)
+    times = reference_times(track, 8.0, speed_profile="track")
     assert times[0] == 0.0 and np.all(np.diff(times) > 0)
     # The speeds the controller derives from the stamps are the profile, capped.
     derived = np.diff(track.s) / np.diff(times)
@@ -207,7 +207,7 @@ def test_reference_times_follow_the_speed_profile_capped_at_the_reference_speed(
     assert derived.min() < 0.6 * derived.max()  # it slows for the corners
     # Above the profile everywhere, the cap is the profile itself.
     np.testing.assert_allclose(
-        reference_times(track, 100.0, speed_profile=True)[-1], track.ideal_lap_time(), rtol=0.01
+        reference_times(track, 100.0, speed_profile="track")[-1], track.ideal_lap_time(), rtol=0.01
     )
 
 
@@ -218,6 +218,19 @@ def test_reference_times_start_at_zero_and_follow_the_arc_length():
     assert times[-1] == pytest.approx(track.s[-1] / 5.0)
     with pytest.raises(ValueError, match="reference_speed"):
         reference_times(track, 0.0)
+    with pytest.raises(ValueError, match="track, friction, constant"):
+        reference_times(track, 5.0, "fast")
+
+
+def test_friction_reference_times_slow_for_corners_within_the_friction_limit():
+    track = load_track("circuit:9001")
+    times = reference_times(track, 9.0, "friction")
+    derived = np.diff(track.s) / np.diff(times)
+    assert derived.max() <= 9.0 + 1e-6
+    # v^2 |kappa| <= mu g (mu 1.0489 of the shipped model) at every corner point.
+    kappa = np.maximum(np.abs(track.kappa[:-1]), np.abs(track.kappa[1:]))
+    assert np.all(derived**2 * kappa <= 1.0489 * 9.81 * 1.02)
+    assert derived.min() < 0.5 * derived.max()
 
 
 # =========================================================================== processes
@@ -431,7 +444,7 @@ def test_timing_and_track_changes_republish(ros, track_publisher):
         assert len(xy) == len(sprint.xy)
         assert _polyline_length(xy) == pytest.approx(sprint.length, rel=0.01)
         # Still timed: the profile capped at 5 m/s (5 m/s nearly everywhere on sprint).
-        expected = reference_times(sprint, 5.0, speed_profile=True)
+        expected = reference_times(sprint, 5.0, speed_profile="track")
         np.testing.assert_allclose(stamps, expected, atol=1e-6)
         borders = _receive_track(ros)
         np.testing.assert_allclose(
@@ -439,10 +452,16 @@ def test_timing_and_track_changes_republish(ros, track_publisher):
         )
         result = _set_parameter(ros, client, "reference_speed", -1.0)
         assert not result.successful and "reference_speed" in result.reason
+        result = _set_parameter(ros, client, "speed_profile", "fast")
+        assert not result.successful and "speed_profile" in result.reason
+        assert _set_parameter(ros, client, "speed_profile", "constant").successful
+        assert ros.spin_until(lambda: len(updates) == 5, 10.0)
+        np.testing.assert_allclose(path_to_arrays(updates[-1])[1], sprint.s / 5.0, atol=1e-6)
     finally:
         ros.node.destroy_subscription(subscription)
         _set_parameter(ros, client, "track", "default")
         _set_parameter(ros, client, "timed", False)
+        _set_parameter(ros, client, "speed_profile", "track")
 
 
 def test_track_publisher_reports_a_bad_start_track_and_exits(tmp_path, domain_id):

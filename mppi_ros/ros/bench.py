@@ -23,7 +23,7 @@ import numpy as np
 from mppi_ros.core.bundle import MODEL_CONTROLLERS, shipped_model_path
 from mppi_ros.ros.controller_node import PARAMETERS
 from mppi_ros.ros.demo import timing_summary
-from mppi_ros.ros.graph import driving_graph, graph_parameters
+from mppi_ros.ros.graph import GraphSpeed, driving_graph, graph_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ class RosBench:
     controller_params: tuple[tuple[str, Any], ...] = ()
     # Heap allocator of the controller process (mppi_ros.allocator.ALLOCATORS).
     allocator: str = "auto"
+    speed: GraphSpeed = dataclasses.field(default_factory=GraphSpeed)
 
     def cpu_split(self) -> tuple[list[int], list[int]] | None:
         """``(controller CPUs, CPUs of everything else)``, or None for no pinning."""
@@ -201,6 +202,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         bench.command_type,
         controller_params=controller_params,
         sim_params={"initial_speed": 0.0},
+        speed=bench.speed,
     )
     events: dict[str, tuple[float, float]] = {}
     rss: list[tuple[float, float]] = []

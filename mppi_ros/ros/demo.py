@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mppi_ros.core.tracks import Track, load_track, project
-from mppi_ros.ros.graph import driving_graph, graph_parameters
+from mppi_ros.ros.graph import GraphSpeed, driving_graph, graph_parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,7 @@ class DemoConfig:
     startup_timeout_s: float = 180.0
     lap_timeout_s: float = 120.0
     controller_params: tuple[tuple[str, Any], ...] = ()
+    speed: GraphSpeed = dataclasses.field(default_factory=GraphSpeed)
 
 
 def lateral_errors(track: Track, xy: np.ndarray) -> np.ndarray:
@@ -83,6 +84,7 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         config.model_path,
         controller_params=dict(config.controller_params),
         sim_params={"initial_speed": config.initial_speed},
+        speed=config.speed,
     )
     graph = driving_graph(params, config.command_type, out / "logs", config.startup_timeout_s, log)
     with graph as (processes, monitor):
@@ -118,6 +120,8 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         "track": config.track,
         "controller": config.controller,
         "model_id": controller_diag.get("model_id", ""),
+        "speed_profile": config.speed.profile,
+        "speed_scale": config.speed.scale,
         "laps_completed": len(lap_times),
         "lap_times_s": lap_times,
         "border_violations": int(sim.get("border_violations", -1)),

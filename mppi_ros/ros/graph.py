@@ -451,6 +451,42 @@ def shipped_parameters(filename: str) -> dict[str, dict[str, Any]]:
     return {}
 
 
+@dataclasses.dataclass(frozen=True)
+class GraphSpeed:
+    """How the graph's reference advances (``--speed-profile``, ``--speed-scale``,
+    ``--reference-speed`` of ``mppi-ros demo`` and ``mppi-ros bench ros``).
+
+    Attributes:
+        profile: ``constant`` (the shipped untimed path: the controller's ``reference_speed``
+            throughout), ``track`` or ``friction`` (a timed path along that profile, see the
+            track publisher's ``speed_profile``).
+        scale: The controller's ``speed_scale``.
+        reference_speed: The constant speed, or the cap of a profile (m/s); None keeps the
+            controller's configured value (the model's trained one by default).
+    """
+
+    profile: str = "constant"
+    scale: float = 1.0
+    reference_speed: float | None = None
+
+    def apply(self, publisher: dict[str, Any], controller: dict[str, Any]) -> None:
+        """Sets the track publisher's and the controller's parameters for this speed law."""
+        if self.reference_speed is not None:
+            controller["reference_speed"] = float(self.reference_speed)
+        controller["speed_scale"] = float(self.scale)
+        if self.profile != "constant":
+            # The controller caps the profile at its own reference_speed; the path carries it
+            # uncapped unless a cap was asked for.
+            publisher.update(
+                timed=True,
+                speed_profile=self.profile,
+                reference_speed=float(self.reference_speed or _UNCAPPED_SPEED),
+            )
+
+
+_UNCAPPED_SPEED = 100.0  # m/s: the controller's reference_speed range ends here
+
+
 def graph_parameters(
     track: str,
     controller: str,
@@ -459,9 +495,11 @@ def graph_parameters(
     model_path: str = "",
     controller_params: dict[str, Any] | None = None,
     sim_params: dict[str, Any] | None = None,
+    speed: GraphSpeed | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Parameters of the three nodes: the shipped ``config/sim.yaml`` and
-    ``config/<controller>.yaml`` with this run's values on top (the controller autostarts)."""
+    ``config/<controller>.yaml`` with this run's values on top (the controller autostarts);
+    ``controller_params`` win over ``speed``."""
     shipped = shipped_parameters("sim.yaml")
     ctrl = shipped_parameters(f"{controller}.yaml").get("mppi_controller", {})
     ctrl.update(
@@ -472,11 +510,12 @@ def graph_parameters(
     )
     if model_path:
         ctrl["model_path"] = model_path
+    publisher = shipped.get("track_publisher", {})
+    publisher.update(track=track)
+    (speed or GraphSpeed()).apply(publisher, ctrl)
     ctrl.update(controller_params or {})
     sim = shipped.get("vehicle_simulator", {})
     sim.update(track=track, command_type=command_type, **(sim_params or {}))
-    publisher = shipped.get("track_publisher", {})
-    publisher.update(track=track)
     return {"track_publisher": publisher, "vehicle_simulator": sim, "mppi_controller": ctrl}
 
 

@@ -2,11 +2,12 @@
 
 Topics (all reliable, transient-local, keep-last 1, so late subscribers get the current track):
   * ``reference``: the raceline; pose orientations are the raceline heading. With ``timed`` the
-    pose stamps are the times at which each point is reached (from 0) driving the track's speed
-    profile capped at ``reference_speed`` (``speed_profile`` true; the raceline file's
-    ``vx_mps`` or a generated circuit's profile) or at ``reference_speed`` throughout
-    (``speed_profile`` false): the speed profile travels with the path. Otherwise every pose
-    stamp equals the header stamp.
+    pose stamps are the times at which each point is reached (from 0) driving a speed profile
+    capped at ``reference_speed``: ``speed_profile`` ``track`` (the raceline file's ``vx_mps``,
+    a generated circuit's profile, or one computed for a centerline), ``friction`` (computed
+    from curvature, friction and the acceleration limits) or ``constant`` (``reference_speed``
+    throughout). The speed profile travels with the path. Otherwise every pose stamp equals
+    the header stamp.
   * ``border_left``, ``border_right``: the track edges.
 
 ``track``, ``timed``, ``speed_profile`` and ``reference_speed`` may be changed at run time:
@@ -25,12 +26,14 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mppi_ros.core.tracks import Track, TrackFormatError, load_track
+from mppi_ros.core.tracks import Track, TrackFormatError, load_track, vehicle_limits
 from mppi_ros.ros.common import LATCHED, run_node
 from mppi_ros.ros.conversions import make_path
 
 NODE_NAME = "track_publisher"
 LIVE_PARAMETERS = ("track", "timed", "reference_speed", "speed_profile")
+# The choices of `speed_profile` (mppi_ros.core.speed.SPEED_PROFILES).
+SPEED_PROFILES = ("track", "friction", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,23 +44,31 @@ class TrackSettings:
     track: Track
     timed: bool
     reference_speed: float
-    speed_profile: bool = True
+    speed_profile: str = "track"
 
 
 def reference_times(
-    track: Track, reference_speed: float, speed_profile: bool = False
+    track: Track, reference_speed: float, speed_profile: str = "constant"
 ) -> np.ndarray:
-    """Seconds at which each raceline point is reached (first = 0): at ``reference_speed``,
-    or along the track's speed profile capped at it (``speed_profile``).
+    """Seconds at which each raceline point is reached (first = 0): at ``reference_speed``
+    (``constant``), or along the track's profile (``track``) or a friction-limited one
+    (``friction``), capped at ``reference_speed``.
 
     Raises:
-        ValueError: If ``reference_speed`` is not positive, or the profile is not positive.
+        ValueError: If ``reference_speed`` is not positive, ``speed_profile`` unknown, or the
+            profile not positive.
     """
     if not reference_speed > 0.0:
         raise ValueError(f"reference_speed must be > 0, got {reference_speed}")
+    if speed_profile not in SPEED_PROFILES:
+        raise ValueError(
+            f"speed_profile must be one of {', '.join(SPEED_PROFILES)}, got {speed_profile!r}"
+        )
     s = np.asarray(track.s, float) - float(track.s[0])
-    if not speed_profile:
+    if speed_profile == "constant":
         return s / reference_speed
+    if speed_profile == "friction":
+        track = track.with_limited_profile(vehicle_limits(reference_speed))
     v = np.minimum(np.asarray(track.speed, float), reference_speed)
     if not np.all(v > 0.0):
         raise ValueError(f"{track.name}: its speed profile is not positive everywhere")
@@ -70,13 +81,13 @@ def settings_from(
     spec: str,
     timed: bool,
     reference_speed: float,
-    speed_profile: bool = True,
+    speed_profile: str = "track",
 ) -> TrackSettings:
     """Validated settings; the track is reloaded only when ``spec`` changed.
 
     Raises:
         TrackFormatError: For an unknown track name or an unreadable/invalid file.
-        ValueError: For a non-positive ``reference_speed``.
+        ValueError: For a non-positive ``reference_speed`` or an unknown ``speed_profile``.
     """
     if not reference_speed > 0.0:
         raise ValueError(f"reference_speed must be > 0, got {reference_speed}")
@@ -85,8 +96,7 @@ def settings_from(
     else:
         track = load_track(spec)
     settings = TrackSettings(spec, track, timed, reference_speed, speed_profile)
-    if timed:
-        reference_times(track, reference_speed, speed_profile)  # validates the profile
+    reference_times(track, reference_speed, speed_profile)  # validates, timed or not
     return settings
 
 
@@ -119,10 +129,12 @@ class TrackPublisher(Node):
         )
         self.declare_parameter(
             "speed_profile",
-            True,
+            "track",
             ParameterDescriptor(
-                description="Timed references: stamps follow the track's speed profile capped "
-                "at reference_speed (true) or reference_speed throughout (false)",
+                description="Timed references: stamps follow the track's speed profile "
+                "(track), one computed from curvature and friction (friction), or "
+                "reference_speed throughout (constant); profiles are capped at reference_speed",
+                additional_constraints="track, friction or constant",
             ),
         )
         self.declare_parameter(
@@ -164,7 +176,7 @@ class TrackPublisher(Node):
                 str(changed.get("track", current.spec)),
                 bool(changed.get("timed", current.timed)),
                 float(changed.get("reference_speed", current.reference_speed)),
-                bool(changed.get("speed_profile", current.speed_profile)),
+                str(changed.get("speed_profile", current.speed_profile)),
             )
         except (TrackFormatError, ValueError) as err:
             self._pending = None

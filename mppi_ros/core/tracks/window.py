@@ -138,7 +138,11 @@ def interpolate_ahead(
     length = track.length
     s_anchor = track.s[anchor]
     target = jnp.mod(s_anchor + ahead, length)  # only picks the segment
-    i = jnp.clip(jnp.searchsorted(track.s, target, side="right") - 1, 0, n - 1)
+    # compare_all: one vectorised comparison instead of a binary-search loop, which an ONNX
+    # export runs as a Loop node per call (most of a previewing policy's step in onnxruntime).
+    i = jnp.clip(
+        jnp.searchsorted(track.s, target, side="right", method="compare_all") - 1, 0, n - 1
+    )
     j = (i + 1) % n
     gap = track.s[i] - s_anchor  # exact for nearby points
     s_i = gap - length * jnp.round((gap - ahead) / length)  # the lap that puts it near ahead
