@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("MPPI_ROS_JAX_CACHE", str(REPO / ".cache" / "jax"))
+# Under pytest-xdist each worker has its own compilation cache (a test checks that the
+# controller node writes none while driving) and draws DDS domains from its own slice of 1-101.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+os.environ.setdefault("MPPI_ROS_JAX_CACHE", str(REPO / ".cache" / f"jax{_WORKER}"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+if _WORKER.startswith("gw"):
+    _SLICE = 101 // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    _LO = 1 + int(_WORKER[2:]) * _SLICE
+    os.environ["MPPI_ROS_DOMAIN_RANGE"] = f"{_LO}-{_LO + _SLICE - 1}"
+    os.environ["ROS_DOMAIN_ID"] = str(_LO)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from mppi_ros.runtime import enable_compilation_cache  # noqa: E402

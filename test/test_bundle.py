@@ -11,6 +11,9 @@ from mppi_ros.core.bundle import BundleError, load_bundle, save_bundle, sha256_f
 from mppi_ros.core.controllers import make_controller
 from mppi_ros.core.controllers.step_mppi import StepMPPIConfig
 
+# Its tests share module fixtures: one pytest-xdist worker runs them all.
+pytestmark = pytest.mark.xdist_group("bundle")
+
 CONFIG = StepMPPIConfig(num_samples=16, hidden=(8, 8))
 
 

@@ -135,6 +135,7 @@ def trained_tiny(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_tiny")  # one worker trains the shared bundle
 def test_training_lowers_the_validation_loss(trained_tiny):
     _, out, result = trained_tiny
     rows = read_metrics(out / "training" / "metrics.csv")
@@ -148,6 +149,7 @@ def test_training_lowers_the_validation_loss(trained_tiny):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("trained_tiny")
 def test_trained_bundle_loads_and_drives_a_short_closed_loop(trained_tiny, default_track):
     from mppi_ros.core.bundle import load_bundle
     from mppi_ros.core.controllers import make_controller, update_tuning
@@ -209,7 +211,8 @@ SHARDING_SCRIPT = textwrap.dedent(
     from mppi_ros.training.config import TrainConfig, NetworkConfig, DataConfig
     from mppi_ros.training.trainer import Trainer, TrainingError
     from mppi_ros.training.rollout import batch_loss
-    cfg = TrainConfig(controller="step_mppi", rollout_steps=10, num_samples=8, batch_size=4,
+    # DPC: the same Trainer sharding as Step-MPPI at half the compile time.
+    cfg = TrainConfig(controller="dpc", rollout_steps=10, num_samples=8, batch_size=4,
                       validation_batch=4, network=NetworkConfig(hidden=(16,)),
                       data=DataConfig(train_tracks=2, validation_tracks=1))
     tr = Trainer(cfg, "unused")

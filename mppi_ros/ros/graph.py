@@ -101,10 +101,30 @@ _FIRST_DOMAIN, _LAST_DOMAIN = 1, 101
 _domain_counter = itertools.count()
 
 
+def domain_range() -> tuple[int, int]:
+    """The DDS domains :func:`pick_domain_id` draws from: ``$MPPI_ROS_DOMAIN_RANGE``
+    (``LO-HI``, inclusive; give concurrent runs disjoint ranges) or 1-101.
+
+    Raises:
+        ValueError: For a malformed range or one outside 0-232.
+    """
+    text = os.environ.get("MPPI_ROS_DOMAIN_RANGE", "")
+    if not text:
+        return _FIRST_DOMAIN, _LAST_DOMAIN
+    try:
+        lo, hi = (int(part) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"MPPI_ROS_DOMAIN_RANGE must be LO-HI, got {text!r}") from None
+    if not 0 <= lo <= hi <= 232:
+        raise ValueError(f"MPPI_ROS_DOMAIN_RANGE must lie within 0-232, got {text!r}")
+    return lo, hi
+
+
 def pick_domain_id() -> int:
-    """A DDS domain that differs between calls and between concurrent processes (pid-based)."""
-    span = _LAST_DOMAIN - _FIRST_DOMAIN + 1
-    return _FIRST_DOMAIN + (os.getpid() * 7 + next(_domain_counter)) % span
+    """A DDS domain that differs between calls and between concurrent processes (pid-based),
+    from :func:`domain_range`."""
+    first, last = domain_range()
+    return first + (os.getpid() * 7 + next(_domain_counter)) % (last - first + 1)
 
 
 def ros_env(domain_id: int, base: Mapping[str, str] | None = None) -> dict[str, str]:

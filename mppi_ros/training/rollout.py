@@ -8,6 +8,7 @@ built by :func:`mppi_ros.core.policy.observe`), so what is trained is what runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -33,7 +34,12 @@ def fixed_size_arrays(track: Track, points: int) -> TrackArrays:
     Tracks of different lengths then stack into one batched pytree, so one compiled step
     serves every training track.
     """
-    arrays = track.arrays()
+    return _resample_arrays(track.arrays(), points)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _resample_arrays(arrays: TrackArrays, points: int) -> TrackArrays:
+    # Jitted: eagerly, each primitive under vmap compiles on its own (hundreds of compiles).
     s = jnp.arange(points, dtype=jnp.float32) * (arrays.length / points)
     xy, psi, speed, border = jax.vmap(lambda si: interpolate(arrays, si))(s)
     # TrackArrays keep border offsets relative to their own raceline point.
@@ -325,6 +331,6 @@ def feature_statistics(
         obs, _ = observe(ctrl, track, item.x0, item.tuning(tuning))
         return ctrl.features(obs)
 
-    f = jax.vmap(features)(batch)
+    f = jax.jit(jax.vmap(features))(batch)  # one compile, not one per primitive
     std = jnp.std(f, axis=0)
     return jnp.mean(f, axis=0), jnp.where(std < 1e-3, 1.0, std)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import struct
 
 Array = jax.Array
+_UNROLLED_WINDOW = 24  # windows up to this length are traced step by step, not as a scan
 
 
 @struct.dataclass
@@ -211,18 +212,25 @@ def reference_window(
     proj = project(track, state[jnp.array(position_indices)])
     origin = jnp.zeros(2) if origin is None else origin
 
-    def advance(ahead: Array, _: None) -> tuple[Array, tuple[Array, ...]]:
-        _, _, profile, _ = interpolate_ahead(track, proj.segment, ahead, origin)
+    def advance(carry: tuple[Array, Array], _: None) -> tuple[tuple[Array, Array], tuple]:
+        ahead, profile = carry  # the profile speed where this step starts
         v = speed.at(profile)
         ahead_next = ahead + v * dt
-        xy, psi, _, border = interpolate_ahead(track, proj.segment, ahead_next, origin)
-        return ahead_next, (xy, psi, jnp.broadcast_to(v, ()), border)
+        xy, psi, profile_next, border = interpolate_ahead(track, proj.segment, ahead_next, origin)
+        return (ahead_next, profile_next), (xy, psi, jnp.broadcast_to(v, ()), border)
 
-    # Short windows (the learned controllers' preview) unrolled: an exported ONNX loop pays
-    # a per-iteration overhead (a 21-point window: 17.8 ms -> 10 ms per step in onnxruntime).
-    _, (xy, psi, v_ref, border) = jax.lax.scan(
-        advance, proj.along, None, length=horizon, unroll=horizon if horizon <= 24 else 1
-    )
+    _, _, profile, _ = interpolate_ahead(track, proj.segment, proj.along, origin)
+    carry = (proj.along, profile)
+    if horizon <= _UNROLLED_WINDOW:
+        # The learned controllers' short preview as straight-line code: an exported ONNX Loop
+        # runs its body node by node with a per-iteration overhead.
+        steps = []
+        for _ in range(horizon):
+            carry, out = advance(carry, None)
+            steps.append(out)
+        xy, psi, v_ref, border = (jnp.stack(parts) for parts in zip(*steps, strict=True))
+    else:
+        _, (xy, psi, v_ref, border) = jax.lax.scan(advance, carry, None, length=horizon)
     border = allowed_band(border, xy, clearance)
     states = jnp.zeros((horizon, state_dim))
     states = states.at[:, position_indices[0]].set(xy[:, 0])
