@@ -440,7 +440,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"vehicle); use mppi-ros bench closed-loop --controllers {path} for this model"
             )
         report = evaluate_bundle(
-            path, episodes=args.episodes, seed=args.seed, track=args.track, laps=args.laps
+            path,
+            args.episodes,
+            args.seed,
+            args.track,
+            args.laps,
+            args.speed_profile,
+            args.speed_scale,
+            args.reference_speed,
         )
     except (BundleError, ValueError) as err:
         print(f"mppi-ros eval: error: {err}", file=sys.stderr)
@@ -615,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--track", default="default", help="vehicle bundles: track name or CSV")
     ev.add_argument("--laps", type=int, default=1, help="vehicle bundles: closed-loop laps")
+    _add_graph_speed_arguments(ev)
     ev.add_argument("--json", default=None)
     ev.set_defaults(func=cmd_eval)
 

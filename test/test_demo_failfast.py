@@ -57,7 +57,7 @@ def test_demo_rejects_bad_options(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["demo"], ["bench", "ros"]])
+@pytest.mark.parametrize("command", [["demo"], ["bench", "ros"], ["eval", "f1tenth_dpc"]])
 def test_graph_commands_set_the_speed_law_of_publisher_and_controller(command):
     from mppi_ros.cli import _graph_speed
     from mppi_ros.ros.graph import graph_parameters

@@ -124,6 +124,7 @@ def test_short_vehicle_training_learns_the_dynamics_and_its_bundle_drives(traine
     report = evaluate_bundle(result.bundle, episodes=1, track="default", laps=1)
     assert report["env"] == f"{VEHICLE_TASK}:default" and "tracking_error_mean_m" in report
     assert report["reference_speed"] == pytest.approx(TINY.vehicle.reference_speed)
+    assert (report["speed_profile"], report["speed_scale"]) == ("constant", 1.0)
     with pytest.raises(BundleError, match="valid overrides"):
         soft_mpcritic_controller(result.bundle, hidden=(8,))
 

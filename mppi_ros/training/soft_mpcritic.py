@@ -45,6 +45,7 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     shift_plan,
 )
 from mppi_ros.core.dynamics.ensemble import EnsembleModel, Normalizer
+from mppi_ros.core.speed import SpeedSettings
 from mppi_ros.training.config import config_to_dict, dataclass_from_dict, load_yaml_config
 from mppi_ros.training.gym_tasks import get_task
 from mppi_ros.training.trainer import (
@@ -617,12 +618,21 @@ def _run_episodes(env, plan_step, weights, config, tuning, episodes: int, seed: 
 
 
 def evaluate_bundle(
-    path: str | Path, episodes: int = 10, seed: int = 0, track: str = "default", laps: int = 1
+    path: str | Path,
+    episodes: int = 10,
+    seed: int = 0,
+    track: str = "default",
+    laps: int = 1,
+    speed_profile: str = "constant",
+    speed_scale: float = 1.0,
+    reference_speed: float | None = None,
 ) -> dict[str, Any]:
     """Runs a softMPCritic bundle with its online planner (no learning) in the environment of
     its manifest: a gymnasium task, or the vehicle task on ``track`` (episodes from random
     starts, as in training) plus a closed-loop run of ``laps`` laps from the start line
-    (``mppi-ros bench closed-loop`` settings) whose summary keys join the report.
+    (``mppi-ros bench closed-loop`` settings) whose summary keys join the report. That run
+    follows ``speed_profile`` x ``speed_scale`` capped at ``reference_speed`` (None: the
+    bundle's speed), or that constant speed.
 
     Returns:
         ``{"model", "env", "episodes", "return_mean", "return_std", "returns", "lengths",
@@ -653,7 +663,10 @@ def evaluate_bundle(
     }
     if vehicle:
         report["track"] = track
-        report.update(_closed_loop(path, track, task_config.reference_speed, laps, seed))
+        speed = SpeedSettings(
+            speed_profile, speed_scale, reference_speed or task_config.reference_speed
+        )
+        report.update(_closed_loop(path, track, speed, laps, seed))
     return report
 
 
@@ -663,17 +676,17 @@ def vehicle_config(env: dict[str, Any]) -> VehicleTaskConfig:
     return dataclass_from_dict(VehicleTaskConfig, values, "env")
 
 
-def _closed_loop(path, track: str, speed: float, laps: int, seed: int) -> dict[str, Any]:
+def _closed_loop(path, track: str, speed: SpeedSettings, laps: int, seed: int) -> dict[str, Any]:
     """``mppi-ros bench closed-loop`` of the bundle alone: its summary keys."""
     from mppi_ros.bench import closed_loop
-    from mppi_ros.core.speed import SpeedSettings
 
     bench = closed_loop.ClosedLoopBench(
-        track=track,
-        controllers=(str(path),),
-        laps=laps,
-        speed=SpeedSettings(reference_speed=speed),
-        seed=seed,
+        track=track, controllers=(str(path),), laps=laps, speed=speed, seed=seed
     )
     report, _ = closed_loop.run(bench)
-    return {"reference_speed": speed, **report["results"][str(path)]}
+    return {
+        "reference_speed": speed.reference_speed,
+        "speed_profile": speed.profile,
+        "speed_scale": speed.scale,
+        **report["results"][str(path)],
+    }
