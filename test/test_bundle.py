@@ -7,7 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from mppi_ros.core.bundle import BundleError, load_bundle, save_bundle, sha256_file
+from mppi_ros.core.bundle import (
+    BundleError,
+    load_bundle,
+    resolve_model,
+    save_bundle,
+    sha256_file,
+)
 from mppi_ros.core.controllers import make_controller
 from mppi_ros.core.controllers.step_mppi import StepMPPIConfig
 
@@ -185,3 +191,23 @@ def test_inspect_command_verifies_and_prints(good_bundle, tmp_path):
     out = subprocess.run([*cli, str(bad)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "does not match its SHA-256" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resolve_model_says_what_a_bad_path_is(tmp_path):
+    """A path is looked up only where it points, and the error says what is there; a bare
+    name is searched in the model folders, each place named once."""
+    file = tmp_path / "weights.msgpack"
+    file.write_bytes(b"x")
+    with pytest.raises(BundleError, match=r"is a file; give its folder"):
+        resolve_model(file)
+    with pytest.raises(BundleError, match=r"a folder without manifest\.json$"):
+        resolve_model(tmp_path)
+    with pytest.raises(BundleError, match=r"no such folder, so no manifest\.json$"):
+        resolve_model(tmp_path / "missing")
+    with pytest.raises(BundleError) as info:
+        resolve_model("f1tenth_nothing")
+    searched = str(info.value).split(" or in ")[1].split(", ")
+    assert len(searched) == len(set(searched)) >= 1
+    assert all(place.endswith("f1tenth_nothing") for place in searched)
+    shipped = resolve_model("dpc")
+    assert resolve_model(shipped / "manifest.json") == shipped  # the manifest names its folder

@@ -95,22 +95,34 @@ def resolve_model(name_or_path: str | Path) -> Path:
     """A bundle folder from a path or a model name (``f1tenth_step_mppi``, or ``step_mppi`` /
     ``dpc`` for the shipped weights).
 
+    Anything that looks like a path (absolute, ``./``-relative or with a separator) is only
+    looked up there; a bare name is searched in the model folders.
+
     Raises:
-        BundleError: Naming every place that was searched.
+        BundleError: Saying what the path is (missing, a file, a folder without a manifest)
+            or naming every place a name was searched.
     """
     path = Path(name_or_path)
-    if (path / MANIFEST).exists():
+    if (path / MANIFEST).is_file():
         return path
+    if path.name == MANIFEST and path.is_file():
+        return path.parent
     name = str(name_or_path)
+    if path.is_file():
+        raise BundleError(f"model bundle {name!r} is a file; give its folder (with {MANIFEST})")
+    if path.is_absolute() or name.startswith(".") or len(path.parts) > 1:
+        what = "a folder without" if path.is_dir() else "no such folder, so no"
+        raise BundleError(f"no model bundle {name!r}: {what} {MANIFEST}")
     candidates = [name] if name.startswith(SHIPPED_PREFIX) else [name, SHIPPED_PREFIX + name]
-    searched = []
+    searched: list[str] = []
     for root in model_search_paths():
         for candidate in candidates:
-            if (root / candidate / MANIFEST).exists():
+            if (root / candidate / MANIFEST).is_file():
                 return root / candidate
-            searched.append(str(root / candidate))
+            if str(root / candidate) not in searched:
+                searched.append(str(root / candidate))
     raise BundleError(
-        f"no model bundle {name!r}: no {MANIFEST} in {path} or in {', '.join(searched)}"
+        f"no model bundle {name!r}: no {MANIFEST} in ./{name} or in {', '.join(searched)}"
     )
 
 
