@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from flax import struct
 
 Array = jax.Array
-_UNROLLED_WINDOW = 24  # windows up to this length are traced step by step, not as a scan
 
 
 @struct.dataclass
@@ -220,17 +219,7 @@ def reference_window(
         return (ahead_next, profile_next), (xy, psi, jnp.broadcast_to(v, ()), border)
 
     _, _, profile, _ = interpolate_ahead(track, proj.segment, proj.along, origin)
-    carry = (proj.along, profile)
-    if horizon <= _UNROLLED_WINDOW:
-        # The learned controllers' short preview as straight-line code: an exported ONNX Loop
-        # runs its body node by node with a per-iteration overhead.
-        steps = []
-        for _ in range(horizon):
-            carry, out = advance(carry, None)
-            steps.append(out)
-        xy, psi, v_ref, border = (jnp.stack(parts) for parts in zip(*steps, strict=True))
-    else:
-        _, (xy, psi, v_ref, border) = jax.lax.scan(advance, carry, None, length=horizon)
+    _, (xy, psi, v_ref, border) = jax.lax.scan(advance, (proj.along, profile), None, length=horizon)
     border = allowed_band(border, xy, clearance)
     states = jnp.zeros((horizon, state_dim))
     states = states.at[:, position_indices[0]].set(xy[:, 0])
