@@ -17,9 +17,6 @@ from mppi_ros.core.bundle import (
 from mppi_ros.core.controllers import make_controller
 from mppi_ros.core.controllers.step_mppi import StepMPPIConfig
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("bundle")
-
 CONFIG = StepMPPIConfig(num_samples=16, hidden=(8, 8))
 
 

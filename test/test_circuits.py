@@ -24,9 +24,6 @@ from mppi_ros.core.tracks import (
 )
 from mppi_ros.core.tracks import geometry as geo
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("circuits")
-
 DEFAULT_MARGIN = 0.1  # the tuning's border_margin default
 
 

@@ -24,9 +24,6 @@ from mppi_ros.engine import (
 from mppi_ros.runtime import jax_cache_evictions, release_jax_caches
 from mppi_ros.sim.closed_loop import start_state
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("engine")
-
 
 @pytest.fixture(scope="module")
 def small():

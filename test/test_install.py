@@ -12,9 +12,6 @@ from pathlib import Path
 
 import pytest
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("install")
-
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -17,9 +17,6 @@ from mppi_ros.core.controllers import (
 )
 from mppi_ros.core.controllers.mppi import safe_softmax_weights
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("mppi")
-
 
 def _point_goal_obs(state, goal, horizon):
     ref = jnp.tile(jnp.array([goal[0], goal[1], 0.0, 0.0]), (horizon, 1))

@@ -33,9 +33,6 @@ from mppi_ros.export.onnx_runtime import (
 )
 from mppi_ros.sim.closed_loop import SimConfig, run_closed_loop
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("onnx")
-
 POINTS = 2048
 STATES = 1000
 

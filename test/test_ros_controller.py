@@ -35,9 +35,6 @@ from mppi_ros.ros.graph import (
 )
 from mppi_ros.sim.closed_loop import start_state
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("ros_controller")
-
 CTRL = "mppi_controller"
 MODEL = get_dynamics("single_track")
 PINNED_CPU = (os.cpu_count() or 1) - 1

@@ -51,9 +51,6 @@ from mppi_ros.ros.simulator_node import (
 from mppi_ros.ros.track_publisher_node import reference_times
 from mppi_ros.sim.closed_loop import Plant, SimConfig
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("ros_sim_nodes")
-
 DT = 0.01
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 # Best effort like the simulator's sensor-data QoS, with room for a burst of catch-up steps.

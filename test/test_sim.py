@@ -11,9 +11,6 @@ from mppi_ros.core.tracks import generate_track
 from mppi_ros.sim import Plant, SimConfig, run_closed_loop
 from mppi_ros.sim.closed_loop import start_state
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("sim")
-
 
 @pytest.fixture(scope="module")
 def track():

@@ -28,9 +28,6 @@ from mppi_ros.training.soft_mpcritic import (
 )
 from mppi_ros.training.vehicle_task import VEHICLE_TASK, VehicleTaskConfig, VehicleTrackingEnv
 
-# Its tests share module fixtures: one pytest-xdist worker runs them all.
-pytestmark = pytest.mark.xdist_group("soft_mpcritic_vehicle")
-
 TINY = SoftMPCriticTrainConfig(
     task=VEHICLE_TASK,
     num_samples=64,
