@@ -26,14 +26,13 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from mppi_ros.core.speed import SPEED_PROFILES
 from mppi_ros.core.tracks import Track, TrackFormatError, load_track, vehicle_limits
 from mppi_ros.ros.common import LATCHED, run_node
 from mppi_ros.ros.conversions import make_path
 
 NODE_NAME = "track_publisher"
 LIVE_PARAMETERS = ("track", "timed", "reference_speed", "speed_profile")
-# The choices of `speed_profile` (mppi_ros.core.speed.SPEED_PROFILES).
-SPEED_PROFILES = ("track", "friction", "constant")
 
 
 @dataclasses.dataclass(frozen=True)
