@@ -60,6 +60,28 @@ def test_cooperating_thread_parks_during_the_cycle_window():
     assert parked == []  # and not at all inside it
 
 
+def test_an_overrunning_loop_still_leaves_the_background_a_slice_per_cycle():
+    """A loop whose cycles fill their period (the next deadline has passed when a cycle ends)
+    leaves no room before the next window; the gate grants the background ``min_slice`` per
+    cycle anyway, so a model swap finishes. Without that floor the thread made one Python call
+    per cycle (the ONNX backend on a slow CPU never swapped back to JAX)."""
+    gate = CycleGate(margin=0.005, max_park=1.0, min_slice=0.002)
+    stop, progress = threading.Event(), []
+    gate.cycle_ended(time.monotonic())  # the loop is running late from the start
+    worker = threading.Thread(target=lambda: _cooperating(gate, stop, progress))
+    worker.start()
+    cycles = 40
+    for _ in range(cycles):
+        time.sleep(0.01)  # a cycle as long as the period ...
+        gate.cycle_ended(time.monotonic())  # ... so its next deadline is already due
+    stop.set()
+    gate.stop()
+    worker.join()
+    # sum(range(200)) takes microseconds: a 2 ms slice runs hundreds of iterations; one
+    # Python call per cycle would be about one.
+    assert len(progress) > 20 * cycles, len(progress)
+
+
 def test_stopped_gate_never_parks():
     gate = CycleGate(margin=0.005, max_park=1.0)
     gate.cycle_ended(time.monotonic())  # a deadline now ...

@@ -179,18 +179,27 @@ class CycleGate:
     runs its work inside :meth:`cooperate` gets a per-thread profile hook that parks it (GIL
     released) from ``margin`` seconds before each cycle's deadline until that cycle has ended.
     Long C calls cannot be interrupted, hence the margin.
+
+    A loop that overruns (a cycle as long as its period, as the ONNX backend on a slow CPU)
+    leaves no room before the next window; without a floor the background thread would run one
+    Python call per cycle and a model swap would never finish. So each cycle end grants the
+    background at least ``min_slice`` seconds before it parks again.
     """
 
-    def __init__(self, margin: float = 1.0e-3, max_park: float = 0.05) -> None:
+    def __init__(
+        self, margin: float = 1.0e-3, max_park: float = 0.05, min_slice: float = 2.0e-3
+    ) -> None:
         self.margin = margin
         self.max_park = max_park
+        self.min_slice = min_slice
         self._window_start = math.inf  # no control loop: never park
         self._ended = threading.Event()
 
     def cycle_ended(self, next_deadline: float) -> None:
         """Called by the control thread after each cycle with the next deadline (monotonic)."""
         ended, self._ended = self._ended, threading.Event()
-        self._window_start = next_deadline - self.margin
+        floor = time.monotonic() + self.min_slice
+        self._window_start = max(next_deadline - self.margin, floor)
         ended.set()
 
     def wait_cycle_end(self) -> None:
