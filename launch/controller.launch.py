@@ -19,7 +19,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from mppi_ros.allocator import ALLOCATORS, allocator_environment
+from mppi_ros.realtime.memory import ALLOCATORS, allocator_environment
 
 
 def _controller_node(context, *args, **kwargs):

@@ -22,7 +22,7 @@ if _WORKER.startswith("gw"):
     os.environ["ROS_DOMAIN_ID"] = str(_LO)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from mppi_ros.runtime import enable_compilation_cache  # noqa: E402
+from mppi_ros.realtime.jax_runtime import enable_compilation_cache  # noqa: E402
 
 enable_compilation_cache()
 

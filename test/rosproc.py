@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mppi_ros.ros.graph import NodeProcess, pick_domain_id, ros_env, write_params_file
+from mppi_ros.ros.processes import NodeProcess, pick_domain_id, ros_env, write_params_file
 
 __all__ = [
     "NodeProcess",

@@ -25,10 +25,11 @@ class StepFaultNode(controller_node.ControllerNode):
         )
 
     def _on_break_step(self, msg: Bool) -> None:
-        if msg.data and self._track is not None:
-            self._intact_track, self._track = self._track, None
+        inputs = self.inputs
+        if msg.data and inputs.track is not None:
+            self._intact_track, inputs.track = inputs.track, None
         elif not msg.data and self._intact_track is not None:
-            self._track, self._intact_track = self._intact_track, None
+            inputs.track, self._intact_track = self._intact_track, None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from mppi_ros import allocator
-from mppi_ros.allocator import allocator_environment, heap_allocator, jemalloc_library
+from mppi_ros.realtime.memory import allocator_environment, heap_allocator, jemalloc_library
 
 
 def test_glibc_adds_nothing_and_an_unknown_allocator_lists_the_valid_ones():
@@ -49,7 +49,7 @@ def test_this_process_runs_glibc_and_returns_its_free_heap():
 @pytest.mark.skipif(jemalloc_library() is None, reason="libjemalloc2 is not installed")
 def test_a_child_started_with_jemalloc_reports_and_purges_it():
     code = (
-        "from mppi_ros.allocator import heap_allocator, release_free_heap;"
+        "from mppi_ros.realtime.memory import heap_allocator, release_free_heap;"
         "print(heap_allocator(), release_free_heap())"
     )
     env = {**os.environ, **allocator_environment("jemalloc")}

@@ -7,14 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from mppi_ros.core.bundle import (
-    BundleError,
-    load_bundle,
-    resolve_model,
-    save_bundle,
-    sha256_file,
-)
-from mppi_ros.core.controllers import make_controller
+from mppi_ros.checksums import sha256_file
+from mppi_ros.core.bundles import BundleError, load_bundle, resolve_model, save_bundle
+from mppi_ros.core.catalog import controller_from_bundle, make_controller
 from mppi_ros.core.controllers.step_mppi import StepMPPIConfig
 
 CONFIG = StepMPPIConfig(num_samples=16, hidden=(8, 8))
@@ -59,14 +54,14 @@ def test_round_trip_restores_weights_and_builds_a_controller(good_bundle):
     assert manifest["dynamics"]["name"] == "single_track" and manifest["dt"] == 0.05
     assert manifest["outputs"]["names"] == ["steering_rate", "accel"]
     assert manifest["files"]["params.msgpack"]["sha256"] == sha256_file(path / "params.msgpack")
-    ctrl = make_controller(str(path), num_samples=32)
+    ctrl = controller_from_bundle(path, num_samples=32)
     assert ctrl.config.num_samples == 32
     state = ctrl.init(jax.random.PRNGKey(0))
     np.testing.assert_array_equal(
         np.asarray(jax.tree.leaves(state.weights)[0]), np.asarray(jax.tree.leaves(weights)[0])
     )
     with pytest.raises(BundleError, match="fixed by the trained network"):
-        make_controller(str(path), hidden=(4,))
+        controller_from_bundle(path, hidden=(4,))
 
 
 def _corrupt_params(p):

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mppi_ros.core.controllers import make_controller, update_tuning
+from mppi_ros.core.catalog import make_controller
+from mppi_ros.core.controllers import update_tuning
 from mppi_ros.core.policy import observe
 from mppi_ros.core.tracks import (
     CAR_HALF_WIDTH,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import mppi_ros
-from mppi_ros.core.controllers import make_controller, update_tuning
+from mppi_ros.core.catalog import make_controller
+from mppi_ros.core.controllers import update_tuning
 from mppi_ros.sim import SimConfig, run_closed_loop
 
 

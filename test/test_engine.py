@@ -9,19 +9,19 @@ import jax
 import numpy as np
 import pytest
 
-from mppi_ros import engine
-from mppi_ros.core.bundle import save_bundle
-from mppi_ros.core.controllers import make_controller
+from mppi_ros.core.bundles import save_bundle
+from mppi_ros.core.catalog import make_controller
 from mppi_ros.core.controllers.step_mppi import StepMPPIConfig
 from mppi_ros.engine import (
     EngineSpec,
     compile_controller,
+    jax_step,
     jit_without_passthrough,
     placeholder_track,
     policy_step,
     step_identity,
 )
-from mppi_ros.runtime import jax_cache_evictions, release_jax_caches
+from mppi_ros.realtime.jax_runtime import jax_cache_evictions, release_jax_caches
 from mppi_ros.sim.closed_loop import start_state
 
 
@@ -101,7 +101,7 @@ def test_models_of_one_architecture_share_a_compiled_step_that_runs_each_ones_we
     identity = ("step", step_identity(a.controller, given_noise=True))
     del a, b, shared
     gc.collect()
-    assert identity not in engine._SHARED  # freed with the last controller that used it
+    assert identity not in jax_step._SHARED  # freed with the last controller that used it
 
 
 def test_released_jax_caches_leave_compiled_steps_running_without_a_recompile():

@@ -127,7 +127,8 @@ def test_pip_install_into_a_prefix(pip_prefix):
 _RESOLVE = """
 import json
 import mppi_ros
-from mppi_ros.core.bundle import BundleError, load_bundle, shipped_model_path
+from mppi_ros.core.bundles import BundleError, load_bundle
+from mppi_ros.core.catalog import shipped_model_path
 from mppi_ros.ros.graph import config_search_paths
 report = {"package": mppi_ros.__file__, "config": [str(p) for p in config_search_paths()]}
 try:
@@ -173,7 +174,7 @@ def test_installed_package_finds_its_models_through_the_ament_index(pip_prefix):
 def test_installed_controller_node_configures_with_its_default_model(pip_prefix):
     """The installed ``mppi_controller`` entry point configures with no model_path: it loads
     the shipped bundle from the install's share directory."""
-    from mppi_ros.ros.graph import pick_domain_id, ros_env
+    from mppi_ros.ros.processes import pick_domain_id, ros_env
 
     exe = pip_prefix / "bin" / "mppi_controller"
     assert exe.is_file()

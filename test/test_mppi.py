@@ -6,12 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mppi_ros.core.catalog import controller_names, make_controller
 from mppi_ros.core.controllers import (
     MPPI,
     MPPIConfig,
     Observation,
-    controller_names,
-    make_controller,
     update_tuning,
     with_replan_period,
 )

@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mppi_ros.core.bundle import BundleError, load_bundle, sha256_file, shipped_model_path
+from mppi_ros.checksums import sha256_file
+from mppi_ros.core.bundles import BundleError, load_bundle
+from mppi_ros.core.catalog import shipped_model_path
 from mppi_ros.core.tracks import generate_track, load_track
 from mppi_ros.engine import (
     EngineSpec,

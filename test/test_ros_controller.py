@@ -22,18 +22,13 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 
-from mppi_ros.core.bundle import shipped_model_path
+from mppi_ros.core.catalog import shipped_model_path
 from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.tracks import load_track
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import LATCHED
-from mppi_ros.ros.graph import (
-    Monitor,
-    NodeProcess,
-    NodeProcesses,
-    pick_domain_id,
-    write_params_file,
-)
+from mppi_ros.ros.graph import Monitor
+from mppi_ros.ros.processes import NodeProcess, NodeProcesses, pick_domain_id, write_params_file
 from mppi_ros.sim.closed_loop import start_state
 
 CTRL = "mppi_controller"

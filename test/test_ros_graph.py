@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mppi_ros.allocator import jemalloc_library
+from mppi_ros.realtime.memory import jemalloc_library
 from mppi_ros.ros.controller_node import NODE_NAME, PARAMETERS
 from mppi_ros.ros.demo import DemoConfig, run_demo
 

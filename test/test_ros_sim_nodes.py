@@ -38,18 +38,17 @@ from mppi_ros.ros.conversions import (
     path_to_arrays,
     time_to_seconds,
 )
-from mppi_ros.ros.simulator_node import (
-    ExcursionCounter,
-    LapCounter,
-    RealTimePacer,
+from mppi_ros.ros.track_publisher_node import reference_times
+from mppi_ros.sim.actuation import (
     ServoLimits,
     braking_control,
     command_to_control,
     targets_to_control,
     twist_to_targets,
 )
-from mppi_ros.ros.track_publisher_node import reference_times
 from mppi_ros.sim.closed_loop import Plant, SimConfig
+from mppi_ros.sim.laps import ExcursionCounter, LapCounter
+from mppi_ros.sim.pacing import RealTimePacer
 
 DT = 0.01
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)

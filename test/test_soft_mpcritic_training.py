@@ -14,15 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mppi_ros.core.bundle import BundleError, load_soft_mpcritic_bundle
+from mppi_ros.core.bundles import BundleError
 from mppi_ros.training import TrainingError
-from mppi_ros.training.gym_tasks import get_task, task_names
-from mppi_ros.training.soft_mpcritic import (
-    SoftMPCriticTrainConfig,
-    evaluate_bundle,
-    make_learner,
-    train_soft_mpcritic,
-)
+from mppi_ros.training.gym_tasks import get_task, load_task_bundle, task_names
+from mppi_ros.training.soft_mpcritic import train_soft_mpcritic
+from mppi_ros.training.soft_mpcritic_config import SoftMPCriticTrainConfig
+from mppi_ros.training.soft_mpcritic_eval import evaluate_bundle
+from mppi_ros.training.soft_mpcritic_learner import make_learner
 
 TINY = SoftMPCriticTrainConfig(
     num_samples=100, target_samples=10, hidden=(64, 64), total_steps=400, checkpoint_every=200
@@ -88,7 +86,7 @@ def test_short_training_improves_return_and_writes_a_loadable_bundle(tmp_path):
     assert len(returns) >= 20
     first, last = np.mean(returns[:10]), np.mean(returns[-10:])
     assert last > 2.0 * first, (first, last)
-    bundle, _problem, planner, tuning = load_soft_mpcritic_bundle(result.bundle)
+    bundle, _problem, planner, tuning = load_task_bundle(result.bundle)
     assert bundle.manifest["env"]["id"] == "InvertedDoublePendulum-v5"
     assert planner.num_samples == 100 and float(tuning.temperature) == pytest.approx(0.1)
     rows = list(csv.DictReader(open(tmp_path / "idp" / "training" / "metrics.csv")))
@@ -99,7 +97,7 @@ def test_short_training_improves_return_and_writes_a_loadable_bundle(tmp_path):
     params = result.bundle / "params.msgpack"
     params.write_bytes(params.read_bytes()[:-1] + b"\x00")
     with pytest.raises(BundleError, match="SHA-256"):
-        load_soft_mpcritic_bundle(result.bundle)
+        load_task_bundle(result.bundle)
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):

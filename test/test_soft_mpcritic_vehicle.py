@@ -11,21 +11,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiles import lowerings
 
-from mppi_ros.core.bundle import BundleError, shipped_model_path, soft_mpcritic_controller
-from mppi_ros.core.controllers import make_controller, update_tuning
+from mppi_ros.core.bundles import BundleError, soft_mpcritic_controller
+from mppi_ros.core.catalog import controller_from_bundle, make_controller, shipped_model_path
+from mppi_ros.core.controllers import update_tuning
 from mppi_ros.core.controllers.soft_mpcritic_tracking import SoftMPCritic
 from mppi_ros.core.dynamics import dynamics_names, get_dynamics, register_dynamics
 from mppi_ros.core.dynamics.learned import ensemble_dynamics
 from mppi_ros.core.policy import observe
 from mppi_ros.core.tracks import load_track
 from mppi_ros.sim import SimConfig, run_closed_loop
-from mppi_ros.training.soft_mpcritic import (
-    SoftMPCriticTrainConfig,
-    evaluate_bundle,
-    make_learner,
-    train_soft_mpcritic,
-)
+from mppi_ros.training.soft_mpcritic import train_soft_mpcritic
+from mppi_ros.training.soft_mpcritic_config import SoftMPCriticTrainConfig
+from mppi_ros.training.soft_mpcritic_eval import evaluate_bundle
+from mppi_ros.training.soft_mpcritic_learner import make_learner
 from mppi_ros.training.vehicle_task import VEHICLE_TASK, VehicleTaskConfig, VehicleTrackingEnv
 
 TINY = SoftMPCriticTrainConfig(
@@ -108,7 +108,7 @@ def test_short_vehicle_training_learns_the_dynamics_and_its_bundle_drives(traine
     losses = [float(r["model_loss"]) for r in rows if r["model_loss"] != "nan"]
     assert len(losses) >= 2 and losses[-1] < losses[0], losses
     # The bundle is a controller of the shared interface (registry path and loader).
-    ctrl = make_controller(str(result.bundle))
+    ctrl = controller_from_bundle(result.bundle)
     assert isinstance(ctrl, SoftMPCritic) and ctrl.config.num_samples == TINY.num_samples
     assert ctrl.reference_horizon == TINY.horizon + 1 + max(TINY.vehicle.preview)
     sim = SimConfig(control_period=0.05, laps=1, max_time=2.0, command_delay_steps=(2, 0))
@@ -158,9 +158,11 @@ def test_the_learned_ensemble_is_a_dynamics_model_classic_mppi_plans_with(traine
     key = jax.random.PRNGKey(0)
     action, _, _ = step(ctrl.init(key), obs, tuning, key)
     scaled = tuning.replace(model_params=jax.tree.map(lambda w: 1.2 * w, tuning.model_params))
-    other, _, _ = step(ctrl.init(key), obs, scaled, key)
+    cstate = ctrl.init(key)
+    with lowerings() as compiled:
+        other, _, _ = step(cstate, obs, scaled, key)
     assert np.all(np.isfinite(action)) and not np.allclose(action, other)
-    assert step._cache_size() == 1
+    assert compiled == []  # new weights, same compiled step
     assert model.physical_params(tuning.model_params) is plant.default_params
 
 
@@ -170,7 +172,7 @@ def test_a_gymnasium_bundle_is_refused_as_a_vehicle_controller(tmp_path):
     )
     result = train_soft_mpcritic(config, tmp_path / "idp", progress=False, log=lambda _: None)
     with pytest.raises(BundleError, match="cannot drive a car"):
-        make_controller(str(result.bundle))
+        controller_from_bundle(result.bundle)
     with pytest.raises(BundleError, match="cannot drive a car"):
         ensemble_dynamics(result.bundle)
 

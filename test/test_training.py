@@ -78,9 +78,9 @@ def test_shipped_training_configs_load_and_their_chain_is_shipped(name, controll
 
 
 def test_reference_speed_range_draws_one_speed_per_rollout_and_leaves_other_draws_alone():
-    from mppi_ros.core.controllers import make_controller
+    from mppi_ros.core.catalog import make_controller
     from mppi_ros.training.rollout import feature_statistics, sample_batch, stack_tracks
-    from mppi_ros.training.trainer import procedural_tracks
+    from mppi_ros.training.track_sets import procedural_tracks
 
     ctrl = make_controller("dpc", hidden=(8,))
     tracks = stack_tracks(procedural_tracks(100, 2))
@@ -110,7 +110,7 @@ def test_reference_speed_range_draws_one_speed_per_rollout_and_leaves_other_draw
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['hiden'\] in config.network"):
         config_from_dict({"network": {"hiden": [8]}})
-    with pytest.raises(ValueError, match="valid: step_mppi, dpc"):
+    with pytest.raises(ValueError, match="valid: dpc, step_mppi"):
         config_from_dict({"controller": "mppi"})
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         config_from_dict({"batch_size": 0})
@@ -146,8 +146,9 @@ def test_training_lowers_the_validation_loss(trained_tiny):
 
 @pytest.mark.slow
 def test_trained_bundle_loads_and_drives_a_short_closed_loop(trained_tiny, default_track):
-    from mppi_ros.core.bundle import load_bundle
-    from mppi_ros.core.controllers import make_controller, update_tuning
+    from mppi_ros.core.bundles import load_bundle
+    from mppi_ros.core.catalog import controller_from_bundle, make_controller
+    from mppi_ros.core.controllers import update_tuning
     from mppi_ros.sim import SimConfig, run_closed_loop
 
     _, out, _ = trained_tiny
@@ -158,7 +159,7 @@ def test_trained_bundle_loads_and_drives_a_short_closed_loop(trained_tiny, defau
     assert manifest["training"]["train_tracks"] == ["procedural:100", "procedural:101"]
     assert manifest["training"]["metrics"]["best_epoch"] >= 1
     assert "metrics.csv" in manifest["files"]
-    trained = make_controller(str(out))
+    trained = controller_from_bundle(out)
     untrained = make_controller("step_mppi", **manifest["config"])  # same net, random weights
     sim = SimConfig(max_time=3.0, control_period=0.05, laps=1)
     runs = {}
@@ -178,7 +179,7 @@ def test_init_from_copies_matching_weights_and_keeps_the_function_under_new_stat
 ):
     """A DPC run started from the Step-MPPI bundle takes its backbone and mean head; a run
     whose data (hence input statistics) differ starts from exactly the donor's function."""
-    from mppi_ros.core.bundle import load_bundle
+    from mppi_ros.core.bundles import load_bundle
     from mppi_ros.core.networks import MLP
     from mppi_ros.training.trainer import Trainer
 

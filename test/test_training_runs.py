@@ -19,7 +19,7 @@ from test_training import CLI, read_metrics, tiny_config
 
 @pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    from mppi_ros.core.bundle import load_bundle
+    from mppi_ros.core.bundles import load_bundle
     from mppi_ros.training import TrainingError, train
 
     cfg = tiny_config(controller="dpc", epochs=3, steps_per_epoch=3)
@@ -49,7 +49,8 @@ SHARDING_SCRIPT = textwrap.dedent(
     """
     import json, jax, jax.numpy as jnp, numpy as np
     from mppi_ros.training.config import TrainConfig, NetworkConfig, DataConfig
-    from mppi_ros.training.trainer import Trainer, TrainingError
+    from mppi_ros.training.common import TrainingError
+    from mppi_ros.training.trainer import Trainer
     from mppi_ros.training.rollout import batch_loss
     # DPC: the same Trainer sharding as Step-MPPI at half the compile time.
     cfg = TrainConfig(controller="dpc", rollout_steps=10, num_samples=8, batch_size=4,

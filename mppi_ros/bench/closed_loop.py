@@ -10,13 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mppi_ros.core.bundle import (
-    SHIPPED_CONTROLLERS,
-    shipped_model_path,
-)
-from mppi_ros.core.controllers import make_controller, with_replan_period
+from mppi_ros.core.catalog import controller_for
+from mppi_ros.core.controllers import with_replan_period
 from mppi_ros.core.speed import SpeedSettings
-from mppi_ros.engine import controller_overrides
 from mppi_ros.sim import SimConfig, SimResult, run_closed_loop
 
 
@@ -53,10 +49,8 @@ def build_controller(
             num_samples = int(k)
         except ValueError:
             raise ValueError(f"bad controller entry {spec!r}: expected NAME@SAMPLES") from None
-    overrides = controller_overrides(name, num_samples, horizon)
-    if name in SHIPPED_CONTROLLERS:
-        name = str(shipped_model_path(name))
-    return with_replan_period(make_controller(name, **overrides), replan_period)
+    ctrl = controller_for(name, num_samples, horizon)
+    return with_replan_period(ctrl, replan_period)
 
 
 def run(

@@ -22,11 +22,23 @@ from typing import Any
 import jax
 import numpy as np
 
-from mppi_ros.core.bundle import LEARNED_CONTROLLERS, BundleError, shipped_model_path
-from mppi_ros.core.controllers import make_controller, update_tuning
+from mppi_ros.core.bundles import BundleError
+from mppi_ros.core.catalog import (
+    controller_from_bundle,
+    controller_spec,
+    make_controller,
+    shipped_model_path,
+)
+from mppi_ros.core.controllers import update_tuning
 from mppi_ros.core.policy import make_policy_step
 from mppi_ros.core.tracks import Track, load_track
-from mppi_ros.engine import CompiledController, EngineSpec, compile_controller, reference_track
+from mppi_ros.engine import (
+    CompiledController,
+    EngineSpec,
+    compile_controller,
+    onnx_runs,
+    reference_track,
+)
 from mppi_ros.sim.closed_loop import start_state
 
 BASELINE = ("mppi", 16384, 40)
@@ -109,9 +121,10 @@ def _backend_entries(bench: LatencyBench, track: Track) -> dict[str, Any]:
     """JAX vs ONNX through the deployment engine, for every learned controller asked for."""
     out: dict[str, Any] = {}
     for name in bench.controllers:
-        if name not in LEARNED_CONTROLLERS:
+        spec = controller_spec(name)
+        if not onnx_runs(spec):
             continue
-        for k in (0,) if name == "dpc" else bench.num_samples:
+        for k in bench.num_samples if spec.samples else (0,):
             pair = {}
             for backend in ("jax", "onnx"):
                 spec = EngineSpec(controller=name, num_samples=k, backend=backend)
@@ -136,12 +149,12 @@ def _backend_entries(bench: LatencyBench, track: Track) -> dict[str, Any]:
 def _latency_controller(name: str, overrides: dict[str, Any]) -> tuple[Any, str]:
     """The shipped bundle for learned names when present (else random weights of the default
     architecture: same cost per step, recorded in the JSON as ``"weights": "random"``)."""
-    if name in LEARNED_CONTROLLERS:
+    if controller_spec(name).learned:
         try:
             path = shipped_model_path(name)
         except BundleError:
             return make_controller(name, **overrides), "random"
-        return make_controller(str(path), **overrides), str(path.name)
+        return controller_from_bundle(path, **overrides), str(path.name)
     return make_controller(name, **overrides), "n/a"
 
 
@@ -151,15 +164,13 @@ def run(bench: LatencyBench) -> dict[str, Any]:
         ("mppi", bench.baseline_samples, bench.baseline_horizon)
     ]
     for name in bench.controllers:
-        for k in (0,) if name == "dpc" else bench.num_samples:
-            horizon = bench.horizon if name == "mppi" else None
+        for k in bench.num_samples if controller_spec(name).samples else (0,):
+            horizon = bench.horizon if name == BASELINE[0] else None  # the baseline's horizon
             if (name, k, horizon) not in entries:
                 entries.append((name, k, horizon))
     results: dict[str, Any] = {}
     for name, k, horizon in entries:
-        overrides = {"num_samples": k} if name != "dpc" else {}
-        if horizon is not None:
-            overrides["horizon"] = horizon
+        overrides = controller_spec(name).overrides(k, horizon)
         ctrl, weights = _latency_controller(name, overrides)
         times = time_controller(
             ctrl, track, bench.iterations, bench.max_seconds_per_entry, bench.reference_speed

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mppi_ros.training.checkpoint import CHECKPOINT_INFO, METRICS
 from mppi_ros.training.config import config_to_dict
-from mppi_ros.training.soft_mpcritic import SoftMPCriticTrainConfig
-from mppi_ros.training.trainer import CHECKPOINT_INFO, METRICS
+from mppi_ros.training.soft_mpcritic_config import SoftMPCriticTrainConfig
 
 LAST_EPISODES = 10  # the paper's figure: mean return of the last 10 training episodes
 CURVE_POINTS = 50

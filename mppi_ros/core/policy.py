@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.controllers import Controller, Observation, TrackingTuning, make_controller
+from mppi_ros.core.catalog import controller_for
+from mppi_ros.core.controllers import Controller, Observation, TrackingTuning
 from mppi_ros.core.controllers.base import border_clearance
 from mppi_ros.core.dynamics import DynamicsModel
 from mppi_ros.core.tracks import (
@@ -187,7 +188,6 @@ def load_controller(
     Raises:
         ValueError: For an unknown controller, speed profile or track.
     """
-    from mppi_ros.core.bundle import SHIPPED_CONTROLLERS, shipped_model_path
     from mppi_ros.core.speed import SpeedSettings
 
     speed = SpeedSettings(
@@ -200,8 +200,5 @@ def load_controller(
         track = speed.load(track)
     elif speed_profile == "friction":
         track = speed.with_profile(track)
-    name = str(name_or_path)
-    if name in SHIPPED_CONTROLLERS:
-        name = str(shipped_model_path(name))
-    ctrl = make_controller(name, **overrides)
+    ctrl = controller_for(name_or_path, **overrides)
     return NumpyController(ctrl, track, speed.tuning(ctrl.default_tuning()), seed=seed)

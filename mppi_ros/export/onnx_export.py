@@ -24,14 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.bundle import (
-    MANIFEST,
-    PARAMS,
-    BundleError,
-    load_bundle,
-    resolve_model,
-    sha256_file,
-)
+from mppi_ros.checksums import sha256_file
+from mppi_ros.core.bundles import MANIFEST, PARAMS, BundleError, load_bundle, resolve_model
+from mppi_ros.core.catalog import controller_names, controller_spec
 from mppi_ros.engine import (
     EngineSpec,
     build_controller,
@@ -50,10 +45,10 @@ from mppi_ros.export.onnx_runtime import (
 )
 
 OPSET = 23
-EXPORTABLE = ("step_mppi", "dpc")
-# Classic controllers exported without a bundle, and the controller-state fields each carries
-# between steps as graph inputs / outputs.
-CLASSIC_CARRY = {"mppi": ("plan", "scale")}
+
+
+def _exportable() -> str:
+    return ", ".join(controller_names(lambda spec: spec.exportable))
 
 
 def export_onnx(
@@ -81,7 +76,10 @@ def export_onnx(
     # jax2onnx's IR serialiser warns about untyped scalar constants it then drops.
     logging.getLogger("onnx_ir.serde").setLevel(logging.ERROR)
 
-    if str(model) in CLASSIC_CARRY:
+    classic = controller_spec(str(model)) if str(model) in controller_names() else None
+    if classic is not None and not classic.learned:
+        if not classic.exportable:
+            raise BundleError(f"cannot export {str(model)!r}; valid: {_exportable()}")
         if out is None:
             raise ValueError(f"classic {model!r} has no bundle to export into; pass out=FILE")
         kind, path, params_sha = str(model), None, None
@@ -94,15 +92,14 @@ def export_onnx(
     else:
         path = resolve_model(model)
         bundle = load_bundle(path)
-        if bundle.controller not in EXPORTABLE:
+        if not controller_spec(bundle.controller).exportable:
             raise BundleError(
-                f"cannot export a {bundle.controller!r} bundle; valid: "
-                f"{(*EXPORTABLE, *CLASSIC_CARRY)}"
+                f"cannot export a {bundle.controller!r} bundle; valid: {_exportable()}"
             )
         kind, params_sha = bundle.controller, bundle.manifest["files"][PARAMS]["sha256"]
         spec_in = EngineSpec(controller=kind, model_path=str(path))
     ctrl, model_id = build_controller(spec_in)
-    carry = CLASSIC_CARRY.get(kind, ())
+    carry = controller_spec(kind).onnx_carry
     tuning = ctrl.default_tuning()
     tuning_leaves = jax.tree.leaves(tuning)
     tuning_names = tuning_input_names(tuning)
@@ -114,7 +111,10 @@ def export_onnx(
     step = policy_step(ctrl, given_noise=True)
     n_tuning = len(tuning_leaves)
     tuning_def = jax.tree.structure(tuning)
-    has_prediction = kind != "dpc"
+    nx = ctrl.model.state_dim
+    noise = jnp.zeros(noise_shape) if noise_shape else None
+    probe = jax.eval_shape(step, cstate, jnp.zeros(nx), tuning, track, noise)
+    has_prediction = probe[2] is not None  # single-step DPC predicts nothing
 
     def exported(state, *inputs):
         if noise_shape:
@@ -129,7 +129,6 @@ def export_onnx(
         outs = (packed, predicted) if has_prediction else (packed,)
         return (*outs, *(getattr(new_cstate, f) for f in carry))
 
-    nx = ctrl.model.state_dim
     specs = [jax.ShapeDtypeStruct((nx,), jnp.float32)]
     names = ["state"]
     # K stays symbolic for single-step controllers: num_samples is chosen at run time, no

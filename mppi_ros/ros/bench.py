@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mppi_ros.core.bundle import MODEL_CONTROLLERS, shipped_model_path
+from mppi_ros.core.catalog import controller_spec, shipped_model_path
 from mppi_ros.ros.controller_node import PARAMETERS
 from mppi_ros.ros.demo import timing_summary
 from mppi_ros.ros.graph import GraphSpeed, driving_graph, graph_parameters
@@ -44,7 +44,7 @@ class RosBench:
     controller_cpus: tuple[int, ...] | str = "auto"
     # Extra controller parameters (name, value), applied on top of the shipped config.
     controller_params: tuple[tuple[str, Any], ...] = ()
-    # Heap allocator of the controller process (mppi_ros.allocator.ALLOCATORS).
+    # Heap allocator of the controller process (mppi_ros.realtime.memory.ALLOCATORS).
     allocator: str = "auto"
     speed: GraphSpeed = dataclasses.field(default_factory=GraphSpeed)
 
@@ -183,7 +183,8 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
     period = 1.0 / bench.rate_hz
     log_dir = Path(bench.log_dir or tempfile.mkdtemp(prefix="mppi_bench_ros_"))
     swap_model = ""
-    if bench.controller in MODEL_CONTROLLERS:
+    spec = controller_spec(bench.controller)
+    if spec.shipped:
         # The swap loads a copy of the shipped bundle from another folder: a real load,
         # validation and warm-up, not a no-op (the compiled step is shared: same architecture).
         swap_model = str(log_dir / f"swap_{bench.controller}")
@@ -260,7 +261,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
             if swap_model:
                 change("swap", 0.25, True, model_path=swap_model)
             change("temperature", 0.5, False, temperature=0.5)
-            if bench.controller != "dpc":
+            if spec.samples:
                 change("num_samples", 0.75, True, num_samples=bench.swap_samples)
         wait_until(1.0)
         ended = time.time()

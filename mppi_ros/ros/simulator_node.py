@@ -26,14 +26,13 @@ Interface:
 Laps are counted from the unwrapped progress along the raceline; ``border_violations`` counts
 separate excursions of the car's body over an edge; ``lost`` becomes true when the car is more
 than ``lost_distance`` from the raceline (it stays true until a reset; the simulation goes on).
-The bookkeeping (laps, excursions, pacing, command conversion, braking) lives in the small
-ROS-free helpers at the top of this module so that it can be unit-tested directly.
+The ROS-free bookkeeping is unit-tested on its own: :mod:`mppi_ros.sim.laps` (the counters of
+the offline closed loop too), :mod:`mppi_ros.sim.pacing` and :mod:`mppi_ros.sim.actuation`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -44,25 +43,18 @@ import jax.numpy as jnp
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import (
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
+from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.tracks import load_track, project
+from mppi_ros.realtime.jax_runtime import enable_compilation_cache
 from mppi_ros.ros.common import RELIABLE_LATEST, describe, run_node
 from mppi_ros.ros.conversions import (
     COMMAND_TYPES,
@@ -72,15 +64,19 @@ from mppi_ros.ros.conversions import (
     seconds_to_time,
     state_to_odometry,
 )
-from mppi_ros.runtime import enable_compilation_cache
+from mppi_ros.sim.actuation import (
+    ServoLimits,
+    braking_control,
+    command_problem,
+    command_to_control,
+    vehicle_speed,
+)
 from mppi_ros.sim.closed_loop import Plant, PlantState, SimConfig, plant_params, start_state
+from mppi_ros.sim.laps import ExcursionCounter, LapCounter
+from mppi_ros.sim.pacing import RealTimePacer
 
 NODE_NAME = "vehicle_simulator"
 DIAGNOSTICS_PERIOD = 0.5  # s (2 Hz)
-MAX_CATCH_UP_STEPS = 10  # plant steps one late tick may add to catch up with the wall clock
-MIN_TWIST_SPEED = 0.1  # m/s: below this a yaw rate is turned into steering as if at this speed
-# Velocity state entry that each acceleration-like control channel drives (for braking).
-BRAKED_VELOCITY = {"accel": "v", "ax": "vx", "ay": "vy"}
 
 # rclcpp's ClockQoS: what every ROS time source subscribes with.
 CLOCK_QOS = QoSProfile(
@@ -88,241 +84,72 @@ CLOCK_QOS = QoSProfile(
 )
 
 
-# =========================================================================== pure helpers
-
-
-class LapCounter:
-    """Counts laps from the projected progress along a closed raceline.
-
-    The progress (arc length in ``[0, length)``) is unwrapped into a cumulative distance from
-    the start; a lap is counted each time that distance passes another full track length, so
-    crossing the start line backwards and forwards again never counts twice.
-    """
-
-    def __init__(self, track_length: float, progress: float = 0.0, time: float = 0.0) -> None:
-        if not track_length > 0.0:
-            raise ValueError(f"track_length must be positive, got {track_length}")
-        self.track_length = float(track_length)
-        self.reset(progress, time)
-
-    def reset(self, progress: float, time: float) -> None:
-        """Starts counting again from ``progress`` (m) at ``time`` (s)."""
-        self.distance = 0.0
-        self.lap_times: list[float] = []
-        self._last_progress = float(progress)
-        self._lap_start = float(time)
-
-    @property
-    def laps(self) -> int:
-        return len(self.lap_times)
-
-    def update(self, progress: float, time: float) -> bool:
-        """Adds a new progress sample; returns True when it completes a lap.
-
-        Args:
-            progress: Projected arc length along the raceline, in ``[0, length)``.
-            time: Current time (s), for the lap times.
-        """
-        length = self.track_length
-        step = (float(progress) - self._last_progress + length / 2.0) % length - length / 2.0
-        self._last_progress = float(progress)
-        self.distance += step
-        if self.distance >= (self.laps + 1) * length:
-            self.lap_times.append(float(time) - self._lap_start)
-            self._lap_start = float(time)
-            return True
-        return False
-
-
-class ExcursionCounter:
-    """Counts separate excursions: each rise of a violation from zero to above zero."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.active = False
-
-    def reset(self) -> None:
-        self.count = 0
-        self.active = False
-
-    def update(self, violation: float) -> bool:
-        """Adds a sample; returns True when it starts a new excursion."""
-        over = violation > 0.0
-        started = over and not self.active
-        self.active = over
-        self.count += int(started)
-        return started
-
-
-class RealTimePacer:
-    """How many plant steps a timer tick must integrate to keep pace with the wall clock.
-
-    A timer whose callback runs late skips the periods it missed; the simulator instead
-    catches up with extra plant steps (at most ``max_catch_up`` per tick, the rest is skipped)
-    so that simulated time keeps advancing at ``dt / period`` times the wall clock.
-    """
-
-    def __init__(
-        self, period: float, start: float | None = None, max_catch_up: int = MAX_CATCH_UP_STEPS
-    ) -> None:
-        """Paces ticks of ``period`` seconds from ``start`` (default: the first tick)."""
-        if not period > 0.0:
-            raise ValueError(f"period must be positive, got {period}")
-        self.period = float(period)
-        self.start = None if start is None else float(start)
-        self.max_catch_up = int(max_catch_up)
-        self.steps_done = 0
-
-    def steps_due(self, now: float) -> tuple[int, int]:
-        """``(steps to integrate now, steps skipped)`` for a tick at time ``now`` (s).
-
-        Without a ``start`` time, the first tick defines it (and integrates one step).
-        """
-        if self.start is None:
-            self.start = float(now) - self.period
-        due = round((now - self.start) / self.period) - self.steps_done
-        steps = min(max(due, 0), self.max_catch_up)
-        skipped = max(due - steps, 0)
-        self.steps_done += steps + skipped
-        return steps, skipped
-
-
-@dataclasses.dataclass(frozen=True)
-class ServoLimits:
-    """What the servo needs to turn steering/speed targets into raw single-track controls.
-
-    Attributes:
-        wheelbase: ``lf + lr`` (m).
-        delta_min, delta_max: Steering angle limits (rad).
-        sv_min, sv_max: Steering rate limits (rad/s).
-        a_max: Acceleration limit (m/s^2).
-        time_constant: Servo time constant ``tau`` (s).
-    """
-
-    wheelbase: float
-    delta_min: float
-    delta_max: float
-    sv_min: float
-    sv_max: float
-    a_max: float
-    time_constant: float
-
-    @classmethod
-    def from_params(cls, params: Any, time_constant: float) -> ServoLimits:
-        """Limits from a single-track-like parameter pytree."""
-        return cls(
-            wheelbase=float(params.lf) + float(params.lr),
-            delta_min=float(params.delta_min),
-            delta_max=float(params.delta_max),
-            sv_min=float(params.sv_min),
-            sv_max=float(params.sv_max),
-            a_max=float(params.a_max),
-            time_constant=float(time_constant),
-        )
-
-
-def twist_to_targets(yaw_rate: float, speed: float, wheelbase: float) -> np.ndarray:
-    """``[steering angle, speed]`` that give ``yaw_rate`` at ``speed`` (kinematic bicycle).
-
-    The steering angle is ``atan(wheelbase * r / v)`` with ``|v|`` floored at
-    :data:`MIN_TWIST_SPEED` (keeping the sign of ``v``, so reversing steers the right way).
-    """
-    safe_speed = math.copysign(max(abs(speed), MIN_TWIST_SPEED), speed)
-    return np.array([math.atan(wheelbase * yaw_rate / safe_speed), speed])
-
-
-def targets_to_control(
-    targets: Sequence[float], steering: float, speed: float, limits: ServoLimits
-) -> np.ndarray:
-    """Raw control ``[steering rate, accel]`` of a first-order servo towards ``targets``.
-
-    ``rate = clip((target - current) / tau)`` for the steering angle (target clipped to the
-    steering limits) and for the speed, within the steering-rate and acceleration limits.
-    """
-    tau = limits.time_constant
-    steering_target = min(max(float(targets[0]), limits.delta_min), limits.delta_max)
-    steering_rate = (steering_target - steering) / tau
-    accel = (float(targets[1]) - speed) / tau
-    return np.array(
-        [
-            min(max(steering_rate, limits.sv_min), limits.sv_max),
-            min(max(accel, -limits.a_max), limits.a_max),
-        ]
-    )
-
-
-def braking_control(
-    model: DynamicsModel,
-    x: np.ndarray,
-    pending_commands: np.ndarray,
-    delay_steps: Sequence[int],
-    dt: float,
-    a_max: float,
-) -> np.ndarray:
-    """Raw control that brakes to a stop at most at ``a_max`` without reversing.
-
-    Steering rates (and any channel that drives no velocity) are zero. Each acceleration
-    channel cancels the velocity the car will have once the commands still queued in the
-    command delay have been applied, so a delayed channel does not overshoot into reverse.
-
-    Args:
-        model: The plant model (channel and state names).
-        x: Current state.
-        pending_commands: The plant's command history, newest first.
-        delay_steps: Per control channel, plant steps of delay.
-        dt: Plant step (s).
-        a_max: Largest deceleration (m/s^2).
-    """
-    control = np.zeros(model.control_dim)
-    for channel, name in enumerate(model.control_names):
-        velocity = BRAKED_VELOCITY.get(name)
-        if velocity is None or velocity not in model.state_names:
-            continue
-        delay = int(delay_steps[channel])
-        queued = float(np.sum(pending_commands[:delay, channel])) * dt
-        expected = float(x[model.state_names.index(velocity)]) + queued
-        control[channel] = -min(max(expected / dt, -a_max), a_max)
-    return control
-
-
-def command_to_control(
-    kind: str,
-    values: np.ndarray,
-    steering: float,
-    speed: float,
-    limits: ServoLimits | None,
-) -> np.ndarray:
-    """The raw control for a decoded command (see ``conversions.decode_command``).
-
-    Args:
-        kind: ``"raw"`` (used as is), ``"twist"`` (``[yaw rate, speed]``) or ``"targets"``
-            (``[steering angle, speed]``).
-        values: The command values.
-        steering: Current steering angle (rad).
-        speed: Current speed (m/s).
-        limits: Servo settings; required for ``twist`` and ``targets``.
-
-    Raises:
-        ValueError: For an unknown kind, or targets without servo limits.
-    """
-    values = np.asarray(values, float)
-    if kind == "raw":
-        return values
-    if kind not in ("twist", "targets"):
-        raise ValueError(f"unknown command kind {kind!r}")
-    if limits is None:
-        raise ValueError(f"{kind} commands need a model with a steering angle and a speed")
-    if kind == "twist":
-        values = twist_to_targets(float(values[0]), float(values[1]), limits.wheelbase)
-    return targets_to_control(values, steering, speed, limits)
-
-
-# =========================================================================== the node
-
-
-def _describe(description: str, read_only: bool = True, **ranges) -> ParameterDescriptor:
-    """Simulator parameters are static unless stated otherwise."""
-    return describe(description, read_only=read_only, **ranges)
+# name -> (default, or a Parameter.Type for none; description; options of ``describe``).
+# Parameters are read-only unless their options say ``read_only=False``.
+PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
+    "track": ("default", "Built-in track name or CSV path", {}),
+    "dynamics": ("single_track", "Plant model (dynamics registry name)", {}),
+    "dt": (0.01, "Plant step (s), RK4; one step per tick", dict(float_range=(1e-4, 1.0))),
+    "real_time_factor": (
+        1.0,
+        "Simulated seconds per wall-clock second (tick period = dt / factor)",
+        dict(read_only=False, float_range=(0.01, 100.0)),
+    ),
+    "command_type": (
+        "array",
+        f"Type of cmd: {', '.join(COMMAND_TYPES)}",
+        dict(constraints="one of " + ", ".join(COMMAND_TYPES)),
+    ),
+    "command_delay_steps": (
+        [2, 0],
+        "Per control channel, plant steps between a command and its effect",
+        dict(constraints=">= 0 each"),
+    ),
+    "process_noise_std": (
+        Parameter.Type.DOUBLE_ARRAY,
+        "Per state entry, std of additive noise per sqrt(s); unset: no noise",
+        {},
+    ),
+    "friction_scale": (
+        1.0,
+        "Multiplies the tyre friction coefficient",
+        dict(read_only=False, float_range=(0.05, 5.0)),
+    ),
+    "initial_speed": (
+        0.0,
+        "Speed (m/s) at the start line, at start and on reset",
+        dict(read_only=False, float_range=(-5.0, 20.0)),
+    ),
+    "servo_time_constant": (
+        0.05,
+        "Time constant (s) of the servo that follows twist/ackermann targets; >= dt",
+        dict(read_only=False, float_range=(1e-4, 10.0)),
+    ),
+    "command_timeout": (
+        0.5,
+        "Simulated seconds without a command after which the car brakes to a stop",
+        dict(read_only=False, float_range=(1e-3, 3600.0)),
+    ),
+    "publish_clock": (False, "Publish the simulated time on /clock and stamp odom with it", {}),
+    "steering_joint": (
+        "steering",
+        "Joint name of the steering angle on joint_states; empty: not published",
+        {},
+    ),
+    "frame_id": ("map", "Odometry frame", {}),
+    "child_frame_id": ("base_link", "Vehicle frame", {}),
+    "seed": (0, "Seed of the process noise", dict(int_range=(0, 2**31 - 1))),
+    "car_half_width": (
+        0.155,
+        "Half width (m) of the car for border violations",
+        dict(float_range=(0.0, 5.0)),
+    ),
+    "lost_distance": (
+        5.0,
+        "Distance (m) from the raceline beyond which the car is reported lost",
+        dict(read_only=False, float_range=(0.01, 1000.0)),
+    ),
+}
 
 
 class VehicleSimulator(Node):
@@ -422,103 +249,10 @@ class VehicleSimulator(Node):
     # ------------------------------------------------------------------ set-up
 
     def _declare_parameters(self) -> None:
-        declare = self.declare_parameter
-        declare("track", "default", _describe("Built-in track name or CSV path"))
-        declare("dynamics", "single_track", _describe("Plant model (dynamics registry name)"))
-        declare(
-            "dt", 0.01, _describe("Plant step (s), RK4; one step per tick", float_range=(1e-4, 1.0))
-        )
-        declare(
-            "real_time_factor",
-            1.0,
-            _describe(
-                "Simulated seconds per wall-clock second (tick period = dt / factor)",
-                read_only=False,
-                float_range=(0.01, 100.0),
-            ),
-        )
-        declare(
-            "command_type",
-            "array",
-            _describe(
-                f"Type of cmd: {', '.join(COMMAND_TYPES)}",
-                constraints="one of " + ", ".join(COMMAND_TYPES),
-            ),
-        )
-        declare(
-            "command_delay_steps",
-            [2, 0],
-            _describe(
-                "Per control channel, plant steps between a command and its effect",
-                constraints=">= 0 each",
-            ),
-        )
-        declare(
-            "process_noise_std",
-            Parameter.Type.DOUBLE_ARRAY,
-            _describe("Per state entry, std of additive noise per sqrt(s); unset: no noise"),
-        )
-        declare(
-            "friction_scale",
-            1.0,
-            _describe(
-                "Multiplies the tyre friction coefficient", read_only=False, float_range=(0.05, 5.0)
-            ),
-        )
-        declare(
-            "initial_speed",
-            0.0,
-            _describe(
-                "Speed (m/s) at the start line, at start and on reset",
-                read_only=False,
-                float_range=(-5.0, 20.0),
-            ),
-        )
-        declare(
-            "servo_time_constant",
-            0.05,
-            _describe(
-                "Time constant (s) of the servo that follows twist/ackermann targets; >= dt",
-                read_only=False,
-                float_range=(1e-4, 10.0),
-            ),
-        )
-        declare(
-            "command_timeout",
-            0.5,
-            _describe(
-                "Simulated seconds without a command after which the car brakes to a stop",
-                read_only=False,
-                float_range=(1e-3, 3600.0),
-            ),
-        )
-        declare(
-            "publish_clock",
-            False,
-            _describe("Publish the simulated time on /clock and stamp odom with it"),
-        )
-        declare(
-            "steering_joint",
-            "steering",
-            _describe("Joint name of the steering angle on joint_states; empty: not published"),
-        )
-        declare("frame_id", "map", _describe("Odometry frame"))
-        declare("child_frame_id", "base_link", _describe("Vehicle frame"))
-        declare("seed", 0, _describe("Seed of the process noise", int_range=(0, 2**31 - 1)))
-        declare(
-            "car_half_width",
-            0.155,
-            _describe("Half width (m) of the car for border violations", float_range=(0.0, 5.0)),
-        )
-        declare(
-            "lost_distance",
-            5.0,
-            _describe(
-                "Distance (m) from the raceline beyond which the car is reported lost",
-                read_only=False,
-                float_range=(0.01, 1000.0),
-            ),
-        )
+        for name, (default, description, options) in PARAMETERS.items():
+            self.declare_parameter(
+                name, default, describe(description, **{"read_only": True, **options})
+            )
 
     def _check_servo_time_constant(self, time_constant: float) -> None:
         if time_constant < self._dt:
@@ -560,16 +294,9 @@ class VehicleSimulator(Node):
     def _on_command(self, msg: Any) -> None:
         """Stores the latest command (converted to raw control on every tick)."""
         kind, values = decode_command(msg)
-        if not np.all(np.isfinite(values)):
-            self.get_logger().warn("ignoring a command with NaN/inf", throttle_duration_sec=1.0)
-            return
-        if kind == "raw" and len(values) != self._plant.model.control_dim:
-            names = ", ".join(self._plant.model.control_names)
-            self.get_logger().warn(
-                f"ignoring an array command of {len(values)} values; expected "
-                f"{self._plant.model.control_dim} ({names})",
-                throttle_duration_sec=1.0,
-            )
+        problem = command_problem(kind, values, self._plant.model)
+        if problem is not None:
+            self.get_logger().warn(f"ignoring {problem}", throttle_duration_sec=1.0)
             return
         self._command = (kind, values)
         self._command_tick = self._tick
@@ -577,20 +304,13 @@ class VehicleSimulator(Node):
 
     def _current_control(self) -> np.ndarray:
         timeout_ticks = float(self.get_parameter("command_timeout").value) / self._dt
-        fresh = self._command is not None and self._tick - self._command_tick <= timeout_ticks
-        if fresh:
-            kind, values = self._command
-            steering = float(self._x[self._steering_index]) if self._servo else 0.0
-            speed = float(self._x[self._speed_index]) if self._servo else 0.0
-            return command_to_control(kind, values, steering, speed, self._servo)
-        return braking_control(
-            self._plant.model,
-            self._x,
-            self._history,
-            self._plant.config.command_delay_steps,
-            self._dt,
-            self._a_max,
-        )
+        if self._command is None or self._tick - self._command_tick > timeout_ticks:
+            model, delays = self._plant.model, self._plant.config.command_delay_steps
+            return braking_control(model, self._x, self._history, delays, self._dt, self._a_max)
+        kind, values = self._command
+        steering = float(self._x[self._steering_index]) if self._servo else 0.0
+        speed = float(self._x[self._speed_index]) if self._servo else 0.0
+        return command_to_control(kind, values, steering, speed, self._servo)
 
     def _on_tick(self) -> None:
         """Integrates the plant steps due by the wall clock (normally one) and publishes each."""
@@ -609,14 +329,9 @@ class VehicleSimulator(Node):
         self._plant_state, violation, progress, lateral_error = self._step(
             self._plant_state, control, self._tick, self._params
         )
+        state = self._plant_state
         x, history, violation, progress, lateral_error = jax.device_get(
-            (
-                self._plant_state.x,
-                self._plant_state.command_history,
-                violation,
-                progress,
-                lateral_error,
-            )
+            (state.x, state.command_history, violation, progress, lateral_error)
         )
         self._tick += 1
         self._x = np.asarray(x, np.float64)
@@ -659,14 +374,6 @@ class VehicleSimulator(Node):
         self.get_logger().info(response.message)
         return response
 
-    def _speed(self) -> float:
-        if self._speed_index is not None:
-            return float(self._x[self._speed_index])
-        names = self._plant.model.state_names
-        if "vx" in names and "vy" in names:
-            return math.hypot(self._x[names.index("vx")], self._x[names.index("vy")])
-        return 0.0
-
     def _publish_diagnostics(self) -> None:
         laps = self._laps
         status = DiagnosticStatus(
@@ -686,7 +393,7 @@ class VehicleSimulator(Node):
             "sim_time": f"{self._sim_time:.3f}",
             "progress_m": f"{laps.distance:.3f}",
             "lateral_error_m": f"{self._lateral_error:.3f}",
-            "speed": f"{self._speed():.3f}",
+            "speed": f"{vehicle_speed(self._plant.model, self._x):.3f}",
             "commands_received": str(self._commands_received),
         }
         if self._steering_index is not None:

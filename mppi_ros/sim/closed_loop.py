@@ -1,6 +1,6 @@
 """Closed-loop simulation: a plant integrated by RK4 at its own step, a controller replanning
 at its own period, command delay, process noise, friction scaling, lap counting and border
-checks.
+checks (laps and excursions counted by :mod:`mppi_ros.sim.laps`, as in the simulator node).
 
 The plant advance between two controller calls is one jit-compiled ``lax.scan``; the loop over
 controller calls is Python, so any controller (JAX or ONNX) can be timed per step after
@@ -26,6 +26,7 @@ from mppi_ros.core.costs import border_violation
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
 from mppi_ros.core.policy import make_policy_step
 from mppi_ros.core.tracks import Track, TrackArrays, interpolate, project
+from mppi_ros.sim.laps import LapCounter, count_excursions
 
 Array = jax.Array
 
@@ -216,8 +217,7 @@ class SimResult:
     @property
     def border_violations(self) -> int:
         """Number of separate excursions of the car's body over a track edge."""
-        over = self.violation > 0.0
-        return int(np.sum(over[1:] & ~over[:-1]) + (over[0] if len(over) else 0))
+        return count_excursions(self.violation)
 
     def summary(self) -> dict[str, Any]:
         """The closed-loop benchmark keys (the documented bench JSON schema)."""
@@ -302,10 +302,7 @@ def run_closed_loop(
 
     log: dict[str, list] = {k: [] for k in ("t", "x", "u", "s", "e", "viol", "ms")}
     infos: list[Any] = []
-    lap_times: list[float] = []
-    unwrapped = 0.0
-    last_progress = float(project_position(pstate.x).progress)
-    lap_start = 0.0
+    laps = LapCounter(length, float(project_position(pstate.x).progress), time=0.0)
     t = 0.0
     stop_reason = "time_limit"
     while t < max_time:
@@ -323,23 +320,19 @@ def run_closed_loop(
         t += config.control_period
         x_now = np.asarray(pstate.x)
         proj = project_position(pstate.x)
-        s_now = float(proj.progress)
-        unwrapped += (s_now - last_progress + length / 2.0) % length - length / 2.0
-        last_progress = s_now
+        laps.update(float(proj.progress), t)
+        error = float(proj.lateral_error)
         for name, value in zip(
             ("t", "x", "u", "s", "e", "viol", "ms"),
-            (t, x_before, u, unwrapped, float(proj.lateral_error), float(violation), elapsed_ms),
+            (t, x_before, u, laps.distance, error, float(violation), elapsed_ms),
             strict=True,
         ):
             log[name].append(value)
         if keep_infos:
             infos.append(jax.device_get(info))
-        if unwrapped >= (len(lap_times) + 1) * length:
-            lap_times.append(t - lap_start)
-            lap_start = t
         if progress is not None:
-            progress(min(unwrapped / (config.laps * length), 1.0))
-        if len(lap_times) >= config.laps:
+            progress(min(laps.distance / (config.laps * length), 1.0))
+        if laps.laps >= config.laps:
             stop_reason = "laps_completed"
             break
         if not np.all(np.isfinite(x_now)):
@@ -359,7 +352,7 @@ def run_closed_loop(
         lateral_error=np.asarray(log["e"]),
         violation=np.asarray(log["viol"]),
         step_time_ms=np.asarray(log["ms"]),
-        lap_times=lap_times,
+        lap_times=laps.lap_times,
         track_length=length,
         stop_reason=stop_reason,
         infos=infos,

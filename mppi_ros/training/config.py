@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-TRAINABLE_CONTROLLERS = ("step_mppi", "dpc")
+from mppi_ros.core.catalog import controller_names, controller_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,10 +204,11 @@ class TrainConfig:
     optim: OptimConfig = OptimConfig()
 
     def __post_init__(self) -> None:
-        if self.controller not in TRAINABLE_CONTROLLERS:
+        trainable = controller_names(lambda spec: spec.trainable)
+        if self.controller not in trainable:
             raise ValueError(
                 f"controller {self.controller!r} is not trainable here; "
-                f"valid: {', '.join(TRAINABLE_CONTROLLERS)}"
+                f"valid: {', '.join(trainable)}"
             )
         for name in ("rollout_steps", "batch_size", "validation_batch", "epochs"):
             if getattr(self, name) < 1:
@@ -216,8 +217,8 @@ class TrainConfig:
             raise ValueError("curriculum lengths and curriculum_epochs must be >= 1")
         if self.steps_per_epoch < 1 or self.checkpoint_every < 1:
             raise ValueError("steps_per_epoch and checkpoint_every must be >= 1")
-        if self.controller == "step_mppi" and self.num_samples < 1:
-            raise ValueError("step_mppi needs num_samples >= 1")
+        if controller_spec(self.controller).samples and self.num_samples < 1:
+            raise ValueError(f"{self.controller} needs num_samples >= 1")
         if not self.dt > 0:
             raise ValueError(f"dt must be positive, got {self.dt}")
         speeds = self.data.reference_speed_range

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from mppi_ros.core.bundles import (
+    BundleError,
+    CriticBundle,
+    load_soft_mpcritic_bundle,
+    read_manifest,
+)
 from mppi_ros.core.registry import Registry
 
 Array = jax.Array
@@ -103,6 +110,24 @@ def get_task(name: str) -> GymTask:
 
 def task_names() -> list[str]:
     return _TASKS.names()
+
+
+def load_task_bundle(path: str | Path) -> tuple[CriticBundle, Any, Any, Any]:
+    """:func:`~mppi_ros.core.bundles.load_soft_mpcritic_bundle` for a bundle of any task: a
+    gymnasium task's stage cost (its negated reward) comes from this registry, a vehicle
+    tracking bundle carries its own.
+
+    Raises:
+        BundleError: For a bad bundle or an unregistered task.
+    """
+    env = read_manifest(Path(path)).get("env", {})
+    stage_cost = None
+    if isinstance(env, dict) and env.get("kind") == "gymnasium":
+        try:
+            stage_cost = get_task(env["id"]).stage_cost
+        except (KeyError, ValueError) as err:
+            raise BundleError(f"model bundle {path}: {err}") from None
+    return load_soft_mpcritic_bundle(path, stage_cost=stage_cost)
 
 
 register_task(GymTask("InvertedDoublePendulum-v5", 9, 1, (-1.0,), (1.0,), double_pendulum_reward))

@@ -1,6 +1,10 @@
 """The training loop shared by Step-MPPI and DPC: data-parallel BPTT, schedules, validation,
 checkpoints, metrics CSV and the final model bundle.
 
+Its pieces live beside it: the track sets in :mod:`.track_sets`, checkpoint files in
+:mod:`.checkpoint`, the metrics columns in :mod:`.epoch_metrics` and ``init_from`` in
+:mod:`.warm_start`.
+
 Data parallelism: every batch array is sharded along its leading axis over all local JAX
 devices (``jax.sharding.NamedSharding`` on a one-axis ``data`` mesh); parameters and optimiser
 state are replicated. ``jit`` inserts the gradient all-reduce.
@@ -10,12 +14,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
-import os
 import platform
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +28,14 @@ import optax
 from flax import serialization
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mppi_ros.core.bundle import BundleError, load_bundle, resolve_model, save_bundle
-from mppi_ros.core.controllers import make_controller, update_tuning
+from mppi_ros.core.bundles import save_bundle
+from mppi_ros.core.catalog import controller_spec, make_controller
+from mppi_ros.core.controllers import update_tuning
 from mppi_ros.core.controllers.step_mppi import PolicyWeights, StepMPPIConfig
-from mppi_ros.core.networks import refold_input_normalisation
-from mppi_ros.core.tracks import Track, generate_track, load_track, vehicle_limits
+from mppi_ros.training.checkpoint import METRICS, read_checkpoint, write_checkpoint
+from mppi_ros.training.common import TrainingError, command_line, progress_bar
 from mppi_ros.training.config import TrainConfig
+from mppi_ros.training.epoch_metrics import METRIC_FIELDS, metrics_row
 from mppi_ros.training.rollout import (
     LossWeights,
     RolloutBatch,
@@ -43,88 +45,22 @@ from mppi_ros.training.rollout import (
     sample_batch,
     stack_tracks,
 )
+from mppi_ros.training.track_sets import training_tracks
+from mppi_ros.training.warm_start import copy_matching_params
 
 Array = jax.Array
-CHECKPOINT = "checkpoint.msgpack"
-CHECKPOINT_INFO = "checkpoint.json"
-METRICS = "metrics.csv"
-METRIC_FIELDS = (
-    "epoch",
-    "step",
-    "wall_s",
-    "learning_rate",
-    "penalty_weight",
-    "train_loss",
-    "train_tracking_cost",
-    "train_border_penalty",
-    "train_entropy",
-    "train_lateral_error",
-    "train_violation",
-    "skipped_steps",
-    "val_cost",
-    "val_lateral_error",
-    "val_violation",
-)
-
-
-class TrainingError(RuntimeError):
-    """A training run cannot start or continue (bad resume, diverged loss...)."""
 
 
 @dataclasses.dataclass
 class TrainingResult:
+    """What :meth:`Trainer.run` produced: the bundle folder and how the run ended."""
+
     bundle: Path
     epochs: int
     best_epoch: int
     best_val_cost: float
     wall_s: float
     stop_reason: str
-
-
-def procedural_tracks(first_seed: int, count: int) -> list[Track]:
-    """``count`` procedural tracks from consecutive seeds, skipping seeds with no valid track."""
-    tracks: list[Track] = []
-    seed = first_seed
-    while len(tracks) < count:
-        if seed - first_seed > 10 * count + 10:
-            raise TrainingError(f"could not generate {count} tracks from seed {first_seed} on")
-        try:
-            track = generate_track(seed, name=f"procedural:{seed}")
-            # A profile under the vehicle's limits (these smooth loops allow ~11 m/s).
-            tracks.append(track.with_limited_profile(vehicle_limits(12.0)))
-        except ValueError:
-            pass  # this seed's random curve never met the geometric constraints
-        seed += 1
-    return tracks
-
-
-def circuits(first_seed: int, count: int) -> list[Track]:
-    """``count`` generated circuits from consecutive seeds (cached as CSVs, see
-    :func:`mppi_ros.training.circuit_cache.cached_circuit`)."""
-    from mppi_ros.training.circuit_cache import cached_circuit
-
-    return [cached_circuit(seed) for seed in range(first_seed, first_seed + count)]
-
-
-def training_tracks(
-    config: TrainConfig, extra: tuple[str, ...] = ()
-) -> tuple[list[Track], list[Track]]:
-    """Procedural tracks and generated circuits (+ user tracks) for training, and the
-    held-out validation tracks."""
-    d = config.data
-    train = procedural_tracks(d.train_seed, d.train_tracks)
-    train += circuits(d.circuit_seed, d.circuits)
-    train += [load_track(spec) for spec in (*d.extra_tracks, *extra)]
-    if not train:
-        raise TrainingError("no training tracks: set data.train_tracks > 0 or pass --track")
-    val = procedural_tracks(d.validation_seed, d.validation_tracks)
-    val += circuits(d.validation_circuit_seed, d.validation_circuits)
-    if not val:
-        raise TrainingError("data.validation_tracks must be >= 1 (early stopping needs it)")
-    overlap = {t.name for t in train} & {t.name for t in val}
-    if overlap:
-        raise TrainingError(f"validation tracks also used for training: {sorted(overlap)}")
-    return train, val
 
 
 def _mesh_shardings() -> tuple[NamedSharding, NamedSharding, int]:
@@ -135,44 +71,6 @@ def _mesh_shardings() -> tuple[NamedSharding, NamedSharding, int]:
         NamedSharding(mesh, PartitionSpec()),
         len(devices),
     )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_checkpoint(work: Path, host_state: Any, info: dict[str, Any]) -> None:
-    """Writes ``work/checkpoint.msgpack`` (a Flax state dict, never pickle) and
-    ``work/checkpoint.json`` (``info``, which holds the run's ``config``), each atomically."""
-    work.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
-        work / CHECKPOINT,
-        serialization.msgpack_serialize(serialization.to_state_dict(host_state)),
-    )
-    _atomic_write(work / CHECKPOINT_INFO, json.dumps(info, indent=2).encode())
-
-
-def read_checkpoint(work: Path, config: dict[str, Any], may_change: str) -> dict[str, Any]:
-    """The raw state dict of ``work``'s checkpoint, after checking that its config equals
-    ``config`` in every key but ``may_change`` (the run's length, which ``--resume`` may
-    extend).
-
-    Raises:
-        TrainingError: No checkpoint, or a config that differs.
-    """
-    info_path = work / CHECKPOINT_INFO
-    if not info_path.exists() or not (work / CHECKPOINT).exists():
-        raise TrainingError(f"--resume: no checkpoint in {work}")
-    saved = json.loads(info_path.read_text())["config"]
-    changed = sorted(k for k in config if k != may_change and saved.get(k) != config[k])
-    if changed:
-        raise TrainingError(
-            f"--resume: the config differs from the checkpoint's in {changed}; "
-            "resume with the same config or start a new --out"
-        )
-    return serialization.msgpack_restore((work / CHECKPOINT).read_bytes())
 
 
 class Trainer:
@@ -193,7 +91,7 @@ class Trainer:
         c = config
         self.ctrl_config = StepMPPIConfig(
             dynamics=c.dynamics,
-            num_samples=c.num_samples if c.controller == "step_mppi" else 0,
+            num_samples=c.num_samples if controller_spec(c.controller).samples else 0,
             dt=c.dt,
             hidden=tuple(c.network.hidden),
             activation=c.network.activation,
@@ -305,35 +203,7 @@ class Trainer:
         source = self.config.init_from
         if source is None:
             return params
-        try:
-            bundle = load_bundle(resolve_model(source))
-        except (BundleError, FileNotFoundError) as err:
-            raise TrainingError(f"init_from: {err}") from err
-        # The donor was trained on its own input statistics; re-expressing its first layer
-        # for this run's statistics keeps its function exactly (another data config, e.g.
-        # a range of reference speeds, changes the statistics).
-        donor_params = bundle.weights.params
-        if "MLP_0" in donor_params:
-            donor_params = refold_input_normalisation(
-                donor_params,
-                (np.asarray(bundle.weights.input_mean), np.asarray(bundle.weights.input_std)),
-                tuple(np.asarray(s) for s in self.stats),
-            )
-        donor = dict(jax.tree_util.tree_flatten_with_path(donor_params)[0])
-        copied = 0
-
-        def take(path: Any, leaf: Array) -> Array:
-            nonlocal copied
-            other = donor.get(path)
-            if other is None or np.shape(other) != np.shape(leaf):
-                return leaf
-            copied += 1
-            return jnp.asarray(other, dtype=leaf.dtype)
-
-        params = jax.tree_util.tree_map_with_path(take, params)
-        if copied == 0:
-            raise TrainingError(f"init_from: {source} shares no parameter with this network")
-        return params
+        return copy_matching_params(params, source, self.stats)
 
     def fresh_state(self) -> dict[str, Any]:
         params = self.initial_params()
@@ -367,23 +237,7 @@ class Trainer:
     def _append_metrics(
         self, state: dict[str, Any], train: dict[str, float], val: dict[str, Any]
     ) -> dict[str, Any]:
-        row = {
-            "epoch": state["epoch"],
-            "step": state["step"],
-            "wall_s": round(float(state["wall_s"]), 2),
-            "learning_rate": state["learning_rate"],
-            "penalty_weight": state["penalty_weight"],
-            "train_loss": train.get("loss", ""),
-            "train_tracking_cost": train.get("tracking_cost", ""),
-            "train_border_penalty": train.get("border_penalty", ""),
-            "train_entropy": train.get("entropy", ""),
-            "train_lateral_error": train.get("lateral_error", ""),
-            "train_violation": train.get("violation", ""),
-            "skipped_steps": round(train.get("skipped", 0.0) * self.config.steps_per_epoch),
-            "val_cost": float(val["loss"]),
-            "val_lateral_error": float(val["lateral_error"]),
-            "val_violation": float(val["violation"]),
-        }
+        row = metrics_row(state, train, val, self.config.steps_per_epoch)
         with open(self.work / METRICS, "a", newline="") as f:
             csv.writer(f).writerow([row[k] for k in METRIC_FIELDS])
         return row
@@ -410,7 +264,7 @@ class Trainer:
         start_wall = time.perf_counter() - float(state["wall_s"])
         stop_reason = "max_epochs"
         key = state["key"]
-        bar = _progress_bar(c.epochs * c.steps_per_epoch, int(state["step"]), progress)
+        bar = progress_bar(c.epochs * c.steps_per_epoch, int(state["step"]), progress)
         for epoch in range(int(state["epoch"]), c.epochs):
             if state["learning_rate"] < c.optim.min_learning_rate * (1 + 1e-9):
                 stop_reason = "min_learning_rate"
@@ -497,7 +351,8 @@ class Trainer:
             input_std=np.asarray(self.stats[1]),
         )
         deploy = dataclasses.replace(
-            self.ctrl_config, num_samples=c.deploy_samples if c.controller == "step_mppi" else 0
+            self.ctrl_config,
+            num_samples=c.deploy_samples if controller_spec(c.controller).samples else 0,
         )
         rows = list(csv.DictReader(open(self.work / METRICS)))
         best = next((r for r in rows if int(r["epoch"]) == int(state["best_epoch"])), rows[-1])
@@ -527,20 +382,6 @@ class Trainer:
             extra_files={METRICS: (self.work / METRICS).read_bytes()},
             tuning=self.tuning_values,
         )
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
-
-
-def command_line() -> str:
-    """The command that started this process, for the manifest."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("cli.py", "mppi-ros", "__main__.py")):
-        argv[0] = "mppi-ros"
-    return shlex.join(argv)
 
 
 def train(

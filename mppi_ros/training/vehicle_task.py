@@ -31,7 +31,7 @@ from mppi_ros.core.tracks import ReferenceSpeed, load_track
 from mppi_ros.sim.closed_loop import PlantState, SimConfig, hold_command
 from mppi_ros.training.config import InitialStateConfig
 from mppi_ros.training.rollout import SpeedSampling, sample_batch, stack_tracks
-from mppi_ros.training.trainer import circuits, procedural_tracks
+from mppi_ros.training.track_sets import circuits, procedural_tracks
 
 Array = jax.Array
 

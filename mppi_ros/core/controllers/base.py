@@ -4,7 +4,7 @@ the functional interface ``init`` / ``step``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -250,3 +250,26 @@ class Controller(Protocol):
     def step(
         self, cstate: Any, obs: Observation, tuning: TrackingTuning, key: Array | None = None
     ) -> tuple[Array, Any, Any]: ...
+
+
+@runtime_checkable
+class SampledController(Protocol):
+    """A controller whose step draws noise of a fixed shape: it can take that noise as an
+    argument instead of a key (what ONNX export traces, so both backends run one
+    expression)."""
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of one step's standard normal noise."""
+
+    def step_with_noise(
+        self, cstate: Any, obs: Observation, tuning: TrackingTuning, noise: Array
+    ) -> tuple[Array, Any, Any]: ...
+
+
+@runtime_checkable
+class Replanner(Protocol):
+    """A warm-started planner, which shifts its plan by the time between two calls."""
+
+    def with_replan_period(self, period: float) -> Any:
+        """This planner called every ``period`` seconds."""

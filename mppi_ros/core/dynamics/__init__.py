@@ -7,6 +7,8 @@ simulator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mppi_ros.core.dynamics.base import DynamicsModel, discretize, wrap_angle
 from mppi_ros.core.dynamics.simple import (
     DOUBLE_INTEGRATOR,
@@ -28,6 +30,11 @@ def register_dynamics(model: DynamicsModel, *, overwrite: bool = False) -> None:
     _REGISTRY.register(model.name, model, overwrite=overwrite)
 
 
+def register_dynamics_lazy(name: str, load: Callable[[], DynamicsModel]) -> None:
+    """Adds ``name``, made by ``load()`` on its first lookup (a model read from files)."""
+    _REGISTRY.register_lazy(name, load)
+
+
 def get_dynamics(name: str) -> DynamicsModel:
     """Looks a model up by name.
 
@@ -45,15 +52,6 @@ for _model in (SINGLE_TRACK, KINEMATIC_BICYCLE, DOUBLE_INTEGRATOR):
     register_dynamics(_model)
 
 
-def _shipped_ensemble() -> DynamicsModel:
-    from mppi_ros.core.dynamics.learned import shipped_ensemble
-
-    return shipped_ensemble()
-
-
-# softMPCritic's learned vehicle ensemble: loaded from models/ on first use.
-_REGISTRY.register_lazy("f1tenth_ensemble", _shipped_ensemble)
-
 __all__ = [
     "DoubleIntegratorParams",
     "DynamicsModel",
@@ -62,5 +60,6 @@ __all__ = [
     "dynamics_names",
     "get_dynamics",
     "register_dynamics",
+    "register_dynamics_lazy",
     "wrap_angle",
 ]

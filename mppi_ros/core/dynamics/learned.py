@@ -9,8 +9,8 @@ bounds): its ``default_params`` ARE the ensemble weights, so a controller's
 ``discrete`` refuses any other ``dt`` (use ``substeps=1`` with classic MPPI).
 
 ``get_dynamics("f1tenth_ensemble")`` loads the shipped ``models/f1tenth_soft_mpcritic``
-ensemble on first use; ``register_dynamics(ensemble_dynamics(path, name))`` adds any other
-softMPCritic vehicle bundle.
+ensemble on first use (registered by :mod:`mppi_ros.core.catalog`);
+``register_dynamics(ensemble_dynamics(path, name))`` adds any other softMPCritic vehicle bundle.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import jax
 
+from mppi_ros.core.bundles.critic import load_soft_mpcritic_bundle, require_vehicle_bundle
+from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.dynamics.base import DynamicsModel, StepFn
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
 
@@ -74,11 +76,8 @@ def ensemble_dynamics(path: str | Path, name: str | None = None) -> LearnedDynam
     Raises:
         BundleError: For a bad bundle, or one trained on a gymnasium task (no vehicle state).
     """
-    from mppi_ros.core.bundle import load_soft_mpcritic_bundle
-    from mppi_ros.core.dynamics import get_dynamics
-
+    require_vehicle_bundle(path)
     bundle, problem, _, _ = load_soft_mpcritic_bundle(path)
-    bundle.require_vehicle()
     vehicle = bundle.vehicle_model
     base = get_dynamics(vehicle)
     ensemble, dt = problem.ensemble, float(bundle.manifest["dt"])
@@ -101,10 +100,3 @@ def ensemble_dynamics(path: str | Path, name: str | None = None) -> LearnedDynam
         dt=dt,
         vehicle_params=base.default_params,
     )
-
-
-def shipped_ensemble() -> LearnedDynamics:
-    """The ensemble of the shipped vehicle softMPCritic (``models/f1tenth_soft_mpcritic``)."""
-    from mppi_ros.core.bundle import shipped_model_path
-
-    return ensemble_dynamics(shipped_model_path("soft_mpcritic"), SHIPPED_ENSEMBLE)

@@ -1,4 +1,4 @@
-"""The control loop's pure helpers (no ROS): the cycle gate, the missed-cycle count; and the
+"""The real-time plumbing (no ROS): the cycle gate, scheduling, the missed-cycle count; and the
 benchmark's memory-growth measure and CPU probe."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import weakref
 import numpy as np
 import pytest
 
+from mppi_ros.realtime.memory import split_retired
+from mppi_ros.realtime.scheduling import CycleGate, next_deadline, pin_process
 from mppi_ros.ros.bench import (
     EVENT_SETTLE_S,
     missed_in_machine_stalls,
@@ -22,7 +24,7 @@ from mppi_ros.ros.bench import (
     stall_summary,
     start_cpu_probe,
 )
-from mppi_ros.ros.loop import CycleGate, LoopStats, pin_process, split_retired
+from mppi_ros.ros.controller.health import LoopStats
 
 
 def _python_work(stop: threading.Event, progress: list[float]) -> None:
@@ -152,11 +154,17 @@ def test_missed_cycles_count_whole_skipped_periods():
 
 
 def test_next_deadline_keeps_phase_and_skips_overruns():
-    from mppi_ros.ros.loop import next_deadline
-
     assert next_deadline(1.0, 0.01, 1.005) == 1.01
     # an overrun to 1.034 skips the deadlines already past and keeps the 10 ms phase
     assert abs(next_deadline(1.0, 0.01, 1.034) - 1.04) < 1e-12
+
+
+def _affinity(tid: int) -> set[int] | None:
+    """A thread's CPUs; None when it ended since it was listed (other threads come and go)."""
+    try:
+        return os.sched_getaffinity(tid)
+    except ProcessLookupError:
+        return None
 
 
 def test_pin_process_moves_every_thread_and_rejects_bad_cpu_lists():
@@ -170,7 +178,8 @@ def test_pin_process_moves_every_thread_and_rejects_bad_cpu_lists():
         pin_process(target)
         tids = [int(t) for t in os.listdir("/proc/self/task")]
         assert worker.native_id in tids
-        assert all(os.sched_getaffinity(tid) == set(target) for tid in tids)
+        assert all(_affinity(tid) in (set(target), None) for tid in tids)
+        assert _affinity(worker.native_id) == set(target)
         with pytest.raises(ValueError, match="empty"):
             pin_process([])
         with pytest.raises(ValueError, match=r"outside this machine's CPUs 0-"):
@@ -179,8 +188,7 @@ def test_pin_process_moves_every_thread_and_rejects_bad_cpu_lists():
     finally:
         stop.set()
         worker.join()
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), original)
+        pin_process(sorted(original))  # the same call restores: threads may end meanwhile
 
 
 def test_rss_growth_between_events_leaves_out_the_builds():
@@ -263,3 +271,41 @@ def test_split_retired_keeps_order_and_no_reference_past_the_call():
     oldest = kept.pop(0)
     del shared, oldest  # a controller's del frees it there and then (refcounting, no gc)
     assert [ref() is None for ref in alive] == [True, True, True, False]
+
+
+def test_the_pinned_jax_still_has_the_internals_the_realtime_settings_use():
+    """Cache release and synchronous dispatch degrade quietly without these internals; a JAX
+    upgrade that removes them fails here, loudly."""
+    import jax
+
+    from mppi_ros.realtime.jax_runtime import jax_internals_problems
+
+    problems = jax_internals_problems()
+    assert not problems, (
+        f"JAX {jax.__version__} changed internals that mppi_ros/realtime/jax_runtime.py relies "
+        f"on: {problems}. Measure the setting against its removal (MPPI_ROS_REALTIME_OFF, "
+        "mppi-ros bench ros) and update or drop it."
+    )
+
+
+def test_the_internals_check_notices_a_missing_cache_registry(monkeypatch):
+    from jax._src import util as jax_util
+
+    from mppi_ros.realtime import jax_runtime
+
+    monkeypatch.setattr(jax_util, "_caches", None)
+    assert jax_runtime.jax_internals_problems() == [
+        "jax._src.util._caches (the registry of JAX's in-memory caches) is gone"
+    ]
+    assert list(jax_runtime.jax_cache_evictions()) == []  # and the release degrades to nothing
+
+
+def test_realtime_switches_reject_unknown_names(monkeypatch):
+    from mppi_ros.realtime.jax_runtime import release_jax_caches, switched_on
+
+    monkeypatch.setenv("MPPI_ROS_REALTIME_OFF", "cache_release")
+    assert not switched_on("cache_release") and switched_on("sync_dispatch")
+    assert release_jax_caches() == 0  # off: no eviction step runs
+    monkeypatch.setenv("MPPI_ROS_REALTIME_OFF", "gc_freeze")
+    with pytest.raises(ValueError, match="valid names: sync_dispatch, cache_release"):
+        switched_on("cache_release")

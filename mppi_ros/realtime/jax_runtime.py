@@ -1,4 +1,10 @@
-"""Process-wide JAX settings shared by the CLI, the nodes and the tests."""
+"""Process-wide JAX settings shared by the CLI, the nodes and the tests: the only module of
+mppi_ros that touches JAX internals (:func:`jax_internals_problems` says when a JAX upgrade
+changed them).
+
+``MPPI_ROS_REALTIME_OFF`` (comma-separated: ``sync_dispatch``, ``cache_release``) turns the
+settings that rest on JAX internals off, to measure them against their removal
+(``mppi-ros bench ros``)."""
 
 from __future__ import annotations
 
@@ -11,6 +17,25 @@ from typing import Any
 
 import jax
 from jax._src import util as jax_util  # internal: see jax_cache_evictions
+
+# Settings MPPI_ROS_REALTIME_OFF may turn off.
+SWITCHES = ("sync_dispatch", "cache_release")
+
+
+def switched_on(name: str) -> bool:
+    """Whether the setting ``name`` (one of :data:`SWITCHES`) is on (the default).
+
+    Raises:
+        ValueError: For an unknown name in ``MPPI_ROS_REALTIME_OFF`` (listing the valid ones).
+    """
+    off = {n for n in os.environ.get("MPPI_ROS_REALTIME_OFF", "").split(",") if n}
+    unknown = sorted(off - set(SWITCHES))
+    if unknown:
+        raise ValueError(
+            f"MPPI_ROS_REALTIME_OFF names {unknown}; valid names: {', '.join(SWITCHES)}"
+        )
+    return name not in off
+
 
 # Compiles shorter than this are not written to the persistent cache.
 CACHE_MIN_COMPILE_S = 0.5
@@ -52,7 +77,12 @@ def synchronous_cpu_dispatch() -> None:
     placement do not reach the compute, and every step pays two thread hand-offs. Only for
     processes that block on each result anyway (the controller node does).
     """
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    if switched_on("sync_dispatch"):
+        jax.config.update(_ASYNC_DISPATCH_FLAG, False)
+
+
+# Not in JAX's documented options (jax 0.7): checked by jax_internals_problems.
+_ASYNC_DISPATCH_FLAG = "jax_cpu_enable_async_dispatch"
 
 
 # JAX's caches that hold what a compile left behind, emptied first: each entry of these keeps
@@ -117,9 +147,34 @@ def release_jax_caches(before_each: Callable[[bool], None] | None = None) -> int
     build) starts from empty caches.
     """
     steps = 0
+    if not switched_on("cache_release"):
+        return steps
     for heavy, evict in jax_cache_evictions():
         if before_each is not None:
             before_each(heavy)
         evict()
         steps += 1
     return steps
+
+
+def jax_internals_problems() -> list[str]:
+    """What this module relies on and the installed JAX no longer has (empty: all present).
+
+    The settings degrade quietly where an internal is gone (no cache release, asynchronous
+    dispatch), so a JAX upgrade is checked here instead: each entry names what changed.
+    """
+    problems = []
+    registry = getattr(jax_util, "_caches", None)
+    if registry is None or not hasattr(registry, "items"):
+        return ["jax._src.util._caches (the registry of JAX's in-memory caches) is gone"]
+    names = list(registry.values())
+    for key in (*_EVICT_FIRST, *_KEEP):
+        if not any(key in str(name) for name in names):
+            problems.append(f"no JAX cache named like {key!r} in jax._src.util._caches")
+    if not any(hasattr(c, "evict_weakref") and hasattr(c, "cache_keys") for c in registry):
+        problems.append("no cache in jax._src.util._caches has evict_weakref and cache_keys")
+    try:
+        jax.config.read(_ASYNC_DISPATCH_FLAG)
+    except (AttributeError, KeyError) as err:
+        problems.append(f"the config flag {_ASYNC_DISPATCH_FLAG!r} is gone ({err})")
+    return problems

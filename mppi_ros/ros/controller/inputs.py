@@ -1,0 +1,208 @@
+"""What the ``mppi_controller`` node reads: odometry, the measured steering angle and the
+reference path with its borders. Subscription callbacks only store the latest message; the
+reference is turned into track arrays on a worker thread; the control tick asks
+:meth:`InputMonitor.check` for the state to control from, or the fault that holds the car."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+from nav_msgs.msg import Odometry, Path
+from rclpy.lifecycle import LifecycleNode
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+
+from mppi_ros.core.dynamics import DynamicsModel
+from mppi_ros.core.tracks import TrackArrays, TrackFormatError, track_from_polylines
+from mppi_ros.engine import UNTIMED_SPEED
+from mppi_ros.realtime.memory import release_free_heap
+from mppi_ros.realtime.scheduling import CycleGate
+from mppi_ros.ros import conversions
+from mppi_ros.ros.common import LATCHED
+
+NO_REFERENCE = "no_reference: no reference path received yet"
+
+
+@dataclasses.dataclass
+class Latest:
+    """Latest messages (written by subscription callbacks, read by the control tick)."""
+
+    odom: Odometry | None = None
+    odom_received: float = 0.0  # monotonic seconds
+    odom_stamp: float = -math.inf
+    out_of_order: bool = False
+    reference: Path | None = None
+    border_left: Path | None = None
+    border_right: Path | None = None
+    steering: float | None = None  # measured, from joint_states
+    steering_received: float = -math.inf  # monotonic seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """The outcome of one input check: a fault, or the state; once the check got as far as
+    the odometry, the steering angle used (``None`` before) and whether it was measured."""
+
+    fault: str | None
+    state: np.ndarray | None = None
+    steering: float | None = None
+    steering_measured: bool = False
+
+
+class InputMonitor:
+    """Subscriptions, reference-to-track conversion and the per-cycle input check.
+
+    Args:
+        node: The node the subscriptions belong to.
+        live: The loop parameters read every cycle (``state_timeout``, ``frame_id``).
+        cycle_gate: Background work yields to control cycles through it.
+    """
+
+    def __init__(self, node: LifecycleNode, live: dict[str, Any], cycle_gate: CycleGate) -> None:
+        self._node, self._live, self._gate = node, live, cycle_gate
+        self._frame = node.get_parameter("frame_id").value  # read-only
+        self._points = int(node.get_parameter("reference_points").value)
+        self._joint = node.get_parameter("steering_joint").value  # read-only
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.latest = Latest()
+        self.track: TrackArrays | None = None
+        self.reference_fault: str | None = NO_REFERENCE
+
+    def subscribe(self, pool: concurrent.futures.ThreadPoolExecutor) -> list[Any]:
+        """Creates the subscriptions; references are converted on ``pool``."""
+        self._pool = pool
+        subs = [
+            (Odometry, "odom", self._on_odom, qos_profile_sensor_data),
+            (Path, "reference", self._on_reference, LATCHED),
+            (Path, "border_left", self._on_border_left, LATCHED),
+            (Path, "border_right", self._on_border_right, LATCHED),
+        ]
+        if self._joint:
+            subs.append(
+                (JointState, "joint_states", self._on_joint_states, qos_profile_sensor_data)
+            )
+        return [self._node.create_subscription(t, topic, cb, qos) for t, topic, cb, qos in subs]
+
+    def reset(self) -> None:
+        """Forgets every message (cleanup): the next configure starts without data."""
+        self._pool = None
+        self.latest, self.track, self.reference_fault = Latest(), None, NO_REFERENCE
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_odom(self, msg: Odometry) -> None:
+        stamp = conversions.time_to_seconds(msg.header.stamp)
+        latest = self.latest
+        if stamp < latest.odom_stamp:
+            latest.out_of_order = True  # keep the newer message; the tick reports the fault
+            return
+        latest.odom, latest.odom_stamp = msg, stamp
+        latest.odom_received = time.monotonic()
+        latest.out_of_order = False
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        position = conversions.joint_position(msg, self._joint)
+        if position is not None:  # other joints' messages, or a NaN reading: keep the last
+            self.latest.steering = position
+            self.latest.steering_received = time.monotonic()
+
+    def _on_reference(self, msg: Path) -> None:
+        self.latest.reference = msg
+        self._rebuild_track()
+
+    def _on_border_left(self, msg: Path) -> None:
+        self.latest.border_left = msg
+        self._rebuild_track()
+
+    def _on_border_right(self, msg: Path) -> None:
+        self.latest.border_right = msg
+        self._rebuild_track()
+
+    def _rebuild_track(self) -> None:
+        latest = self.latest
+        if None in (latest.reference, latest.border_left, latest.border_right):
+            return
+        if self._pool is not None:
+            self._pool.submit(
+                self._build_track, latest.reference, latest.border_left, latest.border_right
+            )
+
+    def _build_track(self, reference: Path, left: Path, right: Path) -> None:
+        for label, msg in (
+            ("reference", reference),
+            ("border_left", left),
+            ("border_right", right),
+        ):
+            if msg.header.frame_id != self._frame:
+                self.reference_fault = (
+                    f"frame_mismatch: {label} is in frame {msg.header.frame_id!r}, "
+                    f"expected {self._frame!r}"
+                )
+                return
+        xy, times = conversions.path_to_arrays(reference)
+        speed = conversions.speed_from_times(xy, times) if len(xy) else None
+        try:
+            track = track_from_polylines(
+                "reference",
+                xy,
+                conversions.path_to_arrays(left)[0],
+                conversions.path_to_arrays(right)[0],
+                speed=speed,
+                points=self._points,
+                max_speed=UNTIMED_SPEED,
+            )
+        except TrackFormatError as err:
+            self.reference_fault = f"bad_reference: {err}"
+            return
+        self.track = track.arrays()
+        self.reference_fault = None
+        self._node.get_logger().info(
+            f"reference: {len(xy)} points, {track.length:.1f} m, "
+            f"{'timed' if speed is not None else 'untimed'}"
+        )
+        self._gate.wait_cycle_end()
+        release_free_heap()  # what building the track freed, back to the OS
+
+    # ------------------------------------------------------------------ the tick's check
+
+    def check(self, now: float, model: DynamicsModel, steering: float) -> Checked:
+        """The state to control from, or the cause that holds the car. ``steering`` is the
+        angle the commands imply; a recent measurement replaces it."""
+        latest = self.latest
+        if self.reference_fault is not None:
+            return Checked(self.reference_fault)
+        if latest.odom is None:
+            return Checked("no_state: no odometry received yet")
+        if latest.out_of_order:
+            return Checked("out_of_order: odometry stamp went backwards")
+        age = now - latest.odom_received
+        timeout = float(self._live["state_timeout"])
+        if age > timeout:
+            return Checked(f"stale_state: odometry is {age * 1e3:.0f} ms old (timeout {timeout}s)")
+        frame = self._live["frame_id"]
+        if latest.odom.header.frame_id != frame:
+            return Checked(
+                f"frame_mismatch: odometry in frame {latest.odom.header.frame_id!r}, "
+                f"expected {frame!r}"
+            )
+        measured = now - latest.steering_received <= timeout
+        if measured:
+            # A measurement replaces the integral of the commands, which drifts whenever the
+            # actuator drops or repeats a command, or the car is reset.
+            steering = latest.steering
+        try:
+            state = conversions.odometry_to_state(latest.odom, model, steering=steering)
+        except ValueError as err:
+            return Checked(f"bad_state: {err}", steering=steering, steering_measured=measured)
+        if not np.all(np.isfinite(state)):
+            return Checked(
+                "nonfinite_state: odometry contains NaN or inf",
+                steering=steering,
+                steering_measured=measured,
+            )
+        return Checked(None, state, steering, measured)

@@ -1,0 +1,445 @@
+"""``mppi_controller``: lifecycle node running a learned or classic controller at a fixed rate.
+
+configure: load the bundle (or classic controller), compile and warm up, create publishers and
+subscriptions. activate: start the control loop. deactivate / cleanup / shutdown / error:
+publish a brake command and release what the state owns.
+
+Threads: the executor's callbacks only store the latest message (:mod:`.inputs`); the control
+loop runs in a thread of its own at absolute deadlines; ``~/reload_model``, whose reply waits
+for the swap, is served on a helper thread; model and shape changes compile in a worker thread
+and swap in between two control cycles (:mod:`.swap`); the reference paths are turned into
+track arrays by a second worker. Parameters are validated by :mod:`.parameters_handler`,
+commands encoded by :mod:`.commands`. The math is :mod:`mppi_ros.engine` /
+:mod:`mppi_ros.core` (no ROS there).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import faulthandler
+import signal
+import threading
+import time
+import weakref
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Path
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from mppi_ros.core.bundles import BundleError
+from mppi_ros.core.catalog import controller_names, controller_spec
+from mppi_ros.engine import CompiledController, EngineSpec, compile_controller
+from mppi_ros.realtime import (
+    RealtimeSettings,
+    configure_process,
+    make_control_thread_realtime,
+    settle_after_compile,
+)
+from mppi_ros.realtime.jax_runtime import persistent_cache_writes
+from mppi_ros.realtime.memory import heap_allocator
+from mppi_ros.realtime.scheduling import CycleGate, next_deadline, open_stall_log
+from mppi_ros.ros import conversions
+from mppi_ros.ros.common import (
+    RELIABLE_LATEST,
+    BlockingServices,
+    init_with_own_signals,
+    make_executor,
+    spin_until,
+)
+from mppi_ros.ros.controller.commands import CommandLimits, CommandOutput
+from mppi_ros.ros.controller.health import LoopStats, Watchdog
+from mppi_ros.ros.controller.inputs import InputMonitor
+from mppi_ros.ros.controller.model_checks import check_model_path, check_spec_changes
+from mppi_ros.ros.controller.parameters_handler import ParametersHandler
+from mppi_ros.ros.controller.swap import Build, ModelSwap
+
+NODE_NAME = "mppi_controller"
+SWAP_TIMEOUT_S = 300.0
+
+
+class ControllerNode(LifecycleNode):
+    """The ``mppi_controller`` lifecycle node (see the module docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.params = ParametersHandler(
+            self, self._check_spec_changes, self._rebuild, lambda: self._swap.active
+        )
+        self.cycle_gate = CycleGate()  # background threads yield to control cycles through it
+        self._swap = ModelSwap(
+            self._prepare_build,
+            self.cycle_gate,
+            self.get_logger(),
+            int(self.get_parameter("kept_replaced_steps").value),
+        )
+        self.inputs = InputMonitor(self, self.params.live, self.cycle_gate)
+        self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._tuning_shown_for: weakref.ref[CompiledController] | None = None
+        self._cstate = None
+        self._steering_measured = False
+        self._state_steering = 0.0
+        self._watchdog = Watchdog()
+        self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
+        self._loop_thread: threading.Thread | None = None
+        self._diagnostics_timer = None
+        self._entities: list[Any] = []
+        self._output: CommandOutput | None = None
+        if self.get_parameter("autostart").value:
+            self._autostart_timer = self.create_timer(0.0, self._on_autostart)
+
+    @property
+    def _controller(self) -> str:
+        return self.get_parameter("controller").value  # read-only
+
+    def _realtime(self) -> RealtimeSettings:
+        cpus = self.params.value("cpu_affinity")
+        return RealtimeSettings(
+            cpu_affinity=None if cpus is None else tuple(cpus),
+            priority=int(self.get_parameter("realtime_priority").value),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _on_autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        command_type = self.get_parameter("command_type").value
+        controller = self.get_parameter("controller").value
+        try:
+            configure_process(self._realtime())
+            cmd_type = conversions.command_message_class(command_type)
+            if controller not in controller_names():
+                raise ValueError(
+                    f"unknown controller {controller!r}; valid: {', '.join(controller_names())}"
+                )
+            compiled = compile_controller(self._spec_from_parameters())
+            tuning = self.params.tuning_for(compiled)
+        except (ValueError, BundleError) as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        settle_after_compile(self._realtime())
+        self.get_logger().info(
+            f"configured {compiled.model_id} ({compiled.controller.name}) in "
+            f"{compiled.compile_seconds:.1f} s"
+        )
+        build_pool, self._track_pool = (
+            concurrent.futures.ThreadPoolExecutor(1, name, initializer=self.cycle_gate.install)
+            for name in ("mppi_build", "mppi_track")
+        )
+        self._swap.start(compiled, build_pool)
+        self._output = CommandOutput(
+            self.create_publisher(cmd_type, "cmd", RELIABLE_LATEST),
+            self._stats.period,
+            self.params.live,
+        )
+        self._output.limits = CommandLimits.of(compiled)
+        self.params.tuning = tuning
+        self._tuning_shown_for = weakref.ref(compiled)
+        self.params.show_model_tuning(compiled, tuning)
+        self._create_entities()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._output.steering = 0.0
+        self._cstate = self._swap.active.init_state(int(self.get_parameter("seed").value))
+        self._stats = LoopStats(self._stats.period)
+        self._loop_stop = threading.Event()
+        persistent_cache_writes(False)  # a cache write holds the GIL for a whole cycle
+        self._loop_thread = threading.Thread(
+            target=self._control_loop, name="mppi_control", daemon=True
+        )
+        self._loop_thread.start()
+        self.get_logger().info(f"active at {1.0 / self._stats.period:.0f} Hz")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _control_loop(self) -> None:
+        """Ticks at absolute deadlines (no drift); an overrun skips to the next deadline and
+        is counted as missed cycles by :class:`LoopStats`."""
+        period = self._stats.period
+        why_not = make_control_thread_realtime(self._realtime(), "mppi_control")
+        if why_not is not None:
+            self.get_logger().info(f"control thread keeps normal scheduling ({why_not})")
+        deadline = time.monotonic()
+        stall_log = open_stall_log()
+        while not self._loop_stop.is_set():
+            self._on_control_tick()
+            deadline = next_deadline(deadline, period, time.monotonic())
+            self.cycle_gate.cycle_ended(deadline)
+            if stall_log is not None:  # fires unless the next cycle ends within its period
+                faulthandler.dump_traceback_later(
+                    deadline + period - time.monotonic(), file=stall_log
+                )
+            self._loop_stop.wait(max(deadline - time.monotonic(), 0.0))
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error("lifecycle error: braking and releasing resources")
+        self._stop_control()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def shutdown_cleanly(self) -> None:
+        """Process exit: stop the loop and brake (whatever the lifecycle state)."""
+        self._stop_control()
+
+    def _stop_control(self) -> None:
+        if self._loop_thread is not None:
+            self._loop_stop.set()
+            self._loop_thread.join(timeout=2.0)
+            self._loop_thread = None
+            self.cycle_gate.stop()
+            persistent_cache_writes(True)
+            faulthandler.cancel_dump_traceback_later()
+        self._swap.retired.clear()
+        if self._output is not None:
+            self._output.brake(self.get_clock().now().to_msg())
+
+    def _create_entities(self) -> None:
+        self._prediction_pub = self.create_publisher(Path, "~/prediction", 1)
+        self._timing_pub = self.create_publisher(Float64MultiArray, "~/loop_timing", 100)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities = self.inputs.subscribe(self._track_pool)
+        # The reply waits for the swap: served on a thread of its own, so that odometry keeps
+        # flowing through the node's executor meanwhile.
+        self._blocking_services = BlockingServices(self, around=self.cycle_gate.cooperate)
+        self._blocking_services.create_service(Trigger, "~/reload_model", self._on_reload_model)
+        self._diagnostics_timer = self.create_timer(
+            1.0 / float(self.get_parameter("diagnostics_rate").value),
+            self._on_diagnostics_timer,
+        )
+
+    def _release(self) -> None:
+        for sub in self._entities:
+            self.destroy_subscription(sub)
+        self._entities = []
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._output is not None:
+            for pub in (self._output.publisher, self._prediction_pub, self._timing_pub):
+                self.destroy_publisher(pub)
+            self.destroy_publisher(self._diagnostics_pub)
+            self._blocking_services.destroy()
+            self._output = None
+        if self._track_pool is not None:
+            self._track_pool.shutdown(wait=False, cancel_futures=True)
+        self._track_pool = None
+        self._swap.release()
+        self._cstate = None
+        self.inputs.reset()
+
+    # ------------------------------------------------------------------ models
+
+    def _spec_from_parameters(self, **changes: Any) -> EngineSpec:
+        get = lambda name: changes.get(name, self.get_parameter(name).value)
+        return EngineSpec(
+            controller=self.get_parameter("controller").value,
+            model_path=get("model_path"),
+            num_samples=int(get("num_samples")),
+            horizon=int(get("horizon")),
+            control_period=1.0 / float(self.get_parameter("control_rate").value),
+            reference_points=int(self.get_parameter("reference_points").value),
+            backend=get("backend"),
+        )
+
+    def _prepare_build(self, compiled: CompiledController) -> Build:
+        """What the control thread needs to swap ``compiled`` in (on the build thread)."""
+        return Build(
+            compiled,
+            self.params.tuning_for(compiled),
+            compiled.init_state(int(self.get_parameter("seed").value)),
+            CommandLimits.of(compiled),
+        )
+
+    def _rebuild(self, changes: dict[str, Any]) -> None:
+        """Accepted model / shape / backend changes: a background build when they change
+        what runs (a new ``model_path`` always reloads: the files may have changed)."""
+        spec = self._spec_from_parameters(**changes)
+        if spec != self._swap.active.spec or "model_path" in changes:
+            self._swap.schedule(spec, f"change of {', '.join(sorted(changes))}")
+
+    def _check_spec_changes(self, changes: dict[str, Any]) -> str | None:
+        current = {n: self.get_parameter(n).value for n in ("model_path", "backend")}
+        return check_spec_changes(self._controller, changes, current, self._swap.active)
+
+    def _on_reload_model(
+        self, request: Trigger.Request, response: Trigger.Response
+    ) -> Trigger.Response:
+        """Re-validates and reloads ``model_path``; replies once the swap happened (or failed).
+
+        Runs on the :class:`BlockingServices` thread, so waiting blocks no subscription.
+        """
+        if self._swap.active is None:
+            response.success, response.message = False, "not configured"
+            return response
+        reason = check_model_path(
+            self._controller, self.get_parameter("model_path").value, self._swap.active
+        )
+        if reason is not None:
+            response.success, response.message = False, reason
+            return response
+        done = self._swap.schedule(self._spec_from_parameters(), "reload_model")
+        if not done.wait(SWAP_TIMEOUT_S):
+            response.success, response.message = False, "timed out waiting for the swap"
+        elif self._swap.last_error:
+            response.success, response.message = False, self._swap.last_error
+        else:
+            response.success = True
+            response.message = f"running {self._swap.active.model_id}"
+        return response
+
+    # ------------------------------------------------------------------ control loop
+
+    def _on_control_tick(self) -> None:
+        start, wall = time.monotonic(), time.time()
+        stamp = self.get_clock().now().to_msg()
+        self._stats.tick(start)
+        build = self._swap.take_ready()
+        if build is not None:
+            self.params.tuning, self._cstate = build.tuning, build.cstate
+            self._output.limits = build.limits
+        active, output = self._swap.active, self._output
+        checked = self.inputs.check(start, active.controller.model, output.steering)
+        if checked.steering is not None:
+            output.steering = self._state_steering = checked.steering
+            self._steering_measured = checked.steering_measured
+        fault, result = checked.fault, None
+        if fault is None:
+            try:
+                result, cstate = active.step(
+                    self._cstate, checked.state, self.params.tuning, self.inputs.track
+                )
+            except Exception as err:
+                fault = f"step_exception: {type(err).__name__}: {err}"
+            else:
+                if result.finite:
+                    self._cstate = cstate
+                else:
+                    fault = "nonfinite_output: the controller returned NaN or inf"
+        if fault is not None:
+            output.brake(stamp)
+            if self._watchdog.report(fault):
+                self.get_logger().error(f"braking: {fault}")
+            self._stats.record(time.monotonic() - start, None)
+            return
+        output.publish(result.action, checked.state, stamp)
+        end = time.monotonic()
+        latency, data_age = end - start, end - self.inputs.latest.odom_received
+        self._stats.record(latency, data_age)
+        ended = self._watchdog.clear()
+        if ended is not None:
+            self.get_logger().info(f"recovered from: {ended}")
+        self._publish_extras(result, wall, latency, data_age)
+        self._cstate = active.prepare(self._cstate)  # next noise, off the measured path
+
+    def _publish_extras(self, result, wall: float, latency: float, data_age: float) -> None:
+        """Off the measured path: timing record ``(tick wall time, latency, data age)`` and
+        prediction (each only with subscribers)."""
+        if self._timing_pub.get_subscription_count():
+            self._timing_pub.publish(Float64MultiArray(data=[wall, latency, data_age]))
+        if result.predicted_states is not None and self._prediction_pub.get_subscription_count():
+            model = self._swap.active.controller.model
+            i, j = model.position_indices or (0, 1)
+            self._prediction_pub.publish(
+                conversions.make_path(
+                    result.predicted_states[:, [i, j]],
+                    self.params.live["frame_id"],
+                    self.get_clock().now().to_msg(),
+                )
+            )
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _housekeeping(self) -> None:
+        """Parameter updates that follow a swap or a failed build. Runs on the executor
+        thread: rclpy's set_parameters must not be called from the control or build threads."""
+        active = self._swap.active
+        if self._swap.take_failure() and active is not None:
+            spec = active.spec  # the values of the model that still drives
+            self.params.write(
+                {
+                    "model_path": spec.model_path,
+                    "num_samples": spec.num_samples,
+                    "horizon": spec.horizon,
+                    "backend": spec.backend,
+                }
+            )
+        # A weak reference: a strong one kept the replaced controller (and its ~20 MB
+        # executable) alive until this ran, then freed it here, untimed and untrimmed.
+        shown = self._tuning_shown_for and self._tuning_shown_for()
+        if active is not None and shown is not active:
+            self._tuning_shown_for = weakref.ref(active)
+            self.params.show_model_tuning(active, self.params.tuning)
+
+    def _on_diagnostics_timer(self) -> None:
+        self._housekeeping()
+        summary = self._stats.summary()
+        cause, swap = self._watchdog.cause, self._swap
+        status = DiagnosticStatus(name=f"{NODE_NAME}: control loop", hardware_id=NODE_NAME)
+        if cause is not None:
+            status.level, status.message = DiagnosticStatus.ERROR, cause
+        elif swap.last_error:
+            status.level, status.message = DiagnosticStatus.WARN, swap.last_error
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "ok"
+        active = swap.active
+        samples = active is not None and controller_spec(active.controller.name).samples
+        values = {
+            "controller": active.controller.name if active else "",
+            "model_id": active.model_id if active else "",
+            "backend": active.spec.backend if active else "",
+            "num_samples": str(active.controller.config.num_samples if samples else 0)
+            if active
+            else "",
+            "watchdog": cause or "ok",
+            "faults": str(self._watchdog.faults),
+            "swaps": str(swap.swaps),
+            "kept_steps": str(len(swap.retired)),
+            "allocator": heap_allocator(),
+            "compiling": str(swap.compiling).lower(),
+            "last_error": swap.last_error,
+            "steering": f"{self._state_steering:.4f}",  # as used in the last state
+            "steering_source": "joint_states" if self._steering_measured else "integrated",
+        }
+        values.update({k: f"{v:.4f}" for k, v in summary.items()})
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics_pub.publish(msg)
+
+
+def main(args: list[str] | None = None, node_class: type[ControllerNode] = ControllerNode) -> None:
+    """Runs the node until SIGINT / SIGTERM (``node_class``: the node to run, for subclasses)."""
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
+    stop = init_with_own_signals(args)  # the context outlives the brake command on the way out
+    node = node_class()
+    executor = make_executor()
+    executor.add_node(node)
+    try:
+        # The executor's Python (callbacks) also yields to control cycles.
+        spin_until(stop, executor, around=node.cycle_gate.cooperate())
+    finally:
+        if rclpy.ok():
+            node.shutdown_cleanly()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()

@@ -1,0 +1,118 @@
+"""Evaluating a softMPCritic bundle (``mppi-ros eval``): episodes under its online planner in
+the environment its manifest names, plus a closed-loop lap run for a vehicle bundle."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mppi_ros.core.controllers.soft_mpcritic import control_step, initial_plan
+from mppi_ros.core.speed import SpeedSettings
+from mppi_ros.training.config import dataclass_from_dict
+from mppi_ros.training.gym_tasks import get_task, load_task_bundle
+from mppi_ros.training.vehicle_task import VEHICLE_TASK, VehicleTaskConfig, VehicleTrackingEnv
+
+
+def _run_episodes(env, plan_step, weights, config, tuning, episodes: int, seed: int):
+    """Episodes of ``env`` under the online planner; ``(returns, lengths, steps_per_s)``."""
+    key = jax.random.PRNGKey(seed)
+    returns, lengths, steps = [], [], 0
+    started = time.perf_counter()
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        key, k_plan = jax.random.split(key)
+        plan = initial_plan(k_plan, config, tuning)
+        total, length, done = 0.0, 0, False
+        while not done:
+            key, k_act = jax.random.split(key)
+            obs_in = jnp.asarray(obs, jnp.float32)
+            result, plan = plan_step(weights, tuning, obs_in, plan, k_act)
+            obs, reward, terminated, truncated, _ = env.step(np.asarray(result.action))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+        steps += length
+    return returns, lengths, steps / (time.perf_counter() - started)
+
+
+def evaluate_bundle(
+    path: str | Path,
+    episodes: int = 10,
+    seed: int = 0,
+    track: str = "default",
+    laps: int = 1,
+    speed_profile: str = "constant",
+    speed_scale: float = 1.0,
+    reference_speed: float | None = None,
+) -> dict[str, Any]:
+    """Runs a softMPCritic bundle with its online planner (no learning) in the environment of
+    its manifest: a gymnasium task, or the vehicle task on ``track`` (episodes from random
+    starts, as in training) plus a closed-loop run of ``laps`` laps from the start line
+    (``mppi-ros bench closed-loop`` settings) whose summary keys join the report. That run
+    follows ``speed_profile`` x ``speed_scale`` capped at ``reference_speed`` (None: the
+    bundle's speed), or that constant speed.
+
+    Returns:
+        ``{"model", "env", "episodes", "return_mean", "return_std", "returns", "lengths",
+        "steps_per_s"}`` (plus the closed-loop keys and ``"track"`` for a vehicle bundle).
+    """
+    bundle, problem, config, tuning = load_task_bundle(path)
+    plan_step = jax.jit(functools.partial(control_step, problem, config))
+    vehicle = bundle.env.get("kind") == "vehicle"
+    if vehicle:
+        task_config = vehicle_config(bundle.env)
+        env = VehicleTrackingEnv(task_config, problem, tracks=[track])
+        name = f"{VEHICLE_TASK}:{track}"
+    else:
+        task = get_task(bundle.env["id"])
+        env, name = task.make_env(), task.name
+    returns, lengths, steps_per_s = _run_episodes(
+        env, plan_step, bundle.weights, config, tuning, episodes, seed
+    )
+    report = {
+        "model": bundle.model_id,
+        "env": name,
+        "episodes": episodes,
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "returns": [round(r, 3) for r in returns],
+        "lengths": lengths,
+        "steps_per_s": steps_per_s,
+    }
+    if vehicle:
+        report["track"] = track
+        speed = SpeedSettings(
+            speed_profile, speed_scale, reference_speed or task_config.reference_speed
+        )
+        report.update(_closed_loop(path, track, speed, laps, seed))
+    return report
+
+
+def vehicle_config(env: dict[str, Any]) -> VehicleTaskConfig:
+    """The vehicle task settings a bundle's manifest ``env`` records."""
+    values = {k: v for k, v in env.items() if k not in ("kind", "id")}
+    return dataclass_from_dict(VehicleTaskConfig, values, "env")
+
+
+def _closed_loop(path, track: str, speed: SpeedSettings, laps: int, seed: int) -> dict[str, Any]:
+    """``mppi-ros bench closed-loop`` of the bundle alone: its summary keys."""
+    from mppi_ros.bench import closed_loop
+
+    bench = closed_loop.ClosedLoopBench(
+        track=track, controllers=(str(path),), laps=laps, speed=speed, seed=seed
+    )
+    report, _ = closed_loop.run(bench)
+    return {
+        "reference_speed": speed.reference_speed,
+        "speed_profile": speed.profile,
+        "speed_scale": speed.scale,
+        **report["results"][str(path)],
+    }
