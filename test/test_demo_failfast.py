@@ -56,7 +56,10 @@ def test_demo_rejects_an_unknown_controller_naming_the_registered_ones(capsys):
 
     assert main(["demo", "--controller", "foo"]) == 2
     err = capsys.readouterr().err
-    assert "unknown controller 'foo'; valid names: dpc, mppi, pure_pursuit" in err
+    from mppi_ros.core.catalog import controller_names
+
+    valid = ", ".join(controller_names())
+    assert f"unknown controller 'foo'; valid names: {valid}" in err
 
 
 @pytest.mark.parametrize("command", [["demo"], ["bench", "ros"], ["eval", "f1tenth_dpc"]])

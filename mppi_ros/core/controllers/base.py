@@ -20,6 +20,10 @@ Array = jax.Array
 MAX_REFERENCE_SPEED = 100.0  # m/s: "no cap" as a finite number (tuning values stay finite)
 
 
+def _finite_non_negative(v: np.ndarray) -> np.ndarray:
+    return np.isfinite(v) & (v >= 0)
+
+
 @struct.dataclass
 class Observation:
     """What a controller sees at one control step.
@@ -72,6 +76,24 @@ class TrackingTuning:
     speed_scale: Array
     max_speed: Array
     model_params: Any
+
+    def validity_checks(self) -> list[tuple[str, Any, Any, str]]:
+        """``(name, value, ok(value) -> bool array, what ok means)`` for every checked field
+        (:func:`update_tuning` raises for the first that fails); a controller's own tuning
+        subclass extends the list."""
+        return [
+            ("temperature", self.temperature, lambda v: np.isfinite(v) & (v > 0), "finite and > 0"),
+            ("noise_std", self.noise_std, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+            ("q_weights", self.q_weights, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+            ("r_weights", self.r_weights, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
+            ("border_weight", self.border_weight, _finite_non_negative, "finite, >= 0"),
+            ("border_margin", self.border_margin, np.isfinite, "finite"),
+            ("box_weight", self.box_weight, _finite_non_negative, "finite and >= 0"),
+            ("reference_speed", self.reference_speed, np.isfinite, "finite"),
+            ("follow_profile", self.follow_profile, lambda v: (v == 0) | (v == 1), "0 or 1"),
+            ("speed_scale", self.speed_scale, _finite_non_negative, "finite and >= 0"),
+            ("max_speed", self.max_speed, lambda v: np.isfinite(v) & (v > 0), "finite and > 0"),
+        ]
 
     def reference_speed_law(self) -> ReferenceSpeed:
         """How fast the reference window advances under this tuning."""
@@ -166,20 +188,7 @@ def update_tuning(tuning: TrackingTuning, **changes: Any) -> TrackingTuning:
 
 
 def _check_tuning(t: TrackingTuning) -> None:
-    checks = [
-        ("temperature", t.temperature, lambda v: np.isfinite(v) & (v > 0), "finite and > 0"),
-        ("noise_std", t.noise_std, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
-        ("q_weights", t.q_weights, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
-        ("r_weights", t.r_weights, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
-        ("border_weight", t.border_weight, lambda v: np.isfinite(v) & (v >= 0), "finite, >= 0"),
-        ("border_margin", t.border_margin, np.isfinite, "finite"),
-        ("box_weight", t.box_weight, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
-        ("reference_speed", t.reference_speed, np.isfinite, "finite"),
-        ("follow_profile", t.follow_profile, lambda v: (v == 0) | (v == 1), "0 or 1"),
-        ("speed_scale", t.speed_scale, lambda v: np.isfinite(v) & (v >= 0), "finite and >= 0"),
-        ("max_speed", t.max_speed, lambda v: np.isfinite(v) & (v > 0), "finite and > 0"),
-    ]
-    for name, value, ok, what in checks:
+    for name, value, ok, what in t.validity_checks():
         if isinstance(value, jax.core.Tracer):
             return
         if not np.all(ok(np.asarray(value))):
