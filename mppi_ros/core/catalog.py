@@ -38,6 +38,7 @@ from mppi_ros.core.controllers import (
     PurePursuitConfig,
     config_with,
 )
+from mppi_ros.core.controllers.em_mppi import EMMPPI, EMMPPIConfig
 from mppi_ros.core.controllers.step_mppi import DPC, StepMPPI, StepMPPIConfig
 from mppi_ros.core.dynamics import register_dynamics_lazy
 from mppi_ros.core.dynamics.learned import SHIPPED_ENSEMBLE, ensemble_dynamics
@@ -226,6 +227,11 @@ register_controller(
         samples=True,
         exportable=True,
         onnx_carry=("plan", "scale"),  # the warm start
+    )
+)
+register_controller(
+    ControllerSpec(
+        "em_mppi", _from_config(EMMPPI, EMMPPIConfig), EMMPPIConfig, has_horizon=True, samples=True
     )
 )
 register_controller(

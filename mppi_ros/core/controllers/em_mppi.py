@@ -124,13 +124,23 @@ class EMTuning(TrackingTuning):
 
 
 def em_tuning(base: TrackingTuning, **values) -> EMTuning:
-    """``base`` with EM's values (defaults: 2 iterations, full steps, std within 0.2-3x)."""
-    em = dict(em_iterations=2, damping=1.0, covariance_damping=0.5, std_floor=0.2, std_ceiling=3.0)
+    """``base`` with EM's values: those given, else ``base``'s own when it is an
+    :class:`EMTuning`, else the defaults (2 iterations, full mean steps, half covariance steps,
+    std within 0.2-3x ``noise_std``).
+
+    Raises:
+        ValueError: For an unknown field or a value out of range.
+    """
+    em = dict(
+        em_iterations=2, damping=1.0, covariance_damping=0.5, std_floor=0.2, std_ceiling=3.0
+    )
     unknown = set(values) - set(em)
     if unknown:
         raise ValueError(f"unknown EM tuning field(s) {sorted(unknown)}; valid: {sorted(em)}")
+    if isinstance(base, EMTuning):
+        return update_tuning(base, **values)
     em.update(values)
-    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    fields = {f: getattr(base, f) for f in TrackingTuning.__dataclass_fields__}
     tuning = EMTuning(
         **fields,
         em_iterations=jnp.asarray(em["em_iterations"], jnp.int32),
@@ -173,8 +183,8 @@ def em_update(
 
     Args:
         mean: ``(..., d)`` current mean (broadcast against the samples).
-        cov: Unused shape reference (diagonal ``(..., d)`` or full ``(..., d, d)``): the
-            returned covariance has the same form.
+        cov: The current covariance, diagonal ``(..., d)`` or full ``(..., d, d)``: the
+            returned one has the same form.
         samples: ``(K, ..., d)``.
         costs: ``(K,)``.
         temperature: lambda.
@@ -197,13 +207,29 @@ def em_update(
     return new_mean, new_cov, log_evidence, 1.0 / jnp.sum(weights**2)
 
 
-def clamp_covariance(cov: Array, unit: Array, floor: Array, ceiling: Array) -> Array:
-    """``cov`` with each std kept within ``[floor, ceiling] * unit``; correlations kept."""
-    if cov.ndim == unit.ndim:
+def clamp_covariance(cov: Array, unit: Array, floor: Array, ceiling: Array, full: bool) -> Array:
+    """``cov`` (variances, or full matrices when ``full``) with each std kept within
+    ``[floor, ceiling] * unit``; correlations kept."""
+    if not full:
         return jnp.clip(cov, (floor * unit) ** 2, (ceiling * unit) ** 2)
     std = jnp.sqrt(jnp.maximum(jnp.diagonal(cov, axis1=-2, axis2=-1), 1e-30))
     ratio = jnp.clip(std, floor * unit, ceiling * unit) / std
     return cov * ratio[..., :, None] * ratio[..., None, :]
+
+
+def draw(mean: Array, spread: Array, unit: Array, noise: Array, full: bool) -> Array:
+    """Samples ``(K, H, d)`` of the family from standard normal ``noise``: ``mean + unit *
+    spread * noise``, or ``mean + (unit * spread) @ noise`` for Cholesky factors."""
+    if full:
+        return mean + jnp.einsum("hij,khj->khi", unit[:, None] * spread, noise)
+    return mean + unit * spread * noise
+
+
+def to_controls(z: Array, lo: Array, hi: Array, squashed: bool) -> Array:
+    """The controls of samples ``z``: ``c + h tanh(z)`` (squashed), else ``z`` clipped."""
+    if squashed:
+        return 0.5 * (hi + lo) + 0.5 * (hi - lo) * jnp.tanh(z)
+    return jnp.clip(z, lo, hi)
 
 
 def _cholesky(cov: Array) -> Array:
@@ -299,14 +325,14 @@ class EMMPPI:
         """:meth:`step` with the noise given (``noise_shape``)."""
         cfg, model = self.config, self.model
         lo, hi = model.control_bounds(tuning.model_params)
-        center, half = 0.5 * (hi + lo), 0.5 * (hi - lo)
+        half = 0.5 * (hi - lo)
         # The unit the spread is relative to: noise_std, in latent units when squashed.
         unit = tuning.noise_std / half if self.squashed else tuning.noise_std
         step_fn = self._step_fn()
         iterations = jnp.clip(tuning.em_iterations, 1, cfg.max_em_iterations)
 
         def controls_of(z: Array) -> Array:
-            return center + half * jnp.tanh(z) if self.squashed else jnp.clip(z, lo, hi)
+            return to_controls(z, lo, hi, self.squashed)
 
         def costs_of(controls: Array) -> Array:
             run = jax.vmap(rollout, in_axes=(None, None, None, 0, None, None))
@@ -323,10 +349,7 @@ class EMMPPI:
             e = eps[i]
             if cfg.include_nominal:  # the current mean is sample 0 (not an indexed update)
                 e = jnp.concatenate([jnp.zeros_like(e[:1]), e[1:]], axis=0)
-            if self.full:
-                z = mean + jnp.einsum("hij,khj->khi", unit[:, None] * spread, e)
-            else:
-                z = mean + unit * spread * e
+            z = draw(mean, spread, unit, e, self.full)
             controls = controls_of(z)
             costs = costs_of(controls)
             cov = absolute(spread)
@@ -338,7 +361,7 @@ class EMMPPI:
             alpha, beta = tuning.damping, tuning.covariance_damping
             mean = (1.0 - alpha) * mean + alpha * new_mean
             cov = (1.0 - beta) * cov + beta * new_cov
-            cov = clamp_covariance(cov, unit, tuning.std_floor, tuning.std_ceiling)
+            cov = clamp_covariance(cov, unit, tuning.std_floor, tuning.std_ceiling, self.full)
             if self.full:
                 spread = _cholesky(cov) / unit[:, None]
                 cov_trace = jnp.sum(jnp.trace(cov, axis1=-2, axis2=-1))
