@@ -131,9 +131,7 @@ def em_tuning(base: TrackingTuning, **values) -> EMTuning:
     Raises:
         ValueError: For an unknown field or a value out of range.
     """
-    em = dict(
-        em_iterations=2, damping=1.0, covariance_damping=0.5, std_floor=0.2, std_ceiling=3.0
-    )
+    em = dict(em_iterations=2, damping=1.0, covariance_damping=0.5, std_floor=0.2, std_ceiling=3.0)
     unknown = set(values) - set(em)
     if unknown:
         raise ValueError(f"unknown EM tuning field(s) {sorted(unknown)}; valid: {sorted(em)}")
