@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mppi_ros import allocator
+from mppi_ros.realtime import memory as allocator
 from mppi_ros.realtime.memory import allocator_environment, heap_allocator, jemalloc_library
 
 

@@ -51,17 +51,6 @@ def test_demo_rejects_bad_options(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_demo_rejects_an_unknown_controller_naming_the_registered_ones(capsys):
-    from mppi_ros.cli import main
-
-    assert main(["demo", "--controller", "foo"]) == 2
-    err = capsys.readouterr().err
-    from mppi_ros.core.catalog import controller_names
-
-    valid = ", ".join(controller_names())
-    assert f"unknown controller 'foo'; valid names: {valid}" in err
-
-
 @pytest.mark.parametrize("command", [["demo"], ["bench", "ros"], ["eval", "f1tenth_dpc"]])
 def test_graph_commands_set_the_speed_law_of_publisher_and_controller(command):
     from mppi_ros.cli.arguments import _graph_speed
@@ -142,7 +131,10 @@ def test_demo_with_an_unknown_controller_fails_at_once(tmp_path):
     result, seconds = _demo(tmp_path / "demo", "--controller", "foo")
     print(f"--controller foo: rc {result.returncode} after {seconds:.2f} s")
     assert result.returncode == 2
-    assert "invalid choice: 'foo'" in result.stderr
+    from mppi_ros.core.catalog import controller_names
+
+    valid = ", ".join(controller_names())
+    assert f"unknown controller 'foo'; valid names: {valid}" in result.stderr
     assert seconds < 60
 
 
