@@ -112,7 +112,9 @@ def node(tmp_path_factory):
             "cpu_affinity": [PINNED_CPU],
         }
     }
-    processes = NodeProcesses(params, domain, log_dir)
+    # A compilation cache of its own: a test watches what this node writes there.
+    cache = {"MPPI_ROS_JAX_CACHE": str(log_dir / "jax_cache")}
+    processes = NodeProcesses(params, domain, log_dir, env={CTRL: cache})
     monitor = Monitor(domain, "array")
     vehicle = Vehicle(monitor)
     yield processes, monitor, vehicle, log_dir
@@ -300,10 +302,11 @@ def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
 def test_num_samples_change_recompiles_in_background(active):
     """K changes compile in the background while the old step drives; that compile writes
     no persistent-cache entry (serialising one holds the GIL for ~20 ms, two cycles)."""
-    _, monitor, vehicle, _ = active
+    _, monitor, vehicle, log_dir = active
     swaps = int(diag(monitor)["swaps"])
-    cache = pathlib.Path(os.environ["MPPI_ROS_JAX_CACHE"])
+    cache = log_dir / "jax_cache"  # the node's own (see the fixture)
     entries = set(cache.iterdir())
+    assert entries, "the configure compile wrote the cache (writes stop when the loop runs)"
     t0 = time.monotonic()
     assert monitor.set_parameters(CTRL, num_samples=320)[0].successful  # a K nothing compiles
     monitor.wait_for(lambda: diag(monitor).get("num_samples") == "320", 120, "K = 320")
@@ -483,6 +486,24 @@ def test_configure_fails_clearly_for_cpus_the_machine_lacks(tmp_path):
         assert not change_state(monitor, Transition.TRANSITION_CONFIGURE)
         assert lifecycle_state(monitor) == "unconfigured"
         assert f"cpu_affinity [{cpu}] is outside this machine's CPUs" in processes.log(CTRL)
+    finally:
+        monitor.close()
+        processes.stop()
+
+
+def test_an_unknown_controller_fails_configure_and_parameters_cannot_crash_the_node(tmp_path):
+    """The configure failure names the valid controllers; a parameter set afterwards is
+    refused with a reason (it used to raise out of the executor) and the node stays up."""
+    domain = pick_domain_id()
+    processes = NodeProcesses({CTRL: {"controller": "ilqr"}}, domain, tmp_path)
+    monitor = Monitor(domain, "array")
+    try:
+        assert not change_state(monitor, Transition.TRANSITION_CONFIGURE)
+        assert "unknown controller 'ilqr'; valid: " in processes.log(CTRL)
+        for change in ({"temperature": 2.0}, {"model_path": "f1tenth_dpc"}):
+            result = monitor.set_parameters(CTRL, **change)[0]
+            assert not result.successful and "unknown controller 'ilqr'" in result.reason
+        assert lifecycle_state(monitor) == "unconfigured" and processes.dead() == []
     finally:
         monitor.close()
         processes.stop()

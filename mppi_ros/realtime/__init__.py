@@ -2,10 +2,12 @@
 (:mod:`.scheduling`), memory (:mod:`.memory`) and JAX runtime settings (:mod:`.jax_runtime`,
 the only module that touches JAX internals).
 
-A control node applies it at three moments:
+A control node applies it at four moments:
 
-* :func:`configure_process` at configure, before compiling: CPU affinity, the GIL switch
-  interval, synchronous CPU dispatch and the persistent compilation cache;
+* :func:`prepare_process` at start, before anything uses JAX (JAX reads its dispatch mode
+  once, when its CPU backend starts): the GIL switch interval, synchronous CPU dispatch and
+  the persistent compilation cache;
+* :func:`configure_process` at configure, before compiling: CPU affinity;
 * :func:`settle_after_compile` once the controller is compiled: JAX's tracing caches emptied,
   the heap frozen and trimmed, XLA's worker threads raised to one below the control thread;
 * :func:`make_control_thread_realtime` on the control thread itself: its kernel name and
@@ -42,28 +44,33 @@ class RealtimeSettings:
         cpu_affinity: CPUs every thread of the process may use (``None``: inherited).
         priority: SCHED_FIFO priority of the control thread (0: normal scheduling); XLA's
             worker threads get one less.
-        switch_interval_s: CPython's GIL switch interval. Short, so that the control thread
-            waits briefly for the GIL while the executor or a background compile runs Python.
     """
 
     cpu_affinity: tuple[int, ...] | None = None
     priority: int = 50
-    switch_interval_s: float = 5e-4
+
+
+def prepare_process(switch_interval_s: float = 5e-4) -> None:
+    """Process-wide settings, applied before the process first uses JAX.
+
+    ``switch_interval_s``: CPython's GIL switch interval, short so that the control thread
+    waits briefly for the GIL while the executor or a background compile runs Python.
+    """
+    sys.setswitchinterval(switch_interval_s)
+    # Each step then runs on the (real-time) control thread, not handed to JAX's
+    # normal-priority dispatch threads (measured: p99 latency 2.99 vs 5.74 ms, realtime.md).
+    synchronous_cpu_dispatch()
+    enable_compilation_cache()
 
 
 def configure_process(settings: RealtimeSettings) -> None:
-    """Process-wide settings, applied before the controller compiles.
+    """The node's CPU affinity, applied at configure (a parameter of the node).
 
     Raises:
         ValueError: A CPU list this machine (or cgroup) cannot honour (one sentence).
     """
     if settings.cpu_affinity is not None:
         pin_process(list(settings.cpu_affinity))
-    sys.setswitchinterval(settings.switch_interval_s)
-    # Each step then runs on the (real-time) control thread, not handed to JAX's
-    # normal-priority dispatch threads (measured: lower p99 tick-to-command latency).
-    synchronous_cpu_dispatch()
-    enable_compilation_cache()
 
 
 def settle_after_compile(settings: RealtimeSettings) -> None:

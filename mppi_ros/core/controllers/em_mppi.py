@@ -44,6 +44,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from mppi_ros.core.controllers.base import (
@@ -245,6 +246,16 @@ class EMMPPI:
 
     config: EMMPPIConfig = EMMPPIConfig()
     name: str = "em_mppi"
+
+    def __post_init__(self) -> None:
+        if self.squashed:
+            model = self.model
+            lo, hi = model.control_bounds(model.default_params)
+            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+                raise ValueError(
+                    f"family 'squashed_gaussian' needs finite control bounds; {model.name} has "
+                    f"{np.asarray(lo).tolist()} .. {np.asarray(hi).tolist()}"
+                )
 
     @property
     def model(self) -> DynamicsModel:

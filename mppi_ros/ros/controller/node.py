@@ -37,6 +37,7 @@ from mppi_ros.realtime import (
     RealtimeSettings,
     configure_process,
     make_control_thread_realtime,
+    prepare_process,
     settle_after_compile,
 )
 from mppi_ros.realtime.jax_runtime import persistent_cache_writes
@@ -183,6 +184,7 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_control()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
@@ -261,6 +263,11 @@ class ControllerNode(LifecycleNode):
             backend=get("backend"),
         )
 
+    def _install(self, build: Build) -> None:
+        """Control thread, between cycles: what the swap brings, before it drives."""
+        self.params.tuning, self._cstate = build.tuning, build.cstate
+        self._output.limits = build.limits
+
     def _prepare_build(self, compiled: CompiledController) -> Build:
         """What the control thread needs to swap ``compiled`` in (on the build thread)."""
         return Build(
@@ -313,10 +320,7 @@ class ControllerNode(LifecycleNode):
         start, wall = time.monotonic(), time.time()
         stamp = self.get_clock().now().to_msg()
         self._stats.tick(start)
-        build = self._swap.take_ready()
-        if build is not None:
-            self.params.tuning, self._cstate = build.tuning, build.cstate
-            self._output.limits = build.limits
+        self._swap.take_ready(self._install)
         active, output = self._swap.active, self._output
         checked = self.inputs.check(start, active.controller.model, output.steering)
         if checked.steering is not None:
@@ -430,6 +434,7 @@ class ControllerNode(LifecycleNode):
 def main(args: list[str] | None = None, node_class: type[ControllerNode] = ControllerNode) -> None:
     """Runs the node until SIGINT / SIGTERM (``node_class``: the node to run, for subclasses)."""
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
+    prepare_process()  # before anything (a parameter check of a bundle) starts JAX
     stop = init_with_own_signals(args)  # the context outlives the brake command on the way out
     node = node_class()
     executor = make_executor()

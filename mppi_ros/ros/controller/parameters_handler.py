@@ -5,9 +5,9 @@ parameters handler.
 
 The node also writes parameters itself: the loaded model's tuning defaults (so that
 ``ros2 param get`` shows what drives) and, after a failed rebuild, the values of the model
-that still runs. Those writes pass the same checks as a user's; they are recognised as the
-handler's own (:meth:`ParametersHandler.write`) only so that they neither count as a user's
-choice nor start a rebuild of what already runs.
+that still runs. Those are values the node runs with: the handler recognises them
+(:meth:`ParametersHandler.write`), so that they are neither checked again nor counted as a
+user's choice nor start a rebuild of what already runs. Every user change is checked.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode
 from rclpy.parameter import Parameter
 
-from mppi_ros.core.catalog import controller_spec
+from mppi_ros.core.catalog import controller_names, controller_spec
 from mppi_ros.engine import CompiledController
 from mppi_ros.ros.controller.parameters import LOOP_PARAMETERS, PARAMETERS, REBUILD_PARAMETERS
 from mppi_ros.ros.controller.tuning import TUNING_PARAMETERS, apply_tuning, tuning_values
@@ -88,14 +88,22 @@ class ParametersHandler:
         self.write({n: v for n, v in values.items() if n not in self.user_tuning})
 
     def write(self, values: dict[str, Any]) -> None:
-        """Sets parameters on the node's behalf (executor thread only: rclpy's rule)."""
+        """Sets parameters on the node's behalf (executor thread only: rclpy's rule; so no
+        user change can arrive while ``_own_writes`` is set). They are values the node runs
+        with, so they are not checked again; a refusal (rclpy's own type or range check) is
+        logged."""
         if not values:
             return
         self._own_writes = dict(values)
         try:
-            self._node.set_parameters([Parameter(n, value=v) for n, v in values.items()])
+            results = self._node.set_parameters([Parameter(n, value=v) for n, v in values.items()])
         finally:
             self._own_writes = {}
+        for name, result in zip(values, results, strict=True):
+            if not result.successful:
+                self._node.get_logger().warning(
+                    f"could not show {name} = {values[name]!r}: {result.reason}"
+                )
 
     # ------------------------------------------------------------------ validation
 
@@ -103,9 +111,14 @@ class ParametersHandler:
         return name in self._own_writes and self._own_writes[name] == value
 
     def _on_set(self, params: list[Parameter]) -> SetParametersResult:
+        if all(self._own(p.name, p.value) for p in params):
+            return SetParametersResult(successful=True)  # the node's own (see write)
         tuning_changes: dict[str, Any] = {}
         spec_changes: dict[str, Any] = {}
-        controller = controller_spec(self._node.get_parameter("controller").value)
+        name = self._node.get_parameter("controller").value
+        if name not in controller_names():  # configure failed on it; nothing else applies
+            return reject(f"unknown controller {name!r}: the node is not configured")
+        controller = controller_spec(name)
         for p in params:
             name, value = p.name, p.value
             own = self._own(name, value)

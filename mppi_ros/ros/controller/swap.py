@@ -38,6 +38,7 @@ class Build:
     tuning: Any
     cstate: Any
     limits: CommandLimits
+    generation: int = 0  # the request it answers (set by ModelSwap)
 
 
 class ModelSwap:
@@ -80,12 +81,19 @@ class ModelSwap:
         self.active, self._pool = active, pool
 
     def release(self) -> None:
-        """Cleanup: drops every controller and cancels queued builds."""
+        """Cleanup: drops every controller, cancels queued builds and answers their waiters;
+        a build still running is superseded (its result is never swapped in)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
-        self.active = self._pending = None
+        with self._lock:
+            self._generation += 1
+            events, self._events = self._events, {}
+            self.active = self._pending = None
+        for event in events.values():
+            event.set()
         self.retired.clear()
+        self.failed, self.last_error = False, ""
 
     def take_failure(self) -> bool:
         """Whether a build failed since the last call (the node then reverts its parameters)."""
@@ -116,10 +124,12 @@ class ModelSwap:
 
     def _build(self, spec: EngineSpec, generation: int, reason: str) -> None:
         with self._lock:
-            swapped = self._events[generation]
+            swapped = self._events.get(generation)
+        if swapped is None:  # released (cleanup) before it started
+            return
         try:
             compiled = compile_controller(spec)
-            build = self._prepare(compiled)
+            build = dataclasses.replace(self._prepare(compiled), generation=generation)
         except (ValueError, BundleError) as err:
             failure = str(err)
         except Exception as err:  # a background thread: report it, never leave the swap hanging
@@ -134,7 +144,7 @@ class ModelSwap:
             self.last_error = f"{reason} failed: {failure}"
             self._log.error(self.last_error)
             self.failed = True  # the node reverts its parameters on the executor thread
-            self._events.pop(generation).set()
+            self._answer(generation)
             return
         # The collection holds the GIL: start it as a cycle ends, in the idle rest of a period.
         # A full one: what the evicted caches held in reference cycles would otherwise be
@@ -142,10 +152,12 @@ class ModelSwap:
         self._gate.wait_cycle_end()
         freeze_heap()
         with self._lock:
-            if generation != self._generation:
-                self._events.pop(generation).set()  # superseded by a newer request
-                return
-            self._pending = build
+            superseded = generation != self._generation
+            if not superseded:
+                self._pending = build
+        if superseded:  # by a newer request (or a cleanup)
+            self._answer(generation)
+            return
         self.free_excess_retired()
         self._gate.wait_cycle_end()
         release_free_heap()
@@ -154,6 +166,13 @@ class ModelSwap:
         )
         if swapped.wait(SWAP_WAIT_S):
             self.free_excess_retired()  # now including the controller this build replaced
+
+    def _answer(self, generation: int) -> None:
+        """Wakes whoever waits on request ``generation`` (a reload) without a swap."""
+        with self._lock:
+            event = self._events.pop(generation, None)
+        if event is not None:
+            event.set()
 
     def _make_room(self, heavy: bool) -> None:
         """Waits until the next cache-eviction step fits before the next control cycle."""
@@ -187,17 +206,17 @@ class ModelSwap:
 
     # ------------------------------------------------------------------ control thread
 
-    def take_ready(self) -> Build | None:
-        """The build to swap in now, if one is ready (control thread, between cycles)."""
+    def take_ready(self, install: Callable[[Build], None]) -> None:
+        """Swaps in the build that is ready, if any (control thread, between cycles):
+        ``install(build)`` first (its tuning and state), then the controller, then the reply
+        to whoever waits for this request."""
         with self._lock:
             pending, self._pending = self._pending, None
-            event = self._events.pop(self._generation, None) if pending else None
         if pending is None:
-            return None
+            return
+        install(pending)
         self.retired.append(self.active)  # freed later, off the control thread
         self.active = pending.compiled
         self.swaps += 1
         self.last_error = ""
-        if event is not None:
-            event.set()
-        return pending
+        self._answer(pending.generation)
