@@ -13,7 +13,6 @@ import numpy as np
 
 from mppi_ros.core.catalog import (
     ControllerSpec,
-    controller_from_bundle,
     controller_spec,
     load_matching_bundle,
     make_controller,
@@ -89,7 +88,7 @@ def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
     overrides = cspec.overrides(spec.num_samples, spec.horizon)
     if cspec.learned:
         bundle = load_matching_bundle(spec.controller, spec.model_path)
-        ctrl, model_id = controller_from_bundle(bundle.path, **overrides), bundle.model_id
+        ctrl, model_id = cspec.codec.controller(bundle, **overrides), bundle.model_id
     elif spec.model_path:
         raise ValueError(f"controller {spec.controller!r} takes no model_path")
     else:

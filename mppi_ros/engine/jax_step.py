@@ -4,6 +4,7 @@ in their weights, and its compiled, warmed-up form."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 import time
 import weakref
@@ -20,7 +21,9 @@ from mppi_ros.core.controllers import (
     SampledController,
     TrackingTuning,
 )
+from mppi_ros.core.dynamics import DynamicsModel
 from mppi_ros.core.policy import info_to_world, observe
+from mppi_ros.core.prediction import PREDICTION_SLOTS, predict_state
 from mppi_ros.core.tracks import TrackArrays
 from mppi_ros.engine.build import EngineSpec, StepResult, build_controller, placeholder_track
 from mppi_ros.sim.closed_loop import start_state
@@ -179,6 +182,21 @@ class CompiledController:
     compile_seconds: float
     _step: Any = dataclasses.field(repr=False)
     _draw: Any = dataclasses.field(default=None, repr=False)  # see PipelinedState
+    _predict: Any = dataclasses.field(default=None, repr=False)  # see state_predictor
+
+    def predict_state(
+        self,
+        state: np.ndarray,
+        controls: np.ndarray,
+        durations: np.ndarray,
+        tuning: TrackingTuning,
+    ) -> np.ndarray:
+        """``state`` driven forward by the controller's model over ``durations`` holding
+        ``controls`` (latency compensation, :mod:`mppi_ros.core.prediction`)."""
+        state = np.asarray(state, np.float32)
+        if not np.any(durations > 0):
+            return state
+        return np.asarray(self._predict(state, controls, durations, tuning.model_params))
 
     def init_state(self, seed: int) -> Any:
         key = jax.random.PRNGKey(seed)
@@ -246,6 +264,15 @@ def _host_result(packed: Array, predicted: Any) -> StepResult:
     )
 
 
+def state_predictor(model: DynamicsModel, x0: np.ndarray, params: Any) -> Any:
+    """The jit-compiled :func:`predict_state` of ``model``, compiled and run once."""
+    predict = jax.jit(functools.partial(predict_state, model))
+    controls = np.zeros((PREDICTION_SLOTS, model.control_dim), np.float32)
+    durations = np.full(PREDICTION_SLOTS, 1e-3, np.float32)
+    jax.block_until_ready(predict(np.asarray(x0, np.float32), controls, durations, params))
+    return predict
+
+
 def compile_jax_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledController:
     """Builds ``spec``, jit-compiles its step for the fixed reference size and warms it up.
 
@@ -267,6 +294,8 @@ def compile_jax_controller(spec: EngineSpec, warmup_steps: int = 3) -> CompiledC
         _draw=draw,
     )
     x0 = start_state(ctrl.model, track, float(compiled.default_tuning.reference_speed))
+    predict = state_predictor(ctrl.model, x0, compiled.default_tuning.model_params)
+    compiled = dataclasses.replace(compiled, _predict=predict)
     cstate = compiled.init_state(0)
     arrays = track.arrays()
     for _ in range(max(warmup_steps, 1)):

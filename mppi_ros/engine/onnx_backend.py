@@ -26,7 +26,7 @@ from mppi_ros.engine.build import (
     onnx_runs,
     placeholder_track,
 )
-from mppi_ros.engine.jax_step import CompiledController
+from mppi_ros.engine.jax_step import CompiledController, state_predictor
 from mppi_ros.export.onnx_runtime import TRACK_FIELDS, TRACK_PREFIX, TUNING_PREFIX
 from mppi_ros.sim.closed_loop import start_state
 
@@ -149,6 +149,8 @@ def load_onnx_controller(spec: EngineSpec, warmup_steps: int = 3) -> OnnxCompile
     )
     track = placeholder_track(spec.reference_points)
     x0 = start_state(ctrl.model, track, float(compiled.default_tuning.reference_speed))
+    predict = state_predictor(ctrl.model, x0, compiled.default_tuning.model_params)
+    compiled = dataclasses.replace(compiled, _predict=predict)
     cstate = compiled.init_state(0)
     for _ in range(max(warmup_steps, 1)):
         compiled.step(cstate, x0, compiled.default_tuning, track.arrays())

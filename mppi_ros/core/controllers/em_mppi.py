@@ -50,12 +50,14 @@ from flax import struct
 from mppi_ros.core.controllers.base import (
     Observation,
     TrackingTuning,
-    make_tuning,
-    step_keys,
     update_tuning,
 )
-from mppi_ros.core.controllers.mppi import rollout, safe_softmax_weights, shift_plan
-from mppi_ros.core.dynamics import DynamicsModel, get_dynamics
+from mppi_ros.core.controllers.mppi import (
+    HorizonPlanner,
+    rollout,
+    safe_softmax_weights,
+    shift_plan,
+)
 
 Array = jax.Array
 FAMILIES = ("gaussian_diag", "gaussian_full", "squashed_gaussian")
@@ -241,7 +243,7 @@ def _cholesky(cov: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class EMMPPI:
+class EMMPPI(HorizonPlanner):
     """EM-MPPI on the shared functional interface (see ``Controller``)."""
 
     config: EMMPPIConfig = EMMPPIConfig()
@@ -258,18 +260,6 @@ class EMMPPI:
                 )
 
     @property
-    def model(self) -> DynamicsModel:
-        return get_dynamics(self.config.dynamics)
-
-    @property
-    def reference_horizon(self) -> int:
-        return self.config.horizon
-
-    @property
-    def dt(self) -> float:
-        return self.config.dt
-
-    @property
     def full(self) -> bool:
         return self.config.family == "gaussian_full"
 
@@ -277,27 +267,8 @@ class EMMPPI:
     def squashed(self) -> bool:
         return self.config.family == "squashed_gaussian"
 
-    def with_replan_period(self, period: float) -> EMMPPI:
-        """This controller called every ``period`` seconds (its warm start shifts to match)."""
-        return dataclasses.replace(
-            self, config=dataclasses.replace(self.config, replan_period=period)
-        )
-
-    @property
-    def shift_steps(self) -> float:
-        period = self.config.replan_period
-        return 1.0 if period is None else round(period / self.config.dt, 6)
-
     def default_tuning(self) -> EMTuning:
-        model = self.model
-        base = make_tuning(
-            model,
-            noise_std=jnp.array([1.5, 2.0])[: model.control_dim],
-            temperature=100.0,
-            model_params=model.params_for_step(
-                model.default_params, self.config.dt / self.config.substeps
-            ),
-        )
+        base = self.planning_tuning()
         return em_tuning(base, em_iterations=min(2, self.config.max_em_iterations))
 
     def init(self, key: Array) -> EMState:
@@ -312,21 +283,6 @@ class EMMPPI:
         """``(max_em_iterations, K, H, nu)`` standard normal noise per step."""
         cfg = self.config
         return (cfg.max_em_iterations, cfg.num_samples, cfg.horizon, self.model.control_dim)
-
-    def step(
-        self, cstate: EMState, obs: Observation, tuning: EMTuning, key: Array | None = None
-    ) -> tuple[Array, EMState, EMInfo]:
-        key, next_key = step_keys(cstate.key, key)
-        eps = jax.random.normal(key, self.noise_shape)
-        action, cstate, info = self.step_with_noise(cstate, obs, tuning, eps)
-        return action, cstate.replace(key=next_key), info
-
-    def _step_fn(self):
-        base = self.model.discrete(self.config.dt / self.config.substeps, self.config.integrator)
-        if self.config.substeps == 1:
-            return base
-        n = self.config.substeps
-        return lambda x, u, p: jax.lax.fori_loop(0, n, lambda _, xs: base(xs, u, p), x)
 
     def step_with_noise(
         self, cstate: EMState, obs: Observation, tuning: EMTuning, eps: Array

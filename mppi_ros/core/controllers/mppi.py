@@ -10,6 +10,7 @@ rolls them through the prediction model with one ``lax.scan``, weights them by
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,12 +146,14 @@ def safe_softmax_weights(costs: Array, temperature: Array) -> Array:
     return jax.nn.softmax(-shifted)
 
 
-@dataclasses.dataclass(frozen=True)
-class MPPI:
-    """Classic MPPI on the shared functional interface (see ``Controller``)."""
+class HorizonPlanner:
+    """What the sampling planners over ``config.horizon`` steps of ``config.dt`` share (MPPI,
+    EM-MPPI): the model, the warm-start shift per call, the rollout step and the noise-drawing
+    ``step``. Subclasses are frozen dataclasses with a ``config`` holding ``dynamics``,
+    ``horizon``, ``dt``, ``substeps``, ``integrator`` and ``replan_period``, and implement
+    ``noise_shape`` and ``step_with_noise``."""
 
-    config: MPPIConfig = MPPIConfig()
-    name: str = "mppi"
+    config: Any
 
     @property
     def model(self) -> DynamicsModel:
@@ -164,7 +167,7 @@ class MPPI:
     def dt(self) -> float:
         return self.config.dt
 
-    def with_replan_period(self, period: float) -> MPPI:
+    def with_replan_period(self, period: float):
         """This controller called every ``period`` seconds (its warm start shifts to match)."""
         return dataclasses.replace(
             self, config=dataclasses.replace(self.config, replan_period=period)
@@ -176,7 +179,8 @@ class MPPI:
         period = self.config.replan_period
         return 1.0 if period is None else round(period / self.config.dt, 6)
 
-    def default_tuning(self) -> TrackingTuning:
+    def planning_tuning(self) -> TrackingTuning:
+        """The tracking tuning both planners start from (model parameters for their step)."""
         model = self.model
         step = self.config.dt / self.config.substeps
         return make_tuning(
@@ -186,34 +190,37 @@ class MPPI:
             model_params=model.params_for_step(model.default_params, step),
         )
 
+    def _step_fn(self):
+        base = self.model.discrete(self.config.dt / self.config.substeps, self.config.integrator)
+        if self.config.substeps == 1:
+            return base
+        n = self.config.substeps
+        return lambda x, u, p: jax.lax.fori_loop(0, n, lambda _, xs: base(xs, u, p), x)
+
+    def step(self, cstate: Any, obs: Observation, tuning: TrackingTuning, key: Array | None = None):
+        """One planning step with noise drawn from ``key`` (default: the state's key); returns
+        ``(action, next_state, info)``."""
+        key, next_key = step_keys(cstate.key, key)
+        eps = jax.random.normal(key, self.noise_shape)
+        action, cstate, info = self.step_with_noise(cstate, obs, tuning, eps)
+        return action, cstate.replace(key=next_key), info
+
+
+@dataclasses.dataclass(frozen=True)
+class MPPI(HorizonPlanner):
+    """Classic MPPI on the shared functional interface (see ``Controller``)."""
+
+    config: MPPIConfig = MPPIConfig()
+    name: str = "mppi"
+
+    def default_tuning(self) -> TrackingTuning:
+        return self.planning_tuning()
+
     def init(self, key: Array) -> MPPIState:
         shape = (self.config.horizon, self.model.control_dim)
         return MPPIState(
             plan=jnp.zeros(shape), scale=jnp.ones(shape), key=key, steps=jnp.zeros((), jnp.int32)
         )
-
-    def _step_fn(self):
-        base = self.model.discrete(self.config.dt / self.config.substeps, self.config.integrator)
-        if self.config.substeps == 1:
-            return base
-
-        def multi(x: Array, u: Array, params) -> Array:
-            return jax.lax.fori_loop(0, self.config.substeps, lambda _, xs: base(xs, u, params), x)
-
-        return multi
-
-    def step(
-        self,
-        cstate: MPPIState,
-        obs: Observation,
-        tuning: TrackingTuning,
-        key: Array | None = None,
-    ) -> tuple[Array, MPPIState, MPPIInfo]:
-        """One MPPI iteration; returns ``(action, next_state, info)``."""
-        key, next_key = step_keys(cstate.key, key)
-        eps = jax.random.normal(key, self.noise_shape)
-        action, cstate, info = self.step_with_noise(cstate, obs, tuning, eps)
-        return action, cstate.replace(key=next_key), info
 
     @property
     def noise_shape(self) -> tuple[int, ...]:

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 from rclpy.publisher import Publisher
 
+from mppi_ros.core.controllers import TrackingTuning
 from mppi_ros.core.dynamics import DynamicsModel
+from mppi_ros.core.prediction import CommandLog
 from mppi_ros.engine import CompiledController
 from mppi_ros.ros import conversions
 
@@ -50,14 +52,43 @@ class CommandOutput:
         publisher: The ``cmd`` publisher.
         period: The control period (s).
         live: The loop parameters the control thread reads every cycle (``command_type``,
-            ``frame_id``, ``target_lead_time``, ``brake_decel``).
+            ``frame_id``, ``target_lead_time``, ``brake_decel``, ``state_prediction``).
     """
 
     def __init__(self, publisher: Publisher, period: float, live: dict[str, Any]) -> None:
         self.publisher, self.period, self._live = publisher, period, live
-        self.limits: CommandLimits | None = None
+        self._limits: CommandLimits | None = None
         self.steering = 0.0  # the angle the commands imply, or the last measured one
         self.speed_estimate = 0.0
+        self.sent = CommandLog(2)  # controls with their stamps, for latency compensation
+
+    @property
+    def limits(self) -> CommandLimits | None:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: CommandLimits) -> None:
+        if self._limits is None or limits.control_names != self._limits.control_names:
+            self.sent = CommandLog(len(limits.control_names))
+        self._limits = limits
+
+    def predict(
+        self,
+        compiled: CompiledController,
+        state: np.ndarray,
+        measured_at: float,
+        now: float,
+        tuning: TrackingTuning,
+    ) -> np.ndarray:
+        """``state``, measured at ``measured_at``, driven forward to ``now`` (ROS seconds) with
+        the commands sent meanwhile, over at most ``state_prediction`` seconds. A stamp in the
+        future or older than ``state_timeout`` (odometry stamped on another clock) is used as
+        it is: predicting across a clock offset would move the car by the offset."""
+        span = float(self._live["state_prediction"])
+        if span <= 0.0 or not 0.0 < now - measured_at <= float(self._live["state_timeout"]):
+            return state
+        controls, durations = self.sent.schedule(max(measured_at, now - span), now)
+        return compiled.predict_state(state, controls, durations, tuning)
 
     def publish(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
         """The command for ``action`` at ``state``: raw control, or targets led by
@@ -83,6 +114,7 @@ class CommandOutput:
             limits.control_names,
         )
         self.publisher.publish(msg)
+        self.sent.record(conversions.time_to_seconds(stamp), action)
 
     def brake(self, stamp) -> None:
         """Zero steering rate and a deceleration that stops without reversing."""
@@ -102,3 +134,4 @@ class CommandOutput:
             1.0,
         )
         self.publisher.publish(msg)
+        self.sent.record(conversions.time_to_seconds(stamp), action)

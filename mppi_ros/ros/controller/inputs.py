@@ -46,12 +46,14 @@ class Latest:
 @dataclasses.dataclass(frozen=True)
 class Checked:
     """The outcome of one input check: a fault, or the state; once the check got as far as
-    the odometry, the steering angle used (``None`` before) and whether it was measured."""
+    the odometry, the steering angle used (``None`` before) and whether it was measured;
+    with a state, its odometry stamp (ROS seconds)."""
 
     fault: str | None
     state: np.ndarray | None = None
     steering: float | None = None
     steering_measured: bool = False
+    measured_at: float = 0.0
 
 
 class InputMonitor:
@@ -174,9 +176,10 @@ class InputMonitor:
         """The state to control from, or the cause that holds the car. ``steering`` is the
         angle the commands imply; a recent measurement replaces it."""
         latest = self.latest
+        odom = latest.odom  # one message throughout: the subscription may replace it
         if self.reference_fault is not None:
             return Checked(self.reference_fault)
-        if latest.odom is None:
+        if odom is None:
             return Checked("no_state: no odometry received yet")
         if latest.out_of_order:
             return Checked("out_of_order: odometry stamp went backwards")
@@ -185,10 +188,9 @@ class InputMonitor:
         if age > timeout:
             return Checked(f"stale_state: odometry is {age * 1e3:.0f} ms old (timeout {timeout}s)")
         frame = self._live["frame_id"]
-        if latest.odom.header.frame_id != frame:
+        if odom.header.frame_id != frame:
             return Checked(
-                f"frame_mismatch: odometry in frame {latest.odom.header.frame_id!r}, "
-                f"expected {frame!r}"
+                f"frame_mismatch: odometry in frame {odom.header.frame_id!r}, expected {frame!r}"
             )
         measured = now - latest.steering_received <= timeout
         if measured:
@@ -196,7 +198,7 @@ class InputMonitor:
             # actuator drops or repeats a command, or the car is reset.
             steering = latest.steering
         try:
-            state = conversions.odometry_to_state(latest.odom, model, steering=steering)
+            state = conversions.odometry_to_state(odom, model, steering=steering)
         except ValueError as err:
             return Checked(f"bad_state: {err}", steering=steering, steering_measured=measured)
         if not np.all(np.isfinite(state)):
@@ -205,4 +207,5 @@ class InputMonitor:
                 steering=steering,
                 steering_measured=measured,
             )
-        return Checked(None, state, steering, measured)
+        stamp = conversions.time_to_seconds(odom.header.stamp)
+        return Checked(None, state, steering, measured, stamp)

@@ -321,7 +321,7 @@ class ControllerNode(LifecycleNode):
         stamp = self.get_clock().now().to_msg()
         self._stats.tick(start)
         self._swap.take_ready(self._install)
-        active, output = self._swap.active, self._output
+        active, output, tuning = self._swap.active, self._output, self.params.tuning
         checked = self.inputs.check(start, active.controller.model, output.steering)
         if checked.steering is not None:
             output.steering = self._state_steering = checked.steering
@@ -329,9 +329,9 @@ class ControllerNode(LifecycleNode):
         fault, result = checked.fault, None
         if fault is None:
             try:
-                result, cstate = active.step(
-                    self._cstate, checked.state, self.params.tuning, self.inputs.track
-                )
+                now = conversions.time_to_seconds(stamp)
+                state = output.predict(active, checked.state, checked.measured_at, now, tuning)
+                result, cstate = active.step(self._cstate, state, tuning, self.inputs.track)
             except Exception as err:
                 fault = f"step_exception: {type(err).__name__}: {err}"
             else:
@@ -345,7 +345,7 @@ class ControllerNode(LifecycleNode):
                 self.get_logger().error(f"braking: {fault}")
             self._stats.record(time.monotonic() - start, None)
             return
-        output.publish(result.action, checked.state, stamp)
+        output.publish(result.action, state, stamp)
         end = time.monotonic()
         latency, data_age = end - start, end - self.inputs.latest.odom_received
         self._stats.record(latency, data_age)

@@ -123,6 +123,17 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             float_range=(0.001, 10.0),
         ),
     ),
+    "state_prediction": (
+        0.1,
+        describe(
+            "Latency compensation: odometry is driven forward from its stamp to the control "
+            "tick with the controller's model and the commands sent meanwhile, for at most "
+            "this many seconds (an older stamp is predicted this far); 0 turns it off. Needs "
+            "the odometry stamped on the node's clock (use_sim_time with a simulator's "
+            "/clock).",
+            float_range=(0.0, 0.5),
+        ),
+    ),
     "steering_joint": (
         "steering",
         describe(
@@ -220,4 +231,5 @@ LOOP_PARAMETERS = (
     "command_type",
     "target_lead_time",
     "brake_decel",
+    "state_prediction",
 )

@@ -1,0 +1,103 @@
+"""Latency compensation: the measured state predicted forward from its stamp to the time the
+next command is computed, with the controller's own model and the commands sent meanwhile.
+
+A state measured at ``t_s`` and used at ``t_n`` is ``t_n - t_s`` old; during that time the car
+kept driving on the commands already sent. A learned controller tolerates the delay it was
+trained with (the plant's actuation delay) and oscillates beyond it (``single_track`` Step-MPPI
+on ``default``: 0.006 m mean error up to 50 ms of steering delay, 0.29 m at 60 ms). Predicting
+the measured part of the delay away keeps the loop inside that margin when the measurement
+path is slow (a loaded machine, a busy network).
+
+Pure functions plus a small host-side log of the commands; nothing here imports ROS.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mppi_ros.core.dynamics import DynamicsModel
+
+Array = jax.Array
+
+PREDICTION_SLOTS = 12  # integration steps of one prediction (fixed: compiled shapes)
+PREDICTION_STEP = 0.01  # s: the longest integration step before steps get longer
+
+
+def predict_state(
+    model: DynamicsModel, x: Array, controls: Array, durations: Array, params: Any
+) -> Array:
+    """``x`` integrated over consecutive intervals (RK4, one step each), each holding its control.
+
+    Args:
+        model: The controller's prediction model.
+        x: ``(nx,)`` measured state.
+        controls: ``(N, nu)`` control held over each interval.
+        durations: ``(N,)`` interval lengths (s); 0 leaves the state unchanged (unused slots).
+        params: The model's parameters as the controller plans with them
+            (``tuning.model_params``).
+    """
+    f = model.derivative
+
+    def step(x: Array, slot: tuple[Array, Array]) -> tuple[Array, None]:
+        u, h = slot
+        k1 = f(x, u, params)
+        k2 = f(x + 0.5 * h * k1, u, params)
+        k3 = f(x + 0.5 * h * k2, u, params)
+        k4 = f(x + h * k3, u, params)
+        return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4), None
+
+    x, _ = jax.lax.scan(step, jnp.asarray(x, jnp.float32), (controls, durations))
+    return x
+
+
+class CommandLog:
+    """The controls sent recently, with the time each was sent (any one clock, in seconds).
+
+    Args:
+        control_dim: Entries of one control.
+        capacity: Commands kept (older ones are dropped).
+    """
+
+    def __init__(self, control_dim: int, capacity: int = 64) -> None:
+        self.control_dim = control_dim
+        self._sent: collections.deque[tuple[float, np.ndarray]] = collections.deque(maxlen=capacity)
+
+    def record(self, time: float, control: np.ndarray) -> None:
+        """Adds the control sent at ``time`` (times must not decrease)."""
+        self._sent.append((float(time), np.asarray(control, np.float32)))
+
+    def clear(self) -> None:
+        self._sent.clear()
+
+    def active_at(self, time: float) -> np.ndarray:
+        """The control in effect at ``time``: the last one sent before it (zeros before any)."""
+        for sent, control in reversed(self._sent):
+            if sent <= time:
+                return control
+        return np.zeros(self.control_dim, np.float32)
+
+    def schedule(
+        self, start: float, end: float, slots: int = PREDICTION_SLOTS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Controls and durations for :func:`predict_state` from ``start`` to ``end``.
+
+        The span is cut into equal steps of at most :data:`PREDICTION_STEP` (longer when
+        ``slots`` would not suffice); each step holds the control in effect at its middle.
+        """
+        controls = np.zeros((slots, self.control_dim), np.float32)
+        durations = np.zeros(slots, np.float32)
+        span = end - start
+        if not span > 0:
+            return controls, durations
+        n = min(slots, math.ceil(span / PREDICTION_STEP - 1e-9))
+        h = span / n
+        for i in range(n):
+            controls[i] = self.active_at(start + (i + 0.5) * h)
+            durations[i] = h
+        return controls, durations
