@@ -17,6 +17,7 @@ import pytest
 from mppi_ros.checksums import sha256_file
 from mppi_ros.core.bundles import BundleError, load_bundle
 from mppi_ros.core.catalog import shipped_model_path
+from mppi_ros.core.controllers.em_mppi import em_tuning
 from mppi_ros.core.tracks import generate_track, load_track
 from mppi_ros.engine import (
     EngineSpec,
@@ -29,6 +30,7 @@ from mppi_ros.engine import (
 from mppi_ros.export.onnx_export import export_onnx
 from mppi_ros.export.onnx_runtime import (
     TRACK_FIELDS,
+    TUNING_PREFIX,
     OnnxBundleError,
     OnnxPolicy,
     track_inputs,
@@ -246,22 +248,63 @@ def test_onnx_num_samples_is_a_run_time_choice(exported):
     assert result.finite and result.action.shape == (2,)
 
 
+def classic_export_pair(path, spec: EngineSpec, seed: int):
+    """The exported graph at ``path`` and the same controller's jitted JAX step, with the
+    `sprint` reference as both take it and a random state on it."""
+    policy = OnnxPolicy(path, providers=["CPUExecutionProvider"])
+    ctrl, _ = build_controller(spec)
+    step = jax.jit(policy_step(ctrl, given_noise=True))
+    ref = reference_track(load_track("sprint"), POINTS, timed=False)
+    arrays = ref.arrays()
+    feeds = track_inputs(*(np.asarray(getattr(arrays, f)) for f in TRACK_FIELDS))
+    rng = np.random.default_rng(seed)
+    return policy, ctrl, step, arrays, feeds, random_states(ctrl.model, ref, 1, rng)[0], rng
+
+
+@pytest.mark.parametrize("family", ["gaussian_diag", "gaussian_full", "squashed_gaussian"])
+def test_em_mppi_exports_every_family_with_live_em_iterations(tmp_path, family):
+    """EM-MPPI (each sampling family) exported with its mean and spread as graph state: 6
+    steps with the live iteration count fed as an input (1, then 3) equal the JAX steps for
+    the same noise; the graph reads the count (3 iterations move the mean differently)."""
+    config = {"family": family, "max_em_iterations": 3}
+    path = export_onnx(
+        "em_mppi", out=tmp_path / "em.onnx", num_samples=32, horizon=8, config=config
+    )
+    spec = EngineSpec(controller="em_mppi", num_samples=32, horizon=8, config=tuple(config.items()))
+    policy, ctrl, step, arrays, feeds, state, rng = classic_export_pair(path, spec, seed=2)
+    assert policy.noise_shape == (3, 32, 8, 2)
+    cstate, carry = ctrl.init(jax.random.PRNGKey(0)), policy.init_carry()
+    for i in range(6):
+        iterations = 1 if i < 3 else 3
+        tuning = em_tuning(ctrl.default_tuning(), em_iterations=iterations)
+        noise = rng.standard_normal(policy.noise_shape, dtype=np.float32)
+        packed, cstate, _ = step(cstate, state, tuning, arrays, noise)
+        live = {TUNING_PREFIX + "em_iterations": np.asarray(iterations, np.float32)}
+        action, info = policy.step(state, feeds, tuning=live, noise=noise, carry=carry)
+        np.testing.assert_allclose(action, np.asarray(packed)[:2], atol=1e-4)
+        np.testing.assert_allclose(info.carry["mean"], np.asarray(cstate.mean), atol=1e-4)
+        np.testing.assert_allclose(info.carry["spread"], np.asarray(cstate.spread), atol=1e-4)
+        carry = info.carry
+    noise = rng.standard_normal(policy.noise_shape, dtype=np.float32)
+    next_means = [
+        policy.step(
+            state, feeds, {TUNING_PREFIX + "em_iterations": np.asarray(n, np.float32)}, noise, carry
+        )[1].carry["mean"]
+        for n in (1, 3)
+    ]
+    assert np.abs(next_means[0] - next_means[1]).max() > 1e-3
+
+
 def test_classic_mppi_exports_with_its_warm_start_as_graph_state(tmp_path):
     """Classic MPPI (no bundle): 25 consecutive steps along a drifting state with the warm
     start carried explicitly through the graph equal the JAX steps for the same noise."""
     with pytest.raises(ValueError, match="pass out=FILE"):
         export_onnx("mppi")
     path = export_onnx("mppi", out=tmp_path / "mppi.onnx", num_samples=64, horizon=10)
-    policy = OnnxPolicy(path, providers=["CPUExecutionProvider"])
+    spec = EngineSpec(controller="mppi", num_samples=64, horizon=10)
+    policy, ctrl, step, arrays, feeds, state, rng = classic_export_pair(path, spec, seed=5)
     assert policy.noise_shape == (64, 10, 2)
-    ctrl, _ = build_controller(EngineSpec(controller="mppi", num_samples=64, horizon=10))
     tuning = ctrl.default_tuning()
-    step = jax.jit(policy_step(ctrl, given_noise=True))
-    ref = reference_track(load_track("sprint"), POINTS, timed=False)
-    arrays = ref.arrays()
-    feeds = track_inputs(*(np.asarray(getattr(arrays, f)) for f in TRACK_FIELDS))
-    rng = np.random.default_rng(5)
-    state = random_states(ctrl.model, ref, 1, rng)[0]
     cstate, carry = ctrl.init(jax.random.PRNGKey(0)), policy.init_carry()
     for _ in range(25):
         noise = rng.standard_normal(policy.noise_shape, dtype=np.float32)

@@ -86,7 +86,8 @@ def shared_policy_step(ctrl: Any):
     return jax.jit(lambda c, x, t, k, arrays: make_policy_step(ctrl, arrays)(c, x, t, k))
 
 
-def _on_track(shared, arrays, cstate, x, tuning, key):
+def policy_on_track(shared, arrays, cstate, x, tuning, key):
+    """A :func:`shared_policy_step` bound to one track (``functools.partial`` the first two)."""
     return shared(cstate, x, tuning, key, arrays)
 
 
@@ -135,7 +136,7 @@ def run(
         shared = shared_policy_step(ctrl)
         rows, raw[entry] = [], {}
         for name, track in tracks.items():
-            policy = functools.partial(_on_track, shared, track.arrays())
+            policy = functools.partial(policy_on_track, shared, track.arrays())
             res = run_closed_loop(ctrl, track, tuning, sim, policy_step=policy)
             raw[entry][name] = res
             row = _result_row(name, res, ideal[name], bench.laps)

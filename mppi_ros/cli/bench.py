@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mppi_ros.bench.reference import add_circuit_arguments, speed_settings
+from mppi_ros.bench.reference import (
+    FIRST_HELD_OUT_SEED,
+    add_circuit_arguments,
+    speed_settings,
+)
 from mppi_ros.cli.arguments import (
     _add_closed_loop_args,
     _add_graph_speed_arguments,
@@ -69,6 +73,35 @@ def cmd_bench_circuits(args: argparse.Namespace) -> int:
     if args.plot:
         report["plot"] = str(circuits.plot_grid(raw, tracks, args.plot))
     _emit(report, args.json)
+    return 0
+
+
+def cmd_bench_em(args: argparse.Namespace) -> int:
+    """``mppi-ros bench em``; 2 for inconsistent options."""
+    from mppi_ros.bench import em
+
+    try:
+        bench = em.EMBench(
+            num_samples=args.num_samples,
+            iterations=args.iterations,
+            families=args.families or em.FAMILIES,
+            classic=not args.no_classic,
+            tracks=args.tracks,
+            reference_speed=args.reference_speed,
+            circuits=args.circuits,
+            first_seed=args.first_seed,
+            circuit_speed_scale=args.circuit_speed_scale,
+            horizon=args.horizon,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        print(f"mppi-ros bench em: error: {err}", file=sys.stderr)
+        return 2
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    report = em.run(bench, args.json, resume=args.resume, log=log)
+    if args.plot:
+        report["plot"] = str(em.plot_pareto(report, args.plot))
+    _emit({"summary": report["summary"], "plot": report.get("plot")}, None)
     return 0
 
 
@@ -207,6 +240,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     add_circuit_arguments(circ)
     circ.set_defaults(func=cmd_bench_circuits)
+    emb = bench_sub.add_parser(
+        "em", help="EM-MPPI: K x EM iterations x family beside MPPI; Pareto of error vs time"
+    )
+    emb.add_argument("--num-samples", type=_int_list, default=(128, 512, 2048, 8192))
+    emb.add_argument("--iterations", type=_int_list, default=(1, 2, 4))
+    emb.add_argument(
+        "--families",
+        type=_csv_list,
+        default=None,
+        help="default: gaussian_diag,gaussian_full,squashed_gaussian",
+    )
+    emb.add_argument("--no-classic", action="store_true", help="leave out classic MPPI")
+    emb.add_argument(
+        "--tracks",
+        type=_csv_list,
+        default=("default", "sprint", "endurance"),
+        help="tracks driven at --reference-speed (flying start)",
+    )
+    emb.add_argument("--reference-speed", type=float, default=10.0)
+    emb.add_argument("--circuits", type=int, default=20, help="held-out circuits (0: none)")
+    emb.add_argument("--first-seed", type=int, default=FIRST_HELD_OUT_SEED)
+    emb.add_argument("--circuit-speed-scale", type=float, default=0.9)
+    emb.add_argument("--horizon", type=int, default=None)
+    emb.add_argument("--seed", type=int, default=0)
+    emb.add_argument("--json", default="bench_em.json", help="rows, written after every run")
+    emb.add_argument("--resume", action="store_true", help="skip the rows --json already has")
+    emb.add_argument("--plot", default=None, help="Pareto PNG (error vs step time)")
+    emb.set_defaults(func=cmd_bench_em)
     lat = bench_sub.add_parser("latency", help="controller step time p50/p99, ratio to MPPI")
     lat.add_argument("--controllers", type=_csv_list, default=("mppi",))
     lat.add_argument("--num-samples", type=_int_list, default=(1024, 16384))

@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from mppi_ros.cli.arguments import _add_graph_speed_arguments, _emit, _graph_speed, _positive_int
+from mppi_ros.cli.arguments import (
+    _add_graph_speed_arguments,
+    _emit,
+    _graph_speed,
+    _parameter,
+    _positive_int,
+)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -100,6 +106,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         horizon=args.horizon,
         control_period=args.control_period,
+        config=dict(args.config),
     )
     print(path)
     return 0
@@ -135,7 +142,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     exp_sub = exp.add_subparsers(dest="export_cmd", required=True)
     onnx = exp_sub.add_parser("onnx", help="the whole controller step as controller.onnx")
     onnx.add_argument(
-        "model", help="bundle folder, shipped model name, or 'mppi' (classic, needs --out)"
+        "model",
+        help="bundle folder, shipped model name, or a classic controller ('mppi', 'em_mppi'; "
+        "needs --out)",
     )
     onnx.add_argument(
         "--out", default=None, help="write only this file (default: into the bundle + manifest)"
@@ -147,6 +156,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     onnx.add_argument(
         "--reference-points", type=int, default=2048, help="raceline points (node parameter)"
+    )
+    onnx.add_argument(
+        "--config",
+        type=_parameter,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a classic controller's config parameter (repeatable), e.g. family=gaussian_full",
     )
     onnx.set_defaults(func=cmd_export_onnx)
 

@@ -32,13 +32,20 @@ from mppi_ros.core.bundles import (
 )
 from mppi_ros.core.controllers import (
     MPPI,
+    ConfigParameter,
     Controller,
     MPPIConfig,
     PurePursuit,
     PurePursuitConfig,
+    TuningParameter,
     config_with,
 )
-from mppi_ros.core.controllers.em_mppi import EMMPPI, EMMPPIConfig
+from mppi_ros.core.controllers.em_mppi import (
+    EM_CONFIG_PARAMETERS,
+    EM_TUNING_PARAMETERS,
+    EMMPPI,
+    EMMPPIConfig,
+)
 from mppi_ros.core.controllers.step_mppi import DPC, StepMPPI, StepMPPIConfig
 from mppi_ros.core.dynamics import register_dynamics_lazy
 from mppi_ros.core.dynamics.learned import SHIPPED_ENSEMBLE, ensemble_dynamics
@@ -63,6 +70,9 @@ class ControllerSpec:
         onnx_carry: Controller-state fields an exported graph of a classic (bundle-less)
             controller carries from one step to the next as inputs and outputs.
         trainable: ``mppi-ros train`` trains it (a policy network).
+        tuning_parameters: Live tuning fields it adds to the tracking ones (node parameters).
+        config_parameters: Static config fields a deployment may choose (read-only node
+            parameters; bundle-less controllers).
     """
 
     name: str
@@ -75,6 +85,12 @@ class ControllerSpec:
     exportable: bool = False
     onnx_carry: tuple[str, ...] = ()
     trainable: bool = False
+    tuning_parameters: tuple[TuningParameter, ...] = ()
+    config_parameters: tuple[ConfigParameter, ...] = ()
+
+    def config_default(self, name: str) -> Any:
+        """The default of config field ``name``."""
+        return getattr(self.config(), name)
 
     @property
     def learned(self) -> bool:
@@ -231,7 +247,15 @@ register_controller(
 )
 register_controller(
     ControllerSpec(
-        "em_mppi", _from_config(EMMPPI, EMMPPIConfig), EMMPPIConfig, has_horizon=True, samples=True
+        "em_mppi",
+        _from_config(EMMPPI, EMMPPIConfig),
+        EMMPPIConfig,
+        has_horizon=True,
+        samples=True,
+        exportable=True,  # every family (mppi-ros export onnx em_mppi --out FILE)
+        onnx_carry=("mean", "spread"),  # the warm start
+        tuning_parameters=EM_TUNING_PARAMETERS,
+        config_parameters=EM_CONFIG_PARAMETERS,
     )
 )
 register_controller(

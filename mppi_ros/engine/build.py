@@ -44,6 +44,8 @@ class EngineSpec:
         reference_points: Point count the reference is resampled to (fixes compiled shapes).
         backend: ``jax`` (jit-compiled XLA) or ``onnx`` (the bundle's ``controller.onnx`` on
             onnxruntime, CUDA when available).
+        config: ``(field, value)`` pairs of the controller's ``config_parameters`` (e.g.
+            EM-MPPI's ``family``); bundle-less controllers only.
     """
 
     controller: str = "step_mppi"
@@ -53,6 +55,7 @@ class EngineSpec:
     control_period: float = 0.01
     reference_points: int = 2048
     backend: str = "jax"
+    config: tuple[tuple[str, Any], ...] = ()
 
 
 BACKENDS = ("jax", "onnx")
@@ -86,6 +89,14 @@ def build_controller(spec: EngineSpec) -> tuple[Controller, str]:
     """
     cspec = controller_spec(spec.controller)
     overrides = cspec.overrides(spec.num_samples, spec.horizon)
+    choosable = {p.name for p in cspec.config_parameters}
+    unknown = {name for name, _ in spec.config} - choosable
+    if unknown:
+        raise ValueError(
+            f"{spec.controller} has no config parameter {sorted(unknown)}; "
+            f"valid: {sorted(choosable) or 'none'}"
+        )
+    overrides |= dict(spec.config)
     if cspec.learned:
         bundle = load_matching_bundle(spec.controller, spec.model_path)
         ctrl, model_id = cspec.codec.controller(bundle, **overrides), bundle.model_id

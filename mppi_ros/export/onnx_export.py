@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,7 @@ def export_onnx(
     num_samples: int = 0,
     horizon: int = 0,
     control_period: float = 0.01,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Exports ``model``'s controller step; returns the written file.
 
@@ -65,7 +67,8 @@ def export_onnx(
     gains its SHA-256 and an ``onnx`` section (input / output names and shapes, noise shape,
     the reference point count, default tuning values). With ``out`` only that file is written.
     ``model`` may also name a classic controller (``mppi``); then ``out`` is required and
-    ``num_samples`` / ``horizon`` / ``control_period`` fix its static settings (0: defaults).
+    ``num_samples`` / ``horizon`` / ``control_period`` fix its static settings (0: defaults),
+    and ``config`` its chosen config fields (e.g. EM-MPPI's ``family``).
 
     Raises:
         BundleError: The bundle is invalid or its controller kind cannot be exported.
@@ -88,6 +91,7 @@ def export_onnx(
             num_samples=num_samples,
             horizon=horizon,
             control_period=control_period,
+            config=tuple((config or {}).items()),
         )
     else:
         path = resolve_model(model)
@@ -123,7 +127,11 @@ def export_onnx(
             noise = None
         carried = dict(zip(carry, inputs[: len(carry)], strict=True))
         inputs = inputs[len(carry) :]
-        tun = jax.tree.unflatten(tuning_def, inputs[:n_tuning])
+        # Inputs are float32; integer fields (EM's iteration count) get their own type back.
+        cast = [
+            v.astype(ref.dtype) for v, ref in zip(inputs[:n_tuning], tuning_leaves, strict=True)
+        ]
+        tun = jax.tree.unflatten(tuning_def, cast)
         trk = type(track)(**dict(zip(TRACK_FIELDS, inputs[n_tuning:], strict=True)))
         packed, new_cstate, predicted = step(cstate.replace(**carried), state, tun, trk, noise)
         outs = (packed, predicted) if has_prediction else (packed,)

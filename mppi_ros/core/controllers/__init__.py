@@ -16,11 +16,13 @@ import dataclasses
 from typing import Any
 
 from mppi_ros.core.controllers.base import (
+    ConfigParameter,
     Controller,
     Observation,
     Replanner,
     SampledController,
     TrackingTuning,
+    TuningParameter,
     make_tuning,
     update_tuning,
 )
@@ -50,6 +52,7 @@ def config_with(config_cls: type, **overrides: Any) -> Any:
 __all__ = [
     "DPC",
     "MPPI",
+    "ConfigParameter",
     "Controller",
     "MPPIConfig",
     "Observation",
@@ -60,6 +63,7 @@ __all__ = [
     "StepMPPI",
     "StepMPPIConfig",
     "TrackingTuning",
+    "TuningParameter",
     "config_with",
     "make_tuning",
     "update_tuning",

@@ -4,6 +4,7 @@ the functional interface ``init`` / ``step``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
 import jax
@@ -37,6 +38,43 @@ class Observation:
     state: Array
     reference: Array
     border: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningParameter:
+    """A live tuning field a controller adds to :class:`TrackingTuning` (a node parameter).
+
+    Attributes:
+        name: The tuning field, also the parameter's name.
+        description: What it does (the parameter's descriptor).
+        bounds: Inclusive ``(low, high)`` range; ints for an integer parameter.
+    """
+
+    name: str
+    description: str
+    bounds: tuple[float, float] | tuple[int, int]
+
+    @property
+    def integer(self) -> bool:
+        return all(isinstance(b, int) for b in self.bounds)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigParameter:
+    """A static config field of a bundle-less controller that a deployment may choose (a
+    read-only node parameter; changing it means a new compiled controller).
+
+    Attributes:
+        name: The config field, also the parameter's name.
+        description: What it does.
+        choices: The valid values of a string field.
+        bounds: Inclusive ``(low, high)`` of an integer field.
+    """
+
+    name: str
+    description: str
+    choices: tuple[str, ...] = ()
+    bounds: tuple[int, int] | None = None
 
 
 @struct.dataclass

@@ -48,8 +48,10 @@ import numpy as np
 from flax import struct
 
 from mppi_ros.core.controllers.base import (
+    ConfigParameter,
     Observation,
     TrackingTuning,
+    TuningParameter,
     update_tuning,
 )
 from mppi_ros.core.controllers.mppi import (
@@ -124,6 +126,34 @@ class EMTuning(TrackingTuning):
             ("std_floor", self.std_floor, lambda v: v > 0, "> 0"),
             ("std_ceiling", self.std_ceiling, lambda v: v >= self.std_floor, ">= std_floor"),
         ]
+
+
+EM_CONFIG_PARAMETERS = (
+    ConfigParameter("family", "EM-MPPI sampling family.", choices=FAMILIES),
+    ConfigParameter(
+        "max_em_iterations",
+        "Most EM iterations per step (the noise of a step has room for this many).",
+        bounds=(1, 64),
+    ),
+)
+EM_TUNING_PARAMETERS = (
+    TuningParameter(
+        "em_iterations",
+        "EM iterations per control step (each a full set of rollouts); above the compiled "
+        "max_em_iterations only that many run.",
+        (1, 64),
+    ),
+    TuningParameter("damping", "Fraction of the M-step taken for the mean (1: full).", (1e-3, 1.0)),
+    TuningParameter(
+        "covariance_damping",
+        "Fraction of the M-step taken for the covariance (0: fixed covariance).",
+        (0.0, 1.0),
+    ),
+    TuningParameter("std_floor", "Smallest sampling std, relative to noise_std.", (1e-3, 100.0)),
+    TuningParameter(
+        "std_ceiling", "Largest sampling std, relative to noise_std (>= std_floor).", (1e-3, 100.0)
+    ),
+)
 
 
 def em_tuning(base: TrackingTuning, **values) -> EMTuning:
@@ -337,8 +367,12 @@ class EMMPPI(HorizonPlanner):
             return mean, spread, trace.at[i].set(row)
 
         trace = jnp.full((cfg.max_em_iterations, 4), jnp.nan)
-        mean, spread, trace = jax.lax.fori_loop(
-            0, iterations, iteration, (cstate.mean, cstate.spread, trace)
+
+        def guarded(carry, i):  # a fixed trip count (ONNX export needs one); cond skips
+            return jax.lax.cond(i < iterations, lambda c: iteration(i, c), lambda c: c, carry), None
+
+        (mean, spread, trace), _ = jax.lax.scan(
+            guarded, (cstate.mean, cstate.spread, trace), jnp.arange(cfg.max_em_iterations)
         )
         plan = controls_of(mean)
         _, predicted = rollout(step_fn, model, obs.state, plan, obs, tuning)

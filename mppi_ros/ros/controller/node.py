@@ -81,8 +81,7 @@ class ControllerNode(LifecycleNode):
         self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._tuning_shown_for: weakref.ref[CompiledController] | None = None
         self._cstate = None
-        self._steering_measured = False
-        self._state_steering = 0.0
+        self._steering_measured, self._state_steering = False, 0.0
         self._watchdog = Watchdog()
         self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
         self._loop_thread: threading.Thread | None = None
@@ -261,6 +260,7 @@ class ControllerNode(LifecycleNode):
             control_period=1.0 / float(self.get_parameter("control_rate").value),
             reference_points=int(self.get_parameter("reference_points").value),
             backend=get("backend"),
+            config=tuple((n, self.get_parameter(n).value) for n in self.params.config_names),
         )
 
     def _install(self, build: Build) -> None:

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from mppi_ros.core.catalog import controller_names
+from mppi_ros.core.catalog import controller_names, controller_spec
 from mppi_ros.ros.common import describe
 
 # name -> (default or a Parameter.Type for "taken from the model", descriptor).
@@ -233,3 +234,35 @@ LOOP_PARAMETERS = (
     "brake_decel",
     "state_prediction",
 )
+
+
+def declare_controller_parameters(
+    node: Node, controller: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Declares ``controller``'s own parameters (see its spec): live tuning fields, unset so
+    that the model's values apply until set, and read-only static config fields with the
+    config's defaults. Returns their names ``(tuning, config)``; an unknown controller
+    declares none (configure reports it)."""
+    if controller not in controller_names():
+        return (), ()
+    spec = controller_spec(controller)
+    for p in spec.tuning_parameters:
+        integer = p.integer
+        ranges = {"int_range" if integer else "float_range": p.bounds}
+        descriptor = describe(f"{p.description} Default: the controller's.", **ranges)
+        kind = Parameter.Type.INTEGER if integer else Parameter.Type.DOUBLE
+        node.declare_parameter(p.name, kind, descriptor)
+    for p in spec.config_parameters:
+        default = spec.config_default(p.name)
+        constraints = f"one of: {', '.join(p.choices)}" if p.choices else ""
+        descriptor = describe(
+            f"{p.description} Default: {default}.",
+            read_only=True,
+            int_range=p.bounds,
+            constraints=constraints,
+        )
+        node.declare_parameter(p.name, default, descriptor)
+    return (
+        tuple(p.name for p in spec.tuning_parameters),
+        tuple(p.name for p in spec.config_parameters),
+    )

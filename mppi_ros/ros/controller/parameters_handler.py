@@ -22,7 +22,12 @@ from rclpy.parameter import Parameter
 
 from mppi_ros.core.catalog import controller_names, controller_spec
 from mppi_ros.engine import CompiledController
-from mppi_ros.ros.controller.parameters import LOOP_PARAMETERS, PARAMETERS, REBUILD_PARAMETERS
+from mppi_ros.ros.controller.parameters import (
+    LOOP_PARAMETERS,
+    PARAMETERS,
+    REBUILD_PARAMETERS,
+    declare_controller_parameters,
+)
 from mppi_ros.ros.controller.tuning import TUNING_PARAMETERS, apply_tuning, tuning_values
 
 
@@ -57,8 +62,12 @@ class ParametersHandler:
         )
         for name, (default, descriptor) in PARAMETERS.items():
             node.declare_parameter(name, default, descriptor)
+        # The controller's own tuning and config fields (e.g. EM-MPPI's), for it alone.
+        controller = self.value("controller")
+        self.extra, self.config_names = declare_controller_parameters(node, controller)
+        self.tuning_names = (*TUNING_PARAMETERS, *self.extra)
         # Tuning values given at start-up stay; the others follow the loaded model.
-        self.user_tuning = {name for name in TUNING_PARAMETERS if self.value(name) is not None}
+        self.user_tuning = {name for name in self.tuning_names if self.value(name) is not None}
         self.tuning = None  # the live tuning pytree, read by the control thread every cycle
         self._tuning_values: dict[str, Any] = {}
         # Values read every cycle, cached (get_parameter takes a lock and builds objects).
@@ -78,12 +87,12 @@ class ParametersHandler:
 
     def tuning_for(self, compiled: CompiledController):
         """``compiled``'s default tuning with the user's values (raises ValueError)."""
-        values = {n: self.value(n) for n in TUNING_PARAMETERS if n in self.user_tuning}
-        return apply_tuning(compiled.default_tuning, compiled.controller.model, values)
+        values = {n: self.value(n) for n in self.tuning_names if n in self.user_tuning}
+        return apply_tuning(compiled.default_tuning, compiled.controller.model, values, self.extra)
 
     def show_model_tuning(self, compiled: CompiledController, tuning) -> None:
         """Writes the effective values of the tuning parameters the user did not set."""
-        values = tuning_values(tuning, compiled.controller.model)
+        values = tuning_values(tuning, compiled.controller.model, self.extra)
         self._tuning_values = values
         self.write({n: v for n, v in values.items() if n not in self.user_tuning})
 
@@ -122,7 +131,7 @@ class ParametersHandler:
         for p in params:
             name, value = p.name, p.value
             own = self._own(name, value)
-            if name in TUNING_PARAMETERS and value is not None:
+            if name in self.tuning_names and value is not None:
                 scalar = isinstance(value, float | int)
                 tuning_changes[name] = value if scalar else [float(v) for v in value]
             elif name == "horizon" and value and not controller.has_horizon:
@@ -149,8 +158,9 @@ class ParametersHandler:
         if active is not None:
             merged = {**self._tuning_values, **changes}
             try:
-                user = {k: v for k, v in merged.items() if k in TUNING_PARAMETERS}
-                tuning = apply_tuning(active.default_tuning, active.controller.model, user)
+                user = {k: v for k, v in merged.items() if k in self.tuning_names}
+                model = active.controller.model
+                tuning = apply_tuning(active.default_tuning, model, user, self.extra)
             except ValueError as err:
                 return str(err)
             self._tuning_values = merged

@@ -26,8 +26,11 @@ TUNING_PARAMETERS = (
 )
 
 
-def tuning_values(tuning: TrackingTuning, model: DynamicsModel) -> dict[str, Any]:
-    """The parameter values that describe ``tuning`` (used to show a model's defaults)."""
+def tuning_values(
+    tuning: TrackingTuning, model: DynamicsModel, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The parameter values that describe ``tuning`` (used to show a model's defaults);
+    ``extra``: the controller's own tuning fields (:class:`TuningParameter` names)."""
     values: dict[str, Any] = {
         "temperature": float(tuning.temperature),
         "noise_std": [float(v) for v in np.asarray(tuning.noise_std)],
@@ -40,13 +43,19 @@ def tuning_values(tuning: TrackingTuning, model: DynamicsModel) -> dict[str, Any
     }
     if model.speed_index is not None:
         values["max_speed"] = float(np.asarray(tuning.state_max)[model.speed_index])
+    for name in extra:
+        values[name] = np.asarray(getattr(tuning, name)).item()
     return values
 
 
 def apply_tuning(
-    base: TrackingTuning, model: DynamicsModel, values: Mapping[str, Any]
+    base: TrackingTuning,
+    model: DynamicsModel,
+    values: Mapping[str, Any],
+    extra: tuple[str, ...] = (),
 ) -> TrackingTuning:
-    """``base`` with the given parameter values applied (shapes and dtypes kept).
+    """``base`` with the given parameter values applied (shapes and dtypes kept); ``extra``
+    names the controller's own tuning fields, set as they are (the tuning checks them).
 
     ``noise_std`` of length 1 is broadcast to every control channel; ``max_speed`` is the
     upper speed limit of the state box (never above the vehicle's own ``v_max``).
@@ -56,6 +65,9 @@ def apply_tuning(
     """
     changes: dict[str, Any] = {}
     for name, value in values.items():
+        if name in extra:
+            changes[name] = value
+            continue
         if name not in TUNING_PARAMETERS:
             raise ValueError(f"{name} is not a tuning parameter")
         if name == "max_speed":
