@@ -74,14 +74,13 @@ def test_em_parameters_tune_live_and_reject_bad_values(em_node):
     assert get_parameter(monitor, "em_iterations") == 3
 
     t0 = time.monotonic()
-    time.sleep(1.0)
+    monitor.wait_for(lambda: len(vehicle.commands_since(t0)) > 30, 30.0, "commands")
     commands = np.array(vehicle.commands_since(t0))
-    assert len(commands) > 30, "the node keeps driving"
     # The squashed family never commands outside the box (the brake is not in this window).
     lo, hi = (np.asarray(b) for b in MODEL.control_bounds(MODEL.default_params))
     assert np.all(commands >= lo - 1e-6) and np.all(commands <= hi + 1e-6)
     assert diag(monitor)["swaps"] == swaps, "EM tuning must not rebuild the controller"
-    assert diag(monitor).get("watchdog") == "ok"
+    wait_watchdog(monitor, "ok", 30.0)  # a loaded machine may delay odometry for a moment
     assert processes.dead() == []
 
 
