@@ -110,6 +110,9 @@ def node(tmp_path_factory):
             "state_timeout": 0.25,
             "diagnostics_rate": 10.0,
             "cpu_affinity": [PINNED_CPU],
+            # The test holds the car still, replaying one state: latency compensation would
+            # move it by the commands sent (the demo graph tests it against a real plant).
+            "state_prediction": 0.0,
         }
     }
     # A compilation cache of its own: a test watches what this node writes there.
