@@ -73,6 +73,8 @@ def test_bench_closed_loop_writes_json_and_plot(tmp_path):
             "256",
             "--horizon",
             "25",
+            "--control-period",
+            "0.05",
             "--json",
             "cl.json",
             "--plot",
