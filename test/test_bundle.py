@@ -151,7 +151,7 @@ def _pickle_instead(p):
         ),
         (
             lambda p: _edit_manifest(p, lambda m: m["config"].update(preview=["soon"])),
-            r"invalid controller config",
+            r"config field 'preview' must be tuple\[int, \.\.\.\]",
         ),
     ],
 )

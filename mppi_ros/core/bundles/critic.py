@@ -14,6 +14,7 @@ import numpy as np
 
 from mppi_ros.core.bundles.format import (
     BundleError,
+    config_from_manifest,
     freeze,
     jsonable,
     read_manifest,
@@ -52,7 +53,9 @@ class CriticBundle:
     @property
     def vehicle_model(self) -> str | None:
         """The vehicle model of the tracking task it learned (``None``: a gymnasium task)."""
-        return self.manifest["architecture"].get("tracking", {}).get("dynamics")
+        tracking = _field(_field(self.manifest, "architecture"), "tracking")
+        dynamics = _field(tracking, "dynamics")
+        return dynamics if isinstance(dynamics, str) else None
 
     def require_vehicle(self) -> None:
         """Raises ``BundleError`` unless it was trained on the vehicle tracking task."""
@@ -137,6 +140,11 @@ def _critic_state(weights: CriticWeights) -> dict[str, Any]:
     )
 
 
+def _field(value: Any, key: str) -> Any:
+    """``value[key]`` when ``value`` is a JSON object, else None (manifests are untrusted)."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
 def require_vehicle_bundle(path: str | Path) -> None:
     """Raises ``BundleError`` unless bundle ``path`` was trained on the vehicle tracking task
     (read from its manifest, before anything that would need a gymnasium task's cost)."""
@@ -201,14 +209,19 @@ def load_soft_mpcritic_bundle(
     path = Path(path)
     manifest = read_verified_manifest(path, SOFT_MPCRITIC)
     try:
-        config = SoftMPCriticConfig(**manifest["config"])
+        config = config_from_manifest(SoftMPCriticConfig, manifest["config"], path)
         problem = _problem(manifest, stage_cost)
         t = manifest["tuning"]
         tuning = make_soft_tuning(problem.ensemble.act_dim, t["temperature"], 1.0, t["discount"])
         tuning = tuning.replace(noise_std=jax.numpy.asarray(t["noise_std"], jax.numpy.float32))
-    except (KeyError, TypeError, ValueError) as err:
-        raise BundleError(f"model bundle {path}: invalid softMPCritic manifest ({err})") from None
-    w = read_weights(path, _critic_state(problem.init_weights(jax.random.PRNGKey(0))))
+        template = _critic_state(problem.init_weights(jax.random.PRNGKey(0)))
+    except BundleError:
+        raise
+    except Exception as err:  # any field the planner cannot be built from is a rejection
+        raise BundleError(
+            f"model bundle {path}: invalid softMPCritic manifest ({type(err).__name__}: {err})"
+        ) from None
+    w = read_weights(path, template)
     d = w["dynamics"]
     weights = CriticWeights(
         q=w["q"],
@@ -244,14 +257,19 @@ def soft_mpcritic_controller(path: str | Path, **overrides: Any) -> SoftMPCritic
         config = dataclasses.replace(config, **overrides)
     except ValueError as err:
         raise BundleError(f"model bundle {path}: {err}") from None
-    return SoftMPCritic(
-        problem=problem,
-        config=config,
-        weights=bundle.weights,
-        temperature=float(tuning.temperature),
-        noise_std=tuple(float(v) for v in np.asarray(tuning.noise_std)),
-        discount=float(tuning.discount),
-        dt=float(bundle.manifest["dt"]),
-        replan_period=replan_period,
-        reference_speed=float(bundle.env["reference_speed"]),
-    )
+    try:
+        return SoftMPCritic(
+            problem=problem,
+            config=config,
+            weights=bundle.weights,
+            temperature=float(tuning.temperature),
+            noise_std=tuple(float(v) for v in np.asarray(tuning.noise_std)),
+            discount=float(tuning.discount),
+            dt=float(bundle.manifest["dt"]),
+            replan_period=replan_period,
+            reference_speed=float(bundle.env["reference_speed"]),
+        )
+    except Exception as err:  # a manifest field the planner cannot use is a rejection
+        raise BundleError(
+            f"model bundle {path}: invalid softMPCritic manifest ({type(err).__name__}: {err})"
+        ) from None

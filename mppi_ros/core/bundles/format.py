@@ -9,8 +9,12 @@ code.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
+import math
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,63 @@ def jsonable(value: Any) -> Any:
 def freeze(value: Any) -> Any:
     """A JSON list as a tuple (hashable static config)."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def config_from_manifest(config_cls: type, values: Any, path: Path) -> Any:
+    """``config_cls`` from a manifest's ``config`` object, each field it gives checked against
+    the field's annotation (int, float, str, bool, ``tuple[X, ...]`` from a list, ``X | None``);
+    fields the class lacks are ignored.
+
+    Raises:
+        BundleError: A field of the wrong JSON type, or a value the config refuses.
+    """
+    if not isinstance(values, dict):
+        raise BundleError(f"model bundle {path}: config must be a JSON object")
+    hints = typing.get_type_hints(config_cls)
+    given = {}
+    for f in dataclasses.fields(config_cls):
+        if f.name in values:
+            value = _typed(values[f.name], hints[f.name])
+            if value is _WRONG:
+                raise BundleError(
+                    f"model bundle {path}: config field {f.name!r} must be {hints[f.name]}, "
+                    f"got {values[f.name]!r}"
+                )
+            given[f.name] = value
+    try:
+        return config_cls(**given)
+    except (TypeError, ValueError) as err:
+        raise BundleError(f"model bundle {path}: invalid controller config ({err})") from None
+
+
+_WRONG = object()
+
+
+def _typed(value: Any, hint: Any) -> Any:
+    """``value`` as ``hint`` describes it, or :data:`_WRONG`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            if (typed := _typed(value, arg)) is not _WRONG:
+                return typed
+        return _WRONG
+    if origin is tuple:
+        if not isinstance(value, list):
+            return _WRONG
+        items = [_typed(v, args[0]) for v in value]
+        return _WRONG if any(i is _WRONG for i in items) else tuple(items)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is bool:
+        return value if isinstance(value, bool) else _WRONG
+    if hint is int:
+        return int(value) if number and math.isfinite(value) and value == int(value) else _WRONG
+    if hint is float:
+        return float(value) if number else _WRONG
+    if hint is str:
+        return value if isinstance(value, str) else _WRONG
+    return _WRONG
 
 
 def write_bundle(

@@ -15,6 +15,7 @@ import numpy as np
 from mppi_ros.core.bundles.format import (
     PARAMS,
     BundleError,
+    config_from_manifest,
     freeze,
     jsonable,
     read_manifest,
@@ -165,13 +166,7 @@ def load_bundle(path: str | Path) -> Bundle:
         model = get_dynamics(name)
     except ValueError as err:
         raise BundleError(f"model bundle {path}: {err}") from None
-    fields = {f.name for f in dataclasses.fields(StepMPPIConfig)}
-    cfg = {k: v for k, v in manifest["config"].items() if k in fields}
-    cfg["hidden"] = tuple(cfg.get("hidden", ()))
-    try:
-        config = StepMPPIConfig(**cfg)
-    except (TypeError, ValueError) as err:
-        raise BundleError(f"model bundle {path}: invalid controller config ({err})") from None
+    config = config_from_manifest(StepMPPIConfig, manifest["config"], path)
     if config.dynamics != model.name:
         raise BundleError(
             f"model bundle {path}: config dynamics {config.dynamics!r} does not match manifest "
@@ -190,7 +185,13 @@ def load_bundle(path: str | Path) -> Bundle:
             f"model bundle {path} expects {manifest['inputs'].get('features')} input features, "
             f"but dynamics {model.name!r} provides {expected_inputs}"
         )
-    template = _weights_state(_weight_shapes(controller, config), leaf=lambda shape: shape)
+    try:
+        shapes = _weight_shapes(controller, config)
+    except Exception as err:  # any config the network cannot be built from is a rejection
+        raise BundleError(
+            f"model bundle {path}: its network cannot be built ({type(err).__name__}: {err})"
+        ) from None
+    template = _weights_state(shapes, leaf=lambda shape: shape)
     weights = read_weights(path, template)
     return Bundle(
         path=path,
