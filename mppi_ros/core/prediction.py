@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mppi_ros.core.dynamics import DynamicsModel
+from mppi_ros.core.dynamics.base import rk4
 
 Array = jax.Array
 
@@ -42,15 +43,10 @@ def predict_state(
         params: The model's parameters as the controller plans with them
             (``tuning.model_params``).
     """
-    f = model.derivative
 
     def step(x: Array, slot: tuple[Array, Array]) -> tuple[Array, None]:
         u, h = slot
-        k1 = f(x, u, params)
-        k2 = f(x + 0.5 * h * k1, u, params)
-        k3 = f(x + 0.5 * h * k2, u, params)
-        k4 = f(x + h * k3, u, params)
-        return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4), None
+        return rk4(model.derivative, x, u, params, h), None
 
     x, _ = jax.lax.scan(step, jnp.asarray(x, jnp.float32), (controls, durations))
     return x

@@ -76,6 +76,15 @@ class DynamicsModel:
         return discretize(self.derivative, dt, method)
 
 
+def rk4(derivative: Derivative, x: Array, u: Array, params: Any, dt: Any) -> Array:
+    """One classic Runge-Kutta step of length ``dt`` (a float or a traced value) holding ``u``."""
+    k1 = derivative(x, u, params)
+    k2 = derivative(x + 0.5 * dt * k1, u, params)
+    k3 = derivative(x + 0.5 * dt * k2, u, params)
+    k4 = derivative(x + dt * k3, u, params)
+    return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
 def discretize(derivative: Derivative, dt: float, method: str = "rk4") -> StepFn:
     """Turns a continuous-time derivative into a discrete step (see ``DynamicsModel.discrete``)."""
     if not dt > 0:
@@ -89,11 +98,7 @@ def discretize(derivative: Derivative, dt: float, method: str = "rk4") -> StepFn
     if method == "rk4":
 
         def rk4_step(x: Array, u: Array, params: Any) -> Array:
-            k1 = derivative(x, u, params)
-            k2 = derivative(x + 0.5 * dt * k1, u, params)
-            k3 = derivative(x + 0.5 * dt * k2, u, params)
-            k4 = derivative(x + dt * k3, u, params)
-            return x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+            return rk4(derivative, x, u, params, dt)
 
         return rk4_step
     raise ValueError(f"unknown integration method {method!r}; valid methods: 'euler', 'rk4'")
