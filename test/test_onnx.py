@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -244,6 +245,27 @@ def test_onnx_num_samples_is_a_run_time_choice(exported):
     state = random_states(small.controller.model, track, 1, np.random.default_rng(0))[0]
     result, _ = small.step(small.init_state(0), state, small.default_tuning, track.arrays())
     assert result.finite and result.action.shape == (2,)
+
+
+def test_the_engine_runs_onnx_on_the_calling_thread(exported):
+    """The engine's session starts no intra-op pool: pool threads would not share a real-time
+    control thread's priority, and on a pinned core the waiting caller starves them. The
+    default session (one thread per core) does start a pool, so the count can tell."""
+
+    def threads_started_by(make) -> int:
+        before = len(os.listdir("/proc/self/task"))
+        held = make()  # keep the session (and any pool) alive while counting
+        started = len(os.listdir("/proc/self/task")) - before
+        del held
+        return started
+
+    path = exported["dpc"]
+    spec = EngineSpec(controller="dpc", model_path=str(path), backend="onnx")
+    engine = compile_controller(spec)
+    assert engine._step[0].session.get_session_options().intra_op_num_threads == 1
+    assert threads_started_by(lambda: OnnxPolicy(path, threads=1)) == 0
+    if len(os.sched_getaffinity(0)) > 1:
+        assert threads_started_by(lambda: OnnxPolicy(path, threads=0)) > 0
 
 
 def classic_export_pair(path, spec: EngineSpec, seed: int):

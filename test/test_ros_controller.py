@@ -431,7 +431,7 @@ def test_backend_switches_to_onnx_at_runtime_and_back(active, tmp_path):
     on_onnx = commands(1.0)
     # The previewing model's ONNX step takes ~10 ms on a 2-core CPU (JAX: ~1.5 ms), so the
     # 100 Hz loop runs late on onnx here; it must still drive (docs/onnx.md).
-    assert len(on_onnx) > 25 and np.all(np.isfinite(on_onnx))
+    assert len(on_onnx) > 25 and np.all(np.isfinite(on_onnx)), diag(monitor)
     noise = np.sqrt(on_jax.var(0) / len(on_jax) + on_onnx.var(0) / len(on_onnx))
     assert np.all(np.abs(on_jax.mean(0) - on_onnx.mean(0)) <= 5.0 * noise + 1e-3), (
         on_jax.mean(0),

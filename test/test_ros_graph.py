@@ -76,14 +76,16 @@ def test_demo_graph_completes_a_lap_at_the_control_rate(tmp_path):
 @pytest.mark.slow
 def test_demo_graph_drives_a_lap_with_the_shipped_soft_mpcritic(tmp_path):
     """The vehicle softMPCritic behind the same node graph: its bundle's 6 m/s reference,
-    its warm start shifted per 100 Hz tick, a lap of `default` without a violation."""
-    config = DemoConfig(controller="soft_mpcritic", laps=1, out_dir=str(tmp_path))
+    its warm start shifted per 100 Hz tick, a lap of `sprint` (the shortest built-in track)
+    without a violation."""
+    config = DemoConfig(controller="soft_mpcritic", track="sprint", laps=1, out_dir=str(tmp_path))
     summary = run_demo(config, log=lambda _: None)
     assert summary["laps_completed"] == 1 and summary["border_violations"] == 0, summary
-    # Offline (bench closed-loop) this lap is 0.022 m at 43.2 s; a warm start not shifted per
-    # tick, or the 10 m/s default reference, shows up here.
+    # Offline (`bench closed-loop --track sprint --controllers soft_mpcritic
+    # --reference-speed 6`) this lap is 0.012 m at 31.6 s; a warm start not shifted per tick,
+    # or the 10 m/s default reference (a 19 s lap), shows up here.
     assert summary["tracking_error_mean_m"] < 0.05
-    assert 38.0 < summary["lap_times_s"][0] < 48.0
+    assert 27.0 < summary["lap_times_s"][0] < 36.0
     assert_one_command_per_tick_at_the_control_rate(summary, 100.0)
 
 

@@ -113,8 +113,12 @@ def load_onnx_controller(spec: EngineSpec, warmup_steps: int = 3) -> OnnxCompile
         )
     ctrl, model_id = build_controller(spec)
     try:
+        # One intra-op thread: the step runs on the caller's (control) thread. onnxruntime's
+        # pool threads would not get its real-time priority, and the exported step is
+        # thousands of small nodes that a pool does not speed up (docs/onnx.md).
         policy = OnnxPolicy(
             resolve_model(spec.model_path or cspec.default_model),
+            threads=1,
             num_samples=ctrl.config.num_samples if cspec.samples else 0,
         )
     except OnnxBundleError as err:

@@ -120,7 +120,8 @@ class OnnxPolicy:
             no manifest checksum to verify).
         providers: Execution providers to try; default :func:`available_providers`.
         seed: Seed of the NumPy generator that draws the sampling noise.
-        threads: Intra-op threads (0: onnxruntime's default).
+        threads: Intra-op threads (0: onnxruntime's default, a pool of one per core). With
+            1 every op runs on the calling thread and no pool thread is started.
         num_samples: K (0: the bundle's); the graph takes any K, so this needs no re-export.
     """
 
@@ -143,6 +144,7 @@ class OnnxPolicy:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # the exporter leaves unused initialisers: not news
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # sequential execution: the inter-op pool is unused
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=providers or available_providers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import signal
 import threading
@@ -146,8 +147,10 @@ def init_with_own_signals(args: list[str] | None) -> threading.Event:
 
     rclpy's handler sometimes lost a SIGINT under load (the process then needed SIGKILL), and
     it invalidates the context before a node can publish on the way out (the controller's
-    brake command). Pair with :func:`spin_until`.
+    brake command). Pair with :func:`spin_until`. ``kill -USR1 <pid>`` writes every thread's
+    stack to stderr (the node's log).
     """
+    faulthandler.register(signal.SIGUSR1)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

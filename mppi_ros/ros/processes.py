@@ -218,12 +218,16 @@ class NodeProcess:
             self._process.send_signal(signal.SIGINT)
 
     def stop(self, timeout: float = 10.0) -> int:
-        """Sends SIGINT, SIGKILL after ``timeout`` s; returns the exit status."""
+        """Sends SIGINT, SIGKILL after ``timeout`` s; returns the exit status. A process that
+        outlives ``timeout`` first gets SIGUSR1: the nodes answer it by writing every thread's
+        stack to their log (``faulthandler``), which shows where the shutdown hung."""
         if self.alive():
             self.interrupt()
             try:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._process.send_signal(signal.SIGUSR1)
+                time.sleep(0.5)
                 self._process.kill()
                 self._process.wait()
         return self._process.returncode

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import faulthandler
-import signal
 import threading
 import time
 import weakref
@@ -433,7 +432,6 @@ class ControllerNode(LifecycleNode):
 
 def main(args: list[str] | None = None, node_class: type[ControllerNode] = ControllerNode) -> None:
     """Runs the node until SIGINT / SIGTERM (``node_class``: the node to run, for subclasses)."""
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
     prepare_process()  # before anything (a parameter check of a bundle) starts JAX
     stop = init_with_own_signals(args)  # the context outlives the brake command on the way out
     node = node_class()
