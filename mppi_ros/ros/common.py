@@ -6,15 +6,19 @@ import contextlib
 import faulthandler
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 import rclpy
+from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy import logging
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.context import Context
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -156,6 +160,39 @@ def init_with_own_signals(args: list[str] | None) -> threading.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+def exit_now(code: int = 0) -> NoReturn:
+    """Ends the process once the node has shut down, without waiting for background workers:
+    a model compile can run for tens of seconds and Python joins worker threads at exit, so
+    SIGINT / SIGTERM would wait for it. The brake command went out before this."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def answer_refused_transitions(node: LifecycleNode) -> None:
+    """Makes ``node``'s ``change_state`` service answer a transition its current state lacks
+    with the standard failure (``success: false``) and one log line. rclpy's handler raises
+    instead: the executor logs FATAL with a traceback and the caller never gets a reply."""
+    for service in node.services:
+        if service.srv_type is not ChangeState:
+            continue
+        handle = service.callback
+
+        def answer(request: ChangeState.Request, response: ChangeState.Response, handle=handle):
+            try:
+                return handle(request, response)
+            except RCLError:
+                transition = request.transition.label or request.transition.id
+                node.get_logger().warning(
+                    f"refused lifecycle transition {transition!r}: the current state has "
+                    "no such transition"
+                )
+                response.success = False
+                return response
+
+        service.callback = answer
 
 
 def spin_until(

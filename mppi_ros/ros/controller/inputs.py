@@ -24,6 +24,15 @@ from mppi_ros.realtime.memory import release_free_heap
 from mppi_ros.realtime.scheduling import CycleGate
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import LATCHED
+from mppi_ros.ros.controller.plausibility import (
+    JUMP_SETTLE_S,
+    PlausibilityLimits,
+    border_fault,
+    jump_fault,
+    motion_fault,
+    quaternion_fault,
+    reference_fault,
+)
 
 NO_REFERENCE = "no_reference: no reference path received yet"
 
@@ -41,6 +50,18 @@ class Latest:
     border_right: Path | None = None
     steering: float | None = None  # measured, from joint_states
     steering_received: float = -math.inf  # monotonic seconds
+    ahead_s: float = 0.0  # how far ahead of the clock the last dropped odometry was stamped
+    ahead_received: float = -math.inf  # monotonic seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Continuity:
+    """The last checked odometry's position, stamp and speed (for the jump check)."""
+
+    x: float
+    y: float
+    stamp: float
+    speed: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +95,9 @@ class InputMonitor:
         self.latest = Latest()
         self.track: TrackArrays | None = None
         self.reference_fault: str | None = NO_REFERENCE
+        self._reference_xy = self._reference_psi = np.zeros((0,))
+        self._continuity: Continuity | None = None
+        self._jump: tuple[str, float] | None = None  # the fault, held until (monotonic s)
 
     def subscribe(self, pool: concurrent.futures.ThreadPoolExecutor) -> list[Any]:
         """Creates the subscriptions; references are converted on ``pool``."""
@@ -94,12 +118,18 @@ class InputMonitor:
         """Forgets every message (cleanup): the next configure starts without data."""
         self._pool = None
         self.latest, self.track, self.reference_fault = Latest(), None, NO_REFERENCE
+        self._continuity = self._jump = None
 
     # ------------------------------------------------------------------ callbacks
 
     def _on_odom(self, msg: Odometry) -> None:
         stamp = conversions.time_to_seconds(msg.header.stamp)
         latest = self.latest
+        ahead = stamp - self._node.get_clock().now().nanoseconds * 1e-9
+        if ahead > float(self._live["max_stamp_ahead"]):
+            # Kept, it would make every later (correct) message look out of order.
+            latest.ahead_s, latest.ahead_received = ahead, time.monotonic()
+            return
         if stamp < latest.odom_stamp:
             latest.out_of_order = True  # keep the newer message; the tick reports the fault
             return
@@ -161,7 +191,13 @@ class InputMonitor:
         except TrackFormatError as err:
             self.reference_fault = f"bad_reference: {err}"
             return
-        self.track = track.arrays()
+        arrays = track.arrays()
+        inconsistent = border_fault(np.asarray(arrays.border, np.float64))
+        if inconsistent is not None:
+            self.reference_fault = inconsistent
+            return
+        self._reference_xy, self._reference_psi = track.xy, track.psi
+        self.track = arrays
         self.reference_fault = None
         self._node.get_logger().info(
             f"reference: {len(xy)} points, {track.length:.1f} m, "
@@ -181,6 +217,12 @@ class InputMonitor:
             return Checked(self.reference_fault)
         if odom is None:
             return Checked("no_state: no odometry received yet")
+        if latest.ahead_received > latest.odom_received:
+            limit = float(self._live["max_stamp_ahead"])
+            return Checked(
+                f"future_stamp: odometry stamped {latest.ahead_s:.3g} s ahead of this node's "
+                f"clock (limit {limit:g} s), dropped"
+            )
         if latest.out_of_order:
             return Checked("out_of_order: odometry stamp went backwards")
         age = now - latest.odom_received
@@ -192,6 +234,13 @@ class InputMonitor:
             return Checked(
                 f"frame_mismatch: odometry in frame {odom.header.frame_id!r}, expected {frame!r}"
             )
+        limits = PlausibilityLimits.from_values(self._live)
+        q = odom.pose.pose.orientation
+        implausible = quaternion_fault(q.x, q.y, q.z, q.w, limits.quaternion_tolerance)
+        if implausible is None:
+            implausible = self._plausible_motion(odom, now, limits)
+        if implausible is not None:
+            return Checked(implausible)
         measured = now - latest.steering_received <= timeout
         if measured:
             # A measurement replaces the integral of the commands, which drifts whenever the
@@ -209,3 +258,32 @@ class InputMonitor:
             )
         stamp = conversions.time_to_seconds(odom.header.stamp)
         return Checked(None, state, steering, measured, stamp)
+
+    def _plausible_motion(
+        self, odom: Odometry, now: float, limits: PlausibilityLimits
+    ) -> str | None:
+        """Speed, yaw rate, continuity of the position, and where the reference lies."""
+        p, twist = odom.pose.pose.position, odom.twist.twist
+        speed = math.hypot(twist.linear.x, twist.linear.y)
+        fault = motion_fault(speed, twist.angular.z, limits)
+        if fault is not None:
+            return fault
+        stamp = conversions.time_to_seconds(odom.header.stamp)
+        last = self._continuity
+        if last is None or stamp != last.stamp:  # a new message
+            if last is not None:
+                moved = math.hypot(p.x - last.x, p.y - last.y)
+                jump = jump_fault(
+                    moved, stamp - last.stamp, speed, last.speed, limits.plausible_jump
+                )
+                if jump is not None:
+                    self._jump = (jump, now + JUMP_SETTLE_S)
+            self._continuity = Continuity(p.x, p.y, stamp, speed)
+        if self._jump is not None:
+            if now < self._jump[1]:
+                return self._jump[0]
+            self._jump = None
+        yaw = conversions.quaternion_to_yaw(odom.pose.pose.orientation)
+        return reference_fault(
+            np.array([p.x, p.y]), yaw, self._reference_xy, self._reference_psi, limits
+        )

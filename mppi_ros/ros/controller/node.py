@@ -2,15 +2,13 @@
 
 configure: load the bundle (or classic controller), compile and warm up, create publishers and
 subscriptions. activate: start the control loop. deactivate / cleanup / shutdown / error:
-publish a brake command and release what the state owns.
-
-Threads: the executor's callbacks only store the latest message (:mod:`.inputs`); the control
-loop runs in a thread of its own at absolute deadlines; ``~/reload_model``, whose reply waits
-for the swap, is served on a helper thread; model and shape changes compile in a worker thread
-and swap in between two control cycles (:mod:`.swap`); the reference paths are turned into
-track arrays by a second worker. Parameters are validated by :mod:`.parameters_handler`,
-commands encoded by :mod:`.commands`. The math is :mod:`mppi_ros.engine` /
-:mod:`mppi_ros.core` (no ROS there).
+publish a brake command and release what the state owns. Threads: the executor's callbacks
+only store the latest message (:mod:`.inputs`); the control loop runs in a thread of its own
+at absolute deadlines; ``~/reload_model``, whose reply waits for the swap, is served on a
+helper thread; model and shape changes compile in a worker thread and swap in between two
+control cycles (:mod:`.swap`); the reference paths are turned into track arrays by a second
+worker. Parameters are validated by :mod:`.parameters_handler`, commands encoded by
+:mod:`.commands`. The math is :mod:`mppi_ros.engine` / :mod:`mppi_ros.core` (no ROS there).
 """
 
 from __future__ import annotations
@@ -46,6 +44,8 @@ from mppi_ros.ros import conversions
 from mppi_ros.ros.common import (
     RELIABLE_LATEST,
     BlockingServices,
+    answer_refused_transitions,
+    exit_now,
     init_with_own_signals,
     make_executor,
     spin_until,
@@ -66,6 +66,7 @@ class ControllerNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        answer_refused_transitions(self)
         self.params = ParametersHandler(
             self, self._check_spec_changes, self._rebuild, lambda: self._swap.active
         )
@@ -159,8 +160,7 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _control_loop(self) -> None:
-        """Ticks at absolute deadlines (no drift); an overrun skips to the next deadline and
-        is counted as missed cycles by :class:`LoopStats`."""
+        """Ticks at absolute deadlines (no drift); an overrun skips to the next (missed)."""
         period = self._stats.period
         why_not = make_control_thread_realtime(self._realtime(), "mppi_control")
         if why_not is not None:
@@ -431,7 +431,8 @@ class ControllerNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None, node_class: type[ControllerNode] = ControllerNode) -> None:
-    """Runs the node until SIGINT / SIGTERM (``node_class``: the node to run, for subclasses)."""
+    """Runs the node until SIGINT / SIGTERM, brakes and exits at once, whatever the background
+    is doing (``node_class``: the node to run, for subclasses)."""
     prepare_process()  # before anything (a parameter check of a bundle) starts JAX
     stop = init_with_own_signals(args)  # the context outlives the brake command on the way out
     node = node_class()
@@ -446,3 +447,4 @@ def main(args: list[str] | None = None, node_class: type[ControllerNode] = Contr
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
+    exit_now(0)

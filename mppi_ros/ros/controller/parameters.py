@@ -12,6 +12,7 @@ from rclpy.parameter import Parameter
 
 from mppi_ros.core.catalog import controller_names, controller_spec
 from mppi_ros.ros.common import describe
+from mppi_ros.ros.controller.plausibility import PLAUSIBILITY_PARAMETERS
 
 # name -> (default or a Parameter.Type for "taken from the model", descriptor).
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
@@ -225,6 +226,12 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         describe("Rate (Hz) of /diagnostics messages.", read_only=True, float_range=(0.1, 100.0)),
     ),
 }
+PARAMETERS.update(
+    {
+        name: (default, describe(text, float_range=bounds))
+        for name, (default, text, bounds) in PLAUSIBILITY_PARAMETERS.items()
+    }
+)
 REBUILD_PARAMETERS = ("model_path", "num_samples", "horizon", "backend")
 LOOP_PARAMETERS = (
     "state_timeout",
@@ -233,6 +240,7 @@ LOOP_PARAMETERS = (
     "target_lead_time",
     "brake_decel",
     "state_prediction",
+    *PLAUSIBILITY_PARAMETERS,
 )
 
 
