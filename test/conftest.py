@@ -39,26 +39,3 @@ def default_track():
 
     return load_track("default")
 
-
-# Longest files first (their measured share of a cold-cache run on 2 idle cores, largest
-# first). With ``--dist loadfile`` each worker takes the next whole file in collection order
-# when it is free, so a long file collected last (alphabetically, the training tests) leaves
-# the other worker idle at the end; longest-first keeps the two finishing together.
-LONGEST_FIRST = (
-    "test_ros_graph.py",
-    "test_training_runs.py",
-    "test_onnx.py",
-    "test_em_onnx.py",
-    "test_soft_mpcritic_vehicle.py",
-    "test_training.py",
-    "test_ros_controller.py",
-    "test_soft_mpcritic_bench.py",
-    "test_soft_mpcritic_training.py",
-    "test_soft_mpcritic.py",
-    "test_step_mppi.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept

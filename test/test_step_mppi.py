@@ -26,6 +26,29 @@ def _vehicle_problem(track, seed, offset):
     return ctrl, tuning, obs
 
 
+_JACOBIANS = {}
+
+
+def jacobians(model):
+    """Autodiff and Lemma 1 Jacobians of the MPPI layer, one jitted function per model: every
+    seed's problem is data, so the four cases share one compile (op by op, the first case
+    alone took ~35 s of compiles on 2 cores)."""
+    if model.name not in _JACOBIANS:
+        step_fn = model.discrete(0.05)
+
+        def both(mu, chol, eps, obs, tuning):
+            cost_fn = one_step_cost(model, step_fn, obs, tuning)
+
+            def layer(m, c):
+                return mppi_layer(m, c, eps, cost_fn, tuning.temperature)[0]
+
+            auto = jax.jacobian(layer, argnums=(0, 1))(mu, chol)
+            return auto, lemma1_jacobian(mu, chol, eps, cost_fn, tuning.temperature)
+
+        _JACOBIANS[model.name] = jax.jit(both)
+    return _JACOBIANS[model.name]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_autodiff_jacobian_of_mppi_layer_matches_lemma_1(default_track, seed):
     with jax.enable_x64(True):
@@ -33,9 +56,6 @@ def test_autodiff_jacobian_of_mppi_layer_matches_lemma_1(default_track, seed):
         to64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)
         tuning, obs = to64(tuning), to64(obs)
         tuning = tuning.replace(temperature=jnp.float64([0.05, 0.5, 1.0, 5.0][seed]))
-        model = ctrl.model
-        step_fn = model.discrete(0.05)
-        cost_fn = one_step_cost(model, step_fn, obs, tuning)
         key = jax.random.PRNGKey(seed)
         k1, k2, k3 = jax.random.split(key, 3)
         mu = jnp.array([0.3, 1.0]) + 0.5 * jax.random.normal(k1, (2,), jnp.float64)
@@ -44,11 +64,7 @@ def test_autodiff_jacobian_of_mppi_layer_matches_lemma_1(default_track, seed):
         )
         eps = jax.random.normal(k3, (64, 2), jnp.float64)
 
-        def layer(m, c):
-            return mppi_layer(m, c, eps, cost_fn, tuning.temperature)[0]
-
-        auto_mu, auto_l = jax.jacobian(layer, argnums=(0, 1))(mu, chol)
-        closed_mu, closed_l = lemma1_jacobian(mu, chol, eps, cost_fn, tuning.temperature)
+        (auto_mu, auto_l), (closed_mu, closed_l) = jacobians(ctrl.model)(mu, chol, eps, obs, tuning)
         np.testing.assert_allclose(np.asarray(auto_mu), np.asarray(closed_mu), atol=1e-5)
         np.testing.assert_allclose(np.asarray(auto_l), np.asarray(closed_l), atol=1e-5)
         assert np.abs(np.asarray(closed_l)).max() > 1e-3  # not trivially zero
