@@ -38,4 +38,3 @@ def default_track():
     from mppi_ros.core.tracks import load_track
 
     return load_track("default")
-

@@ -321,7 +321,9 @@ def test_num_samples_change_recompiles_in_background(active):
     assert monitor.set_parameters(CTRL, num_samples=320)[0].successful  # a K nothing compiles
     monitor.wait_for(lambda: diag(monitor).get("num_samples") == "320", 120, "K = 320")
     assert int(diag(monitor)["swaps"]) == swaps + 1
-    assert vehicle.longest_gap_since(t0) < 0.5, "commands kept flowing while compiling"
+    # A compile on the loop would stop commands for its whole length (seconds); the gap is
+    # timed where this test receives them, which a loaded machine delays by up to ~0.6 s.
+    assert vehicle.longest_gap_since(t0) < 1.0, "commands kept flowing while compiling"
     assert set(cache.iterdir()) == entries, "a compile wrote the cache while the loop ran"
     # kept_replaced_steps is 0: the replaced K = 1024 step is freed once K = 320 drives, and
     # changing back builds it again (from the persistent cache) while K = 320 drives.

@@ -624,7 +624,9 @@ def test_joint_states_carry_the_steering_angle_with_the_odometry_stamp(ros, odom
     angles = np.array([m.position[0] for _, m in joints.messages])
     rates = np.diff(angles) / np.diff([time_to_seconds(m.header.stamp) for _, m in joints.messages])
     assert np.median(rates[-10:]) == pytest.approx(0.5, abs=1e-3)  # integrated steering rate
-    assert angles[-1] > 0.1
+    # At least 10 plant steps integrated the command (a loaded machine runs fewer of them in
+    # the 0.3 s, so the count, not the final angle, is what is fixed).
+    assert np.sum(np.abs(rates - 0.5) < 1e-3) >= 10 and angles[-1] > angles[0]
     odom_stamps = set(_stamps(odom).round(6))
     joint_stamps = [round(time_to_seconds(m.header.stamp), 6) for _, m in joints.messages]
     assert sum(s in odom_stamps for s in joint_stamps) >= 0.9 * len(joint_stamps)
