@@ -129,6 +129,32 @@ def _cooperating(gate: CycleGate, stop: threading.Event, progress: list[float]) 
         _python_work(stop, progress)
 
 
+def test_a_hooked_thread_waiting_for_the_cycle_end_cannot_deadlock_the_loop():
+    """A background thread with the gate's hook that waits for the cycle end itself (the
+    reference build does) while the parking window is open: the hook fires on the event's
+    own calls, made under its lock. Parking there waited for that same lock: the thread hung,
+    and so did the control thread's next ``cycle_ended`` (a node froze that way)."""
+    gate = CycleGate(margin=0.0, max_park=0.001, min_slice=0.0)
+    gate.cycle_ended(time.monotonic() - 1.0)  # window open, and no cycle ends meanwhile
+    done: list[str] = []
+
+    def background() -> None:
+        gate.install()
+        for _ in range(5):  # every Python call parks max_park: well under a second
+            gate.wait_cycle_end()
+            gate.wait_for_room(1.0)
+        gate.stop()
+        done.append("background")
+
+    worker = threading.Thread(target=background, daemon=True)
+    worker.start()
+    worker.join(30.0)
+    control = threading.Thread(target=gate.cycle_ended, args=(time.monotonic(),), daemon=True)
+    control.start()
+    control.join(30.0)
+    assert done == ["background"] and not control.is_alive()
+
+
 def test_cooperate_restores_the_previous_profile_hook():
     import sys
 

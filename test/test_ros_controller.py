@@ -438,6 +438,26 @@ def test_bad_input_brakes_reports_and_recovers(active, fault, cause):
     assert processes.dead() == []
 
 
+def test_oversized_paths_are_refused_and_the_newest_path_wins(active):
+    """A path longer than ``max_path_points`` brakes with its own cause before any conversion
+    work; a burst of paths ends with the newest one built (a bad one followed at once by a
+    good one ends driving)."""
+    processes, monitor, vehicle, _ = active
+    wait_watchdog(monitor, "ok", 10.0)
+    points = len(vehicle.track.xy)
+    assert monitor.set_parameters(CTRL, max_path_points=points - 1)[0].successful
+    vehicle.publish_track()
+    wait_watchdog(monitor, f"path_too_large: reference has {points} points")
+    assert monitor.set_parameters(CTRL, max_path_points=100000)[0].successful
+    for _ in range(5):
+        vehicle.publish_track(vehicle.track.xy[:2])  # degenerate: bad_reference
+    vehicle.publish_track()
+    wait_watchdog(monitor, "ok", 10.0)
+    time.sleep(0.5)
+    assert diag(monitor)["watchdog"] == "ok"
+    assert processes.dead() == []
+
+
 def test_steering_comes_from_joint_states_while_fresh(active):
     """A measured steering angle replaces the integrated commands (which drift whenever the
     actuator drops a command or the car is reset); without it the node integrates again."""

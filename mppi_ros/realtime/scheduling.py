@@ -111,6 +111,7 @@ class CycleGate:
         self.min_slice = min_slice
         self._window_start = math.inf  # no control loop: never park
         self._ended = threading.Event()
+        self._hook_off = threading.local()
 
     def cycle_ended(self, next_deadline: float) -> None:
         """Called by the control thread after each cycle with the next deadline (monotonic)."""
@@ -121,22 +122,39 @@ class CycleGate:
 
     def wait_cycle_end(self) -> None:
         """Blocks until the next control cycle ends (at most ``max_park``)."""
-        self._ended.wait(self.max_park)
+        self._park()
 
     def wait_for_room(self, seconds: float) -> None:
         """Blocks until ``seconds`` of GIL-held work can end before the next cycle's parking
         window (after the next cycle when it cannot); returns at once when no loop runs."""
         if time.monotonic() + seconds >= self._window_start:
-            self._ended.wait(self.max_park)
+            self._park()
 
     def stop(self) -> None:
         """The loop stopped: background threads run freely."""
         self._window_start = math.inf
-        self._ended.set()
+        with self._unhooked():
+            self._ended.set()
+
+    @contextlib.contextmanager
+    def _unhooked(self):
+        """This thread's hook off while it is inside the cycle-end event: the hook fires on
+        the event's own Python calls, made with its lock held, and parking there waits for
+        that lock: the thread deadlocks, and so does the control thread's next
+        :meth:`cycle_ended` (a node froze that way, commands and diagnostics gone)."""
+        self._hook_off.active = True
+        try:
+            yield
+        finally:
+            self._hook_off.active = False
+
+    def _park(self) -> None:
+        with self._unhooked():
+            self._ended.wait(self.max_park)
 
     def _hook(self, frame: Any, event: str, arg: Any) -> None:
-        if time.monotonic() >= self._window_start:
-            self._ended.wait(self.max_park)
+        if time.monotonic() >= self._window_start and not getattr(self._hook_off, "active", False):
+            self._park()
 
     def install(self) -> None:
         """Makes the calling (background) thread yield to control cycles from now on."""

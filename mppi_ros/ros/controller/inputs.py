@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import math
+import threading
 import time
 from typing import Any
 
@@ -98,6 +99,9 @@ class InputMonitor:
         self._reference_xy = self._reference_psi = np.zeros((0,))
         self._continuity: Continuity | None = None
         self._jump: tuple[str, float] | None = None  # the fault, held until (monotonic s)
+        self._build_lock = threading.Lock()
+        self._refused: dict[str, str] = {}  # path label -> why its newest message was refused
+        self._build_wanted = self._build_scheduled = False
 
     def subscribe(self, pool: concurrent.futures.ThreadPoolExecutor) -> list[Any]:
         """Creates the subscriptions; references are converted on ``pool``."""
@@ -119,6 +123,7 @@ class InputMonitor:
         self._pool = None
         self.latest, self.track, self.reference_fault = Latest(), None, NO_REFERENCE
         self._continuity = self._jump = None
+        self._refused = {}
 
     # ------------------------------------------------------------------ callbacks
 
@@ -144,25 +149,48 @@ class InputMonitor:
             self.latest.steering_received = time.monotonic()
 
     def _on_reference(self, msg: Path) -> None:
-        self.latest.reference = msg
-        self._rebuild_track()
+        self._store_path("reference", msg)
 
     def _on_border_left(self, msg: Path) -> None:
-        self.latest.border_left = msg
-        self._rebuild_track()
+        self._store_path("border_left", msg)
 
     def _on_border_right(self, msg: Path) -> None:
-        self.latest.border_right = msg
-        self._rebuild_track()
+        self._store_path("border_right", msg)
 
-    def _rebuild_track(self) -> None:
+    def _store_path(self, label: str, msg: Path) -> None:
+        limit = int(self._live["max_path_points"])
+        if len(msg.poses) > limit:  # refused before any conversion work
+            self._refused[label] = (
+                f"path_too_large: {label} has {len(msg.poses)} points (max_path_points {limit})"
+            )
+            self.reference_fault = self._refused[label]
+            return
+        self._refused.pop(label, None)  # the fault holds until this path comes back valid
+        setattr(self.latest, label, msg)
         latest = self.latest
         if None in (latest.reference, latest.border_left, latest.border_right):
             return
-        if self._pool is not None:
-            self._pool.submit(
-                self._build_track, latest.reference, latest.border_left, latest.border_right
-            )
+        with self._build_lock:  # coalesced: one build at a time, from the latest paths
+            self._build_wanted = True
+            if self._build_scheduled or self._pool is None:
+                return
+            self._build_scheduled = True
+        self._pool.submit(self._build_latest)
+
+    def _build_latest(self) -> None:
+        """Builds from the newest paths until none arrived meanwhile (latest wins, no queue)."""
+        while True:
+            with self._build_lock:
+                if not self._build_wanted:
+                    self._build_scheduled = False
+                    return
+                self._build_wanted = False
+                latest = self.latest
+                paths = (latest.reference, latest.border_left, latest.border_right)
+            try:
+                self._build_track(*paths)
+            except Exception as err:  # any failure is a named fault; the worker lives on
+                self.reference_fault = f"bad_reference: {type(err).__name__}: {err}"
 
     def _build_track(self, reference: Path, left: Path, right: Path) -> None:
         for label, msg in (
@@ -198,7 +226,7 @@ class InputMonitor:
             return
         self._reference_xy, self._reference_psi = track.xy, track.psi
         self.track = arrays
-        self.reference_fault = None
+        self.reference_fault = next(iter(self._refused.values()), None)
         self._node.get_logger().info(
             f"reference: {len(xy)} points, {track.length:.1f} m, "
             f"{'timed' if speed is not None else 'untimed'}"

@@ -183,6 +183,14 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             int_range=(16, 100000),
         ),
     ),
+    "max_path_points": (
+        100000,
+        describe(
+            "Longest reference or border path (poses) converted; a longer one brakes with "
+            "path_too_large before any work is done on it.",
+            int_range=(3, 10_000_000),
+        ),
+    ),
     "autostart": (
         False,
         describe(
@@ -240,6 +248,7 @@ LOOP_PARAMETERS = (
     "target_lead_time",
     "brake_decel",
     "state_prediction",
+    "max_path_points",
     *PLAUSIBILITY_PARAMETERS,
 )
 
