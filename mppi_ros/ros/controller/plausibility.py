@@ -25,7 +25,7 @@ PLAUSIBILITY_PARAMETERS: dict[str, tuple[float, str, tuple[float, float]]] = {
         (0.1, 200.0),
     ),
     "plausible_yaw_rate": (
-        10.0,
+        30.0,
         "Odometry turning faster than this (rad/s) is implausible: brake.",
         (0.1, 100.0),
     ),
@@ -65,7 +65,7 @@ class PlausibilityLimits:
     """The thresholds of :data:`PLAUSIBILITY_PARAMETERS`."""
 
     plausible_speed: float = 25.0
-    plausible_yaw_rate: float = 10.0
+    plausible_yaw_rate: float = 30.0
     plausible_jump: float = 1.0
     quaternion_tolerance: float = 0.1
     max_stamp_ahead: float = 0.5
