@@ -1,4 +1,6 @@
-"""The ``mppi_controller`` node plus one test input: ``~/break_step`` (std_msgs/Bool).
+"""The ``mppi_controller`` node plus two test inputs: ``~/break_step`` (std_msgs/Bool) and
+``~/block_executor`` (std_msgs/Float64: seconds the callback sleeps on the node's executor,
+standing in for any callback that takes that long).
 
 ``True`` hands the real compiled step a reference of the wrong structure (``None``), so every
 step raises inside JAX's tracing; ``False`` gives the step its reference back. No message on
@@ -9,20 +11,27 @@ Run as ``python -m step_fault_node --ros-args ...`` with this directory on ``PYT
 
 from __future__ import annotations
 
-from std_msgs.msg import Bool
+import time
+
+from std_msgs.msg import Bool, Float64
 
 from mppi_ros.ros import controller_node
 
 
 class StepFaultNode(controller_node.ControllerNode):
-    """:class:`ControllerNode` whose step can be made to raise over ``~/break_step``."""
+    """:class:`ControllerNode` whose step can be made to raise over ``~/break_step`` and whose
+    executor can be blocked over ``~/block_executor``."""
 
     def _create_entities(self) -> None:
         super()._create_entities()
         self._intact_track = None
-        self._entities.append(
-            self.create_subscription(Bool, "~/break_step", self._on_break_step, 10)
-        )
+        self._entities += [
+            self.create_subscription(Bool, "~/break_step", self._on_break_step, 10),
+            self.create_subscription(Float64, "~/block_executor", self._on_block, 10),
+        ]
+
+    def _on_block(self, msg: Float64) -> None:
+        time.sleep(msg.data)
 
     def _on_break_step(self, msg: Bool) -> None:
         inputs = self.inputs

@@ -22,7 +22,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64, Float64MultiArray
 
 from mppi_ros.core.catalog import shipped_model_path
 from mppi_ros.core.dynamics import get_dynamics
@@ -191,8 +191,8 @@ def test_lifecycle_brakes_on_deactivate_and_resumes(node):
     time.sleep(0.5)
     after = vehicle.commands_since(requested)
     assert after, "deactivate publishes a brake command"
-    steer_rate, accel = after[-1]
-    assert steer_rate == 0.0 and accel < 0.0, f"brake command expected, got {after[-1]}"
+    assert after[-1][1] < 0.0, f"brake command expected, got {after[-1]}"
+    wait_watchdog(monitor, "inactive", 5.0)
     assert len(vehicle.commands_since(t1 + 0.1)) == 0, "no control commands while inactive"
     assert change_state(monitor, Transition.TRANSITION_ACTIVATE)
     wait_watchdog(monitor, "ok", 10.0)
@@ -422,8 +422,13 @@ def test_bad_input_brakes_reports_and_recovers(active, fault, cause):
     wait_watchdog(monitor, cause)
     t0 = time.monotonic()
     time.sleep(0.3)
-    cmds = vehicle.commands_since(t0)
-    assert cmds and all(c[0] == 0.0 and c[1] <= 0.0 for c in cmds), "brake while faulted"
+    cmds = np.array(vehicle.commands_since(t0))
+    assert len(cmds) and np.all(cmds[:, 1] <= 0.0), "brake while faulted"
+    assert np.all(np.abs(cmds[:, 0]) <= 3.2), "steering within the servo's rate"
+    if fault in ("far", "reversed", "borders", "reference", "noise"):
+        # The odometry itself is good: the brake holds its deceleration while the car moves
+        # (the rig holds it at 5 m/s).
+        assert np.allclose(cmds[:, 1], -5.0), cmds[:, 1]
     assert int(diag(monitor)["faults"]) > faults
     levels = monitor.recording.diagnostic_levels
     assert levels[CTRL] == 2  # ERROR
@@ -454,7 +459,9 @@ def test_oversized_paths_are_refused_and_the_newest_path_wins(active):
     vehicle.publish_track()
     wait_watchdog(monitor, "ok", 10.0)
     time.sleep(0.5)
-    assert diag(monitor)["watchdog"] == "ok"
+    # The newest (good) path was the last one built (a loaded machine may add a moment of
+    # stale odometry, which is not what this checks).
+    assert not diag(monitor)["watchdog"].startswith(("bad_reference", "path_too_large"))
     assert processes.dead() == []
 
 
@@ -651,7 +658,8 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
         # Each cycle re-raises inside the step (tens of ms on a loaded machine): the brake goes
         # out cycle after cycle, at whatever rate the machine allows.
         assert len(cmds) >= 10, "the brake is published cycle after cycle"
-        assert all(c[0] == 0.0 and c[1] <= 0.0 for c in cmds), "brake while the step raises"
+        # The odometry is good (the rig holds the car at 5 m/s): the deceleration holds.
+        assert all(c[1] == -5.0 for c in cmds), "brake while the step raises"
         assert int(diag(monitor)["faults"]) == faults + 1
         assert monitor.recording.diagnostic_levels[CTRL] == 2  # ERROR
         breaker.publish(Bool(data=False))
@@ -663,6 +671,23 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
         log = process.log()
         assert log.count("braking: step_exception") == 1, "logged once, not every cycle"
         assert "recovered from: step_exception" in log
+        # A callback holding the executor for 2 s: the diagnostics keep coming from their own
+        # thread and name the blocked executor (the odometry it serves goes stale meanwhile).
+        blocker = monitor.node.create_publisher(Float64, f"/{CTRL}/block_executor", 10)
+        monitor.wait_for(lambda: blocker.get_subscription_count() > 0, 10, "block_executor")
+        t_block = time.time()
+        blocker.publish(Float64(data=2.0))
+        time.sleep(2.5)
+        seen = [
+            (t, message)
+            for t, name, _, message in list(monitor.recording.diagnostic_log)
+            if name == CTRL and t >= t_block
+        ]
+        gaps = np.diff([t_block, *(t for t, _ in seen)])
+        assert gaps.max() < 0.5, f"diagnostics silent for {gaps.max():.2f} s"
+        assert any("executor_blocked" in m for _, m in seen), [m for _, m in seen]
+        wait_watchdog(monitor, "ok", 10.0)
+        assert "executor_blocked" not in monitor.recording.diagnostic_messages[CTRL]
         # SIGTERM while a K change compiles in the background (seconds of work): the node
         # brakes and exits without waiting for the compile (Python joins worker threads at
         # exit; that once held a node here for the full 10 s before SIGKILL).
@@ -674,7 +699,7 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
         exit_s = time.monotonic() - t2
         monitor.wait_for(lambda: vehicle.commands_since(t2), 5, "the brake on the way out")
         last = vehicle.commands_since(t2)[-1]
-        assert last[0] == 0.0 and last[1] < 0.0, last
+        assert last[1] < 0.0, last
         # 0.11 s measured (6.4 s when exit waited for the compile); the bound leaves room for load.
         assert exit_s < 5.0, exit_s
         assert "Traceback" not in process.log()

@@ -217,13 +217,13 @@ def load_matching_bundle(controller: str, model_path: str) -> VehicleBundle:
         BundleError: Missing, corrupt or of another controller kind (one sentence).
     """
     path = resolve_model(model_path or controller_spec(controller).default_model)
-    bundle = load_vehicle_bundle(path)
-    if bundle.controller != controller:
+    held = read_manifest(path)["controller"]  # before the weights are read
+    if held != controller:
         raise BundleError(
-            f"model bundle {path} holds a {bundle.controller!r} model, but this node runs "
+            f"model bundle {path} holds a {held!r} model, but this node runs "
             f"controller {controller!r}"
         )
-    return bundle
+    return load_vehicle_bundle(path)
 
 
 def _from_config(cls: type, config_cls: type) -> Callable[..., Controller]:

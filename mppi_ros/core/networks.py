@@ -77,13 +77,12 @@ def preview_features(model: DynamicsModel, ref: Array, ahead: Array, border: Arr
 
 
 def feature_dim(model: DynamicsModel, preview: int = 0) -> int:
-    """Number of policy features for ``model`` with ``preview`` previewed points."""
-    import numpy as np
-
-    nx = model.state_dim
-    x = jnp.zeros(nx)
-    base = int(np.size(policy_features(model, x, x, jnp.array([0.0, 1.0, 1.0, -1.0]))))
-    return base + PREVIEW_FEATURES * preview
+    """Number of policy features for ``model`` with ``preview`` previewed points (traced
+    abstractly: running the ops would compile each one, seconds on a cold process)."""
+    x = jax.ShapeDtypeStruct((model.state_dim,), jnp.float32)
+    border = jax.ShapeDtypeStruct((4,), jnp.float32)
+    shape = jax.eval_shape(lambda s, r, b: policy_features(model, s, r, b), x, x, border).shape
+    return int(shape[0]) + PREVIEW_FEATURES * preview
 
 
 def refold_input_normalisation(

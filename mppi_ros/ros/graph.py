@@ -56,6 +56,8 @@ class Recording:
     diagnostics: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     diagnostic_levels: dict[str, int] = dataclasses.field(default_factory=dict)
     diagnostic_messages: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Every status received: (time, node, level, message).
+    diagnostic_log: list[tuple[float, str, int, str]] = dataclasses.field(default_factory=list)
     # The controller's lifecycle transitions: (start state, goal state) labels.
     transitions: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
@@ -122,16 +124,19 @@ class Monitor:
             self.recording.timing.append(tuple(msg.data))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        now = time.time()
         with self._lock:
             for status in msg.status:
                 name = status.name.split(":")[0]
-                self.recording.diagnostics[name] = {kv.key: kv.value for kv in status.values}
-                self.recording.diagnostic_levels[name] = (
+                level = (
                     int.from_bytes(status.level, "little")
                     if isinstance(status.level, bytes)
                     else int(status.level)
                 )
+                self.recording.diagnostics[name] = {kv.key: kv.value for kv in status.values}
+                self.recording.diagnostic_levels[name] = level
                 self.recording.diagnostic_messages[name] = status.message
+                self.recording.diagnostic_log.append((now, name, level, status.message))
 
     def _on_transition(self, msg: TransitionEvent) -> None:
         with self._lock:

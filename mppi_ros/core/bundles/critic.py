@@ -125,19 +125,21 @@ def save_soft_mpcritic_bundle(
     return write_bundle(Path(directory), manifest, _critic_state(weights), {})
 
 
-def _critic_state(weights: CriticWeights) -> dict[str, Any]:
+def _critic_tree(weights: CriticWeights) -> dict[str, Any]:
+    """The weights file's layout of ``weights`` (arrays or shape structs)."""
     d = weights.dynamics
-    return jax.tree.map(
-        np.asarray,
-        {
-            "q": weights.q,
-            "dynamics": {
-                "net": d.net,
-                "inputs": {"mean": d.inputs.mean, "std": d.inputs.std},
-                "deltas": {"mean": d.deltas.mean, "std": d.deltas.std},
-            },
+    return {
+        "q": weights.q,
+        "dynamics": {
+            "net": d.net,
+            "inputs": {"mean": d.inputs.mean, "std": d.inputs.std},
+            "deltas": {"mean": d.deltas.mean, "std": d.deltas.std},
         },
-    )
+    }
+
+
+def _critic_state(weights: CriticWeights) -> dict[str, Any]:
+    return jax.tree.map(np.asarray, _critic_tree(weights))
 
 
 def _field(value: Any, key: str) -> Any:
@@ -214,7 +216,8 @@ def load_soft_mpcritic_bundle(
         t = manifest["tuning"]
         tuning = make_soft_tuning(problem.ensemble.act_dim, t["temperature"], 1.0, t["discount"])
         tuning = tuning.replace(noise_std=jax.numpy.asarray(t["noise_std"], jax.numpy.float32))
-        template = _critic_state(problem.init_weights(jax.random.PRNGKey(0)))
+        # Shapes only: initialising the networks for real compiles every op (~20 s cold).
+        template = _critic_tree(jax.eval_shape(problem.init_weights, jax.random.PRNGKey(0)))
     except BundleError:
         raise
     except Exception as err:  # any field the planner cannot be built from is a rejection

@@ -1,9 +1,9 @@
 """What the ``mppi_controller`` node publishes on ``cmd``: the controller's action turned into
-the configured message type, and the brake that holds the car on a fault."""
+the configured message type, and the safe stop that brakes the car along the reference on a
+fault."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -11,48 +11,32 @@ import numpy as np
 from rclpy.publisher import Publisher
 
 from mppi_ros.core.controllers import TrackingTuning
-from mppi_ros.core.dynamics import DynamicsModel
 from mppi_ros.core.prediction import CommandLog
 from mppi_ros.engine import CompiledController
 from mppi_ros.ros import conversions
+from mppi_ros.ros.controller.safe_stop import (
+    CommandLimits,
+    StopPose,
+    dead_reckon,
+    ramp_fraction,
+    stop_control,
+    without_reverse,
+)
 
-
-@dataclasses.dataclass(frozen=True)
-class CommandLimits:
-    """Host-side vehicle values the command encoding needs every cycle, read once per model
-    (reading them from the tuning's device arrays each cycle costs a transfer each)."""
-
-    control_names: tuple[str, ...]
-    speed_index: int | None
-    steering_limits: tuple[float, float] | None
-    wheelbase: float
-
-    @classmethod
-    def from_model(cls, model: DynamicsModel, params: Any) -> CommandLimits:
-        names = model.state_names
-        steering = (float(params.delta_min), float(params.delta_max)) if "delta" in names else None
-        return cls(
-            control_names=tuple(model.control_names),
-            speed_index=names.index("v") if "v" in names else None,
-            steering_limits=steering,
-            wheelbase=float(getattr(params, "lf", 0.5) + getattr(params, "lr", 0.5)),
-        )
-
-    @classmethod
-    def of(cls, compiled: CompiledController) -> CommandLimits:
-        """The limits of ``compiled``'s model at its default parameters."""
-        model = compiled.controller.model
-        return cls.from_model(model, model.physical_params(compiled.default_tuning.model_params))
+__all__ = ["CommandLimits", "CommandOutput"]
 
 
 class CommandOutput:
-    """Encodes and publishes commands; integrates the steering angle the commands imply.
+    """Encodes and publishes commands; integrates the steering angle the commands imply; on a
+    fault, brakes along the last valid reference (:mod:`.safe_stop`), and ramps the commands
+    back in after it.
 
     Args:
         publisher: The ``cmd`` publisher.
         period: The control period (s).
         live: The loop parameters the control thread reads every cycle (``command_type``,
-            ``frame_id``, ``target_lead_time``, ``brake_decel``, ``state_prediction``).
+            ``frame_id``, ``target_lead_time``, ``brake_decel``, ``state_prediction``,
+            ``allow_reverse``, ``recovery_ramp_s``).
     """
 
     def __init__(self, publisher: Publisher, period: float, live: dict[str, Any]) -> None:
@@ -61,6 +45,9 @@ class CommandOutput:
         self.steering = 0.0  # the angle the commands imply, or the last measured one
         self.speed_estimate = 0.0
         self.sent = CommandLog(2)  # controls with their stamps, for latency compensation
+        self._pose: StopPose | None = None  # the last known pose, for the safe stop
+        self._braking = False
+        self._recovered_at: float | None = None  # ROS seconds of the first command after a fault
 
     @property
     def limits(self) -> CommandLimits | None:
@@ -92,46 +79,85 @@ class CommandOutput:
 
     def publish(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
         """The command for ``action`` at ``state``: raw control, or targets led by
-        ``target_lead_time`` (ackermann / twist)."""
+        ``target_lead_time`` (ackermann / twist); guarded by :meth:`_guard`."""
         limits, period = self.limits, self.period
         lead = float(self._live["target_lead_time"])
         speed = float(state[limits.speed_index]) if limits.speed_index is not None else 0.0
         self.speed_estimate = speed
+        self._pose = limits.pose(state)
+        now = conversions.time_to_seconds(stamp)
+        action = self._guard(np.array(action, np.float64), speed, now)
         if limits.steering_limits is not None:
             lo, hi = limits.steering_limits
             self.steering = min(max(self.steering + float(action[0]) * period, lo), hi)
+        target_speed = speed + float(action[-1]) * lead
+        if not self._live["allow_reverse"]:
+            target_speed = max(target_speed, 0.0)
         targets = (
             min(max(self.steering + float(action[0]) * (lead - period), -math.pi), math.pi),
-            speed + float(action[-1]) * lead,
+            target_speed,
         )
+        self._send(action, targets, stamp)
+
+    def _guard(self, action: np.ndarray, speed: float, now: float) -> np.ndarray:
+        """Ramps the controls back in after a fault (each within a growing fraction of its
+        bound) and keeps the acceleration from reversing the car unless ``allow_reverse``."""
+        limits = self.limits
+        if self._braking:
+            self._braking, self._recovered_at = False, now
+        if self._recovered_at is not None and limits.control_low:
+            fraction = ramp_fraction(now - self._recovered_at, float(self._live["recovery_ramp_s"]))
+            if fraction >= 1.0:
+                self._recovered_at = None
+            else:
+                low, high = np.asarray(limits.control_low), np.asarray(limits.control_high)
+                action = np.clip(action, low * fraction, high * fraction)
+        if limits.accel_index is not None and not self._live["allow_reverse"]:
+            i = limits.accel_index
+            action[i] = without_reverse(float(action[i]), speed, self.period)
+        return action
+
+    def brake(
+        self,
+        stamp,
+        state: np.ndarray | None = None,
+        reference_xy: np.ndarray | None = None,
+    ) -> None:
+        """Decelerates at ``brake_decel`` without reversing, steering along ``reference_xy``
+        (the last valid reference) from ``state`` (odometry that passed its own checks), else
+        from the last known pose dead-reckoned; without either it holds the steering angle."""
+        limits, period = self.limits, self.period
+        decel = float(self._live["brake_decel"])
+        if limits is None:  # before any model (unused: configure sets one)
+            self._send(np.zeros(2), (self.steering, 0.0), stamp)
+            return
+        if state is not None:
+            self._pose = limits.pose(state)
+            if limits.speed_index is not None:  # the deceleration holds while the car moves
+                self.speed_estimate = float(state[limits.speed_index])
+        elif self._pose is not None:
+            self._pose = dead_reckon(
+                self._pose, self.speed_estimate, self.steering, limits.wheelbase, period
+            )
+        speed = max(self.speed_estimate, 0.0)
+        self.speed_estimate = max(speed - decel * period, 0.0)
+        action, self.steering = stop_control(
+            limits, self._pose, speed, self.steering, reference_xy, decel, period
+        )
+        lead = float(self._live["target_lead_time"])
+        self._braking = True
+        self._send(action, (self.steering, max(speed - decel * lead, 0.0)), stamp)
+
+    def _send(self, action: np.ndarray, targets: tuple[float, float], stamp) -> None:
+        limits = self.limits
         msg = conversions.encode_command(
             self._live["command_type"],
             action,
             targets,
             stamp,
             self._live["frame_id"],
-            limits.wheelbase,
-            limits.control_names,
-        )
-        self.publisher.publish(msg)
-        self.sent.record(conversions.time_to_seconds(stamp), action)
-
-    def brake(self, stamp) -> None:
-        """Zero steering rate and a deceleration that stops without reversing."""
-        period = self.period
-        decel = float(self._live["brake_decel"])
-        speed = max(self.speed_estimate, 0.0)
-        accel = -min(decel, speed / period)
-        self.speed_estimate = max(speed - decel * period, 0.0)
-        action = np.zeros(len(self.limits.control_names) if self.limits else 2)
-        action[-1] = accel
-        msg = conversions.encode_command(
-            self._live["command_type"],
-            action,
-            (self.steering, 0.0),
-            stamp,
-            self._live["frame_id"],
-            1.0,
+            limits.wheelbase if limits else 1.0,
+            limits.control_names if limits else ("steering_rate", "accel"),
         )
         self.publisher.publish(msg)
         self.sent.record(conversions.time_to_seconds(stamp), action)

@@ -25,6 +25,7 @@ from mppi_ros.realtime.memory import release_free_heap
 from mppi_ros.realtime.scheduling import CycleGate
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import LATCHED
+from mppi_ros.ros.controller.diagnostics import Stages
 from mppi_ros.ros.controller.plausibility import (
     JUMP_SETTLE_S,
     PlausibilityLimits,
@@ -67,9 +68,10 @@ class Continuity:
 
 @dataclasses.dataclass(frozen=True)
 class Checked:
-    """The outcome of one input check: a fault, or the state; once the check got as far as
-    the odometry, the steering angle used (``None`` before) and whether it was measured;
-    with a state, its odometry stamp (ROS seconds)."""
+    """The outcome of one input check: a fault and/or the state (a fault with a state: the
+    odometry passed its checks, the reference did not); once the check got as far as the
+    odometry, the steering angle used (``None`` before) and whether it was measured; with a
+    state, its odometry stamp (ROS seconds)."""
 
     fault: str | None
     state: np.ndarray | None = None
@@ -85,10 +87,13 @@ class InputMonitor:
         node: The node the subscriptions belong to.
         live: The loop parameters read every cycle (``state_timeout``, ``frame_id``).
         cycle_gate: Background work yields to control cycles through it.
+        stages: Where reference builds are marked while they run (for the diagnostics).
     """
 
-    def __init__(self, node: LifecycleNode, live: dict[str, Any], cycle_gate: CycleGate) -> None:
-        self._node, self._live, self._gate = node, live, cycle_gate
+    def __init__(
+        self, node: LifecycleNode, live: dict[str, Any], cycle_gate: CycleGate, stages: Stages
+    ) -> None:
+        self._node, self._live, self._gate, self._stages = node, live, cycle_gate, stages
         self._frame = node.get_parameter("frame_id").value  # read-only
         self._points = int(node.get_parameter("reference_points").value)
         self._joint = node.get_parameter("steering_joint").value  # read-only
@@ -188,7 +193,8 @@ class InputMonitor:
                 latest = self.latest
                 paths = (latest.reference, latest.border_left, latest.border_right)
             try:
-                self._build_track(*paths)
+                with self._stages.busy("reference build"):
+                    self._build_track(*paths)
             except Exception as err:  # any failure is a named fault; the worker lives on
                 self.reference_fault = f"bad_reference: {type(err).__name__}: {err}"
 
@@ -236,13 +242,24 @@ class InputMonitor:
 
     # ------------------------------------------------------------------ the tick's check
 
+    @property
+    def reference_xy(self) -> np.ndarray:
+        """The last valid reference's points (``(N, 2)``; empty before the first)."""
+        return self._reference_xy
+
     def check(self, now: float, model: DynamicsModel, steering: float) -> Checked:
         """The state to control from, or the cause that holds the car. ``steering`` is the
-        angle the commands imply; a recent measurement replaces it."""
+        angle the commands imply; a recent measurement replaces it. A fault of the reference
+        still carries the state when the odometry passed its own checks (the safe stop steers
+        from it)."""
+        checked = self._check_odometry(now, model, steering)
+        if self.reference_fault is not None:
+            return dataclasses.replace(checked, fault=self.reference_fault)
+        return checked
+
+    def _check_odometry(self, now: float, model: DynamicsModel, steering: float) -> Checked:
         latest = self.latest
         odom = latest.odom  # one message throughout: the subscription may replace it
-        if self.reference_fault is not None:
-            return Checked(self.reference_fault)
         if odom is None:
             return Checked("no_state: no odometry received yet")
         if latest.ahead_received > latest.odom_received:
@@ -284,13 +301,21 @@ class InputMonitor:
                 steering=steering,
                 steering_measured=measured,
             )
+        p = odom.pose.pose.position
+        placed = reference_fault(
+            np.array([p.x, p.y]),
+            conversions.quaternion_to_yaw(q),
+            self._reference_xy,
+            self._reference_psi,
+            limits,
+        )
         stamp = conversions.time_to_seconds(odom.header.stamp)
-        return Checked(None, state, steering, measured, stamp)
+        return Checked(placed, state, steering, measured, stamp)
 
     def _plausible_motion(
         self, odom: Odometry, now: float, limits: PlausibilityLimits
     ) -> str | None:
-        """Speed, yaw rate, continuity of the position, and where the reference lies."""
+        """Speed, yaw rate and continuity of the position."""
         p, twist = odom.pose.pose.position, odom.twist.twist
         speed = math.hypot(twist.linear.x, twist.linear.y)
         fault = motion_fault(speed, twist.angular.z, limits)
@@ -311,7 +336,4 @@ class InputMonitor:
             if now < self._jump[1]:
                 return self._jump[0]
             self._jump = None
-        yaw = conversions.quaternion_to_yaw(odom.pose.pose.orientation)
-        return reference_fault(
-            np.array([p.x, p.y]), yaw, self._reference_xy, self._reference_psi, limits
-        )
+        return None

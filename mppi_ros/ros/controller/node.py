@@ -21,14 +21,14 @@ import weakref
 from typing import Any
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Path
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mppi_ros.core.bundles import BundleError
-from mppi_ros.core.catalog import controller_names, controller_spec
+from mppi_ros.core.catalog import controller_names
 from mppi_ros.engine import CompiledController, EngineSpec, compile_controller
 from mppi_ros.realtime import (
     RealtimeSettings,
@@ -38,7 +38,6 @@ from mppi_ros.realtime import (
     settle_after_compile,
 )
 from mppi_ros.realtime.jax_runtime import persistent_cache_writes
-from mppi_ros.realtime.memory import heap_allocator
 from mppi_ros.realtime.scheduling import CycleGate, next_deadline, open_stall_log
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import (
@@ -51,6 +50,12 @@ from mppi_ros.ros.common import (
     spin_until,
 )
 from mppi_ros.ros.controller.commands import CommandLimits, CommandOutput
+from mppi_ros.ros.controller.diagnostics import (
+    DiagnosticsThread,
+    Stages,
+    blocked_stages,
+    controller_status,
+)
 from mppi_ros.ros.controller.health import LoopStats, Watchdog
 from mppi_ros.ros.controller.inputs import InputMonitor
 from mppi_ros.ros.controller.model_checks import check_model_path, check_spec_changes
@@ -77,15 +82,17 @@ class ControllerNode(LifecycleNode):
             self.get_logger(),
             int(self.get_parameter("kept_replaced_steps").value),
         )
-        self.inputs = InputMonitor(self, self.params.live, self.cycle_gate)
+        self.stages = Stages()  # heartbeats and long operations, for the diagnostics
+        self.inputs = InputMonitor(self, self.params.live, self.cycle_gate, self.stages)
         self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._tuning_shown_for: weakref.ref[CompiledController] | None = None
-        self._cstate = None
+        self._cstate, self._stop_reference = None, self.inputs.reference_xy
         self._steering_measured, self._state_steering = False, 0.0
         self._watchdog = Watchdog()
         self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
         self._loop_thread: threading.Thread | None = None
         self._diagnostics_timer = None
+        self._diagnostics_period = 1.0 / float(self.get_parameter("diagnostics_rate").value)
         self._entities: list[Any] = []
         self._output: CommandOutput | None = None
         if self.get_parameter("autostart").value:
@@ -206,12 +213,13 @@ class ControllerNode(LifecycleNode):
             self._loop_stop.set()
             self._loop_thread.join(timeout=2.0)
             self._loop_thread = None
+            self.stages.forget("control")
             self.cycle_gate.stop()
             persistent_cache_writes(True)
             faulthandler.cancel_dump_traceback_later()
         self._swap.retired.clear()
         if self._output is not None:
-            self._output.brake(self.get_clock().now().to_msg())
+            self._output.brake(self.get_clock().now().to_msg(), None, self._stop_reference)
 
     def _create_entities(self) -> None:
         self._prediction_pub = self.create_publisher(Path, "~/prediction", 1)
@@ -222,9 +230,17 @@ class ControllerNode(LifecycleNode):
         # flowing through the node's executor meanwhile.
         self._blocking_services = BlockingServices(self, around=self.cycle_gate.cooperate)
         self._blocking_services.create_service(Trigger, "~/reload_model", self._on_reload_model)
+        # The executor's heartbeat and housekeeping; the diagnostics have their own thread.
         self._diagnostics_timer = self.create_timer(
-            1.0 / float(self.get_parameter("diagnostics_rate").value),
-            self._on_diagnostics_timer,
+            self._diagnostics_period, self._on_housekeeping_timer
+        )
+        self._diagnostics = DiagnosticsThread(
+            NODE_NAME,
+            self._diagnostics_pub,
+            self._diagnostics_period,
+            self._status,
+            lambda: self.get_clock().now().to_msg(),
+            self.cycle_gate.cooperate,
         )
 
     def _release(self) -> None:
@@ -233,7 +249,9 @@ class ControllerNode(LifecycleNode):
         self._entities = []
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics.stop()
             self._diagnostics_timer = None
+            self.stages.forget("executor")
         if self._output is not None:
             for pub in (self._output.publisher, self._prediction_pub, self._timing_pub):
                 self.destroy_publisher(pub)
@@ -285,7 +303,8 @@ class ControllerNode(LifecycleNode):
 
     def _check_spec_changes(self, changes: dict[str, Any]) -> str | None:
         current = {n: self.get_parameter(n).value for n in ("model_path", "backend")}
-        return check_spec_changes(self._controller, changes, current, self._swap.active)
+        with self.stages.busy("model validation"):
+            return check_spec_changes(self._controller, changes, current, self._swap.active)
 
     def _on_reload_model(
         self, request: Trigger.Request, response: Trigger.Response
@@ -319,6 +338,7 @@ class ControllerNode(LifecycleNode):
         start, wall = time.monotonic(), time.time()
         stamp = self.get_clock().now().to_msg()
         self._stats.tick(start)
+        self.stages.beat("control", start)
         self._swap.take_ready(self._install)
         active, output, tuning = self._swap.active, self._output, self.params.tuning
         checked = self.inputs.check(start, active.controller.model, output.steering)
@@ -338,13 +358,14 @@ class ControllerNode(LifecycleNode):
                     self._cstate = cstate
                 else:
                     fault = "nonfinite_output: the controller returned NaN or inf"
-        if fault is not None:
-            output.brake(stamp)
+        if fault is not None:  # a stop along the reference last driven on
+            output.brake(stamp, checked.state, self._stop_reference)
             if self._watchdog.report(fault):
                 self.get_logger().error(f"braking: {fault}")
             self._stats.record(time.monotonic() - start, None)
             return
         output.publish(result.action, state, stamp)
+        self._stop_reference = self.inputs.reference_xy
         end = time.monotonic()
         latency, data_age = end - start, end - self.inputs.latest.odom_received
         self._stats.record(latency, data_age)
@@ -393,41 +414,20 @@ class ControllerNode(LifecycleNode):
             self._tuning_shown_for = weakref.ref(active)
             self.params.show_model_tuning(active, self.params.tuning)
 
-    def _on_diagnostics_timer(self) -> None:
+    def _on_housekeeping_timer(self) -> None:
+        self.stages.beat("executor")
         self._housekeeping()
-        summary = self._stats.summary()
-        cause, swap = self._watchdog.cause, self._swap
-        status = DiagnosticStatus(name=f"{NODE_NAME}: control loop", hardware_id=NODE_NAME)
-        if cause is not None:
-            status.level, status.message = DiagnosticStatus.ERROR, cause
-        elif swap.last_error:
-            status.level, status.message = DiagnosticStatus.WARN, swap.last_error
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "ok"
-        active = swap.active
-        samples = active is not None and controller_spec(active.controller.name).samples
-        values = {
-            "controller": active.controller.name if active else "",
-            "model_id": active.model_id if active else "",
-            "backend": active.spec.backend if active else "",
-            "num_samples": str(active.controller.config.num_samples if samples else 0)
-            if active
-            else "",
-            "watchdog": cause or "ok",
-            "faults": str(self._watchdog.faults),
-            "swaps": str(swap.swaps),
-            "kept_steps": str(len(swap.retired)),
-            "allocator": heap_allocator(),
-            "compiling": str(swap.compiling).lower(),
-            "last_error": swap.last_error,
-            "steering": f"{self._state_steering:.4f}",  # as used in the last state
-            "steering_source": "joint_states" if self._steering_measured else "integrated",
-        }
-        values.update({k: f"{v:.4f}" for k, v in summary.items()})
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(msg)
+
+    def _status(self) -> DiagnosticStatus:
+        """The status the diagnostics thread publishes (see :mod:`.diagnostics`)."""
+        blocked = blocked_stages(
+            self.stages, time.monotonic(), self._diagnostics_period, self._stats.period
+        )
+        steering = (self._state_steering, self._steering_measured)
+        running = self._loop_thread is not None
+        return controller_status(
+            NODE_NAME, self._watchdog, self._swap, self._stats, steering, blocked, running
+        )
 
 
 def main(args: list[str] | None = None, node_class: type[ControllerNode] = ControllerNode) -> None:

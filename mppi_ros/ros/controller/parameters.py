@@ -147,7 +147,26 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     ),
     "brake_decel": (
         5.0,
-        describe("Deceleration (m/s^2) of the brake command.", float_range=(0.1, 50.0)),
+        describe(
+            "Deceleration (m/s^2) of the safe stop, which steers along the last valid "
+            "reference meanwhile.",
+            float_range=(0.1, 50.0),
+        ),
+    ),
+    "allow_reverse": (
+        False,
+        describe(
+            "Whether commands may drive the car backwards; false: no command (nor a recovery "
+            "from a standstill) takes the speed below zero."
+        ),
+    ),
+    "recovery_ramp_s": (
+        0.5,
+        describe(
+            "After a fault, each control is limited to a fraction of its bound growing from "
+            "0.2 to 1 over this many seconds (no saturated jump on recovery); 0: off.",
+            float_range=(0.0, 10.0),
+        ),
     ),
     "target_lead_time": (
         0.05,
@@ -247,6 +266,8 @@ LOOP_PARAMETERS = (
     "command_type",
     "target_lead_time",
     "brake_decel",
+    "allow_reverse",
+    "recovery_ramp_s",
     "state_prediction",
     "max_path_points",
     *PLAUSIBILITY_PARAMETERS,

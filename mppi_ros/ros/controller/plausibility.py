@@ -116,7 +116,10 @@ def reference_fault(
     reference_psi: np.ndarray,
     limits: PlausibilityLimits,
 ) -> str | None:
-    """A reference too far from the car, or running against its heading."""
+    """A reference too far from the car, or running against its heading (``None`` also
+    without a reference)."""
+    if len(reference_xy) == 0:
+        return None
     d2 = np.sum((reference_xy - position) ** 2, axis=1)
     nearest = int(np.argmin(d2))
     distance = math.sqrt(float(d2[nearest]))

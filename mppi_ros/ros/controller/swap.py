@@ -20,7 +20,7 @@ from mppi_ros.engine import CompiledController, EngineSpec, compile_controller
 from mppi_ros.realtime.jax_runtime import release_jax_caches
 from mppi_ros.realtime.memory import freeze_heap, release_free_heap, split_retired
 from mppi_ros.realtime.scheduling import CycleGate
-from mppi_ros.ros.controller.commands import CommandLimits
+from mppi_ros.ros.controller.safe_stop import CommandLimits
 
 # Room (s) a JAX cache-eviction step needs before the next cycle: light ones (one traced
 # function) measured <= 2 ms, heavy ones (a whole LRU cache) <= ~6 ms.

@@ -1,0 +1,132 @@
+"""The safe stop (steering along the last valid reference while braking) against the real
+single-track plant, and the guards around a fault: the recovery ramp and no reverse."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from mppi_ros.core.dynamics import get_dynamics
+from mppi_ros.core.tracks import load_track
+from mppi_ros.core.tracks.track import border_coefficients
+from mppi_ros.ros.controller.safe_stop import (
+    RAMP_FLOOR,
+    CommandLimits,
+    StopPose,
+    dead_reckon,
+    pursuit_steering,
+    ramp_fraction,
+    stop_control,
+    without_reverse,
+)
+
+MODEL = get_dynamics("single_track")
+PARAMS = MODEL.default_params
+LIMITS = CommandLimits.from_model(MODEL, MODEL.physical_params(PARAMS))
+PERIOD, DECEL, HALF_WIDTH = 0.01, 5.0, 0.155
+NAMES = MODEL.state_names
+
+
+@pytest.fixture(scope="module")
+def track():
+    return load_track("default")
+
+
+@pytest.fixture(scope="module")
+def plant_step():
+    return jax.jit(MODEL.discrete(PERIOD))
+
+
+def cornering_state(track, k: int, speed: float, steering_offset: float) -> np.ndarray:
+    """On raceline point ``k`` at ``speed``, turning with the raceline's curvature, the
+    steering angle off by ``steering_offset`` (a controller mid-correction)."""
+    x = np.zeros(MODEL.state_dim, np.float32)
+    x[0], x[1] = track.xy[k]
+    x[NAMES.index("yaw")] = track.psi[k]
+    x[NAMES.index("v")] = speed
+    x[NAMES.index("yaw_rate")] = speed * track.kappa[k]
+    x[NAMES.index("delta")] = math.atan(LIMITS.wheelbase * track.kappa[k]) + steering_offset
+    return x
+
+
+def stop(track, plant_step, x: np.ndarray, steer: bool) -> np.ndarray:
+    """Brakes ``x`` to a standstill; returns the positions passed (``steer``: the safe stop's
+    steering, else the angle held, as the node's brake did before)."""
+    positions = [x[:2].copy()]
+    for _ in range(600):
+        speed = float(x[NAMES.index("v")])
+        if speed < 0.01:
+            break
+        steering = float(x[NAMES.index("delta")])
+        pose = LIMITS.pose(x) if steer else None
+        action, _ = stop_control(LIMITS, pose, speed, steering, track.xy, DECEL, PERIOD)
+        x = np.asarray(plant_step(x, action.astype(np.float32), PARAMS))
+        positions.append(x[:2].copy())
+    assert float(x[NAMES.index("v")]) >= -1e-3, "the stop must not reverse"
+    return np.array(positions)
+
+
+def outside_road(track, positions: np.ndarray) -> float:
+    """How far (m) the car's body got over a road edge (0: always on the road)."""
+    border = border_coefficients(track)
+    nearest = np.argmin(((positions[:, None] - track.xy[None]) ** 2).sum(-1), axis=1)
+    rows = border[nearest]
+    lateral = (rows[:, :2] * positions).sum(-1)
+    over = np.maximum(lateral + HALF_WIDTH - rows[:, 2], rows[:, 3] + HALF_WIDTH - lateral)
+    return float(max(over.max(), 0.0))
+
+
+def test_stops_from_10_mps_stay_on_the_road_where_holding_the_angle_leaves_it(track, plant_step):
+    starts = [
+        cornering_state(track, k, 10.0, offset)
+        for k in np.linspace(0, len(track.xy), 11, endpoint=False).astype(int)
+        for offset in (-0.08, 0.0, 0.08)
+    ]
+    safe = [outside_road(track, stop(track, plant_step, x, steer=True)) for x in starts]
+    held = [outside_road(track, stop(track, plant_step, x, steer=False)) for x in starts]
+    assert max(safe) == 0.0, f"safe stops over the edge by {np.round(safe, 2)}"
+    assert sum(h > 0.0 for h in held) >= 10, "holding the angle should leave the road"
+
+
+def test_pursuit_steers_towards_the_reference():
+    line = np.stack([np.linspace(0.0, 100.0, 201), np.zeros(201)], axis=1)
+    left_of_line = pursuit_steering(StopPose(50.0, 1.0, 0.0), line, 5.0, 0.33)
+    right_of_line = pursuit_steering(StopPose(50.0, -1.0, 0.0), line, 5.0, 0.33)
+    on_line = pursuit_steering(StopPose(50.0, 0.0, 0.0), line, 5.0, 0.33)
+    assert left_of_line < -0.05 and right_of_line > 0.05
+    assert on_line == pytest.approx(0.0, abs=1e-9)
+    assert pursuit_steering(StopPose(0.0, 0.0, 0.0), line[:1], 5.0, 0.33) is None
+
+
+def test_dead_reckoning_follows_a_circle():
+    pose, wheelbase, steering, speed = StopPose(0.0, 0.0, 0.0), 0.33, 0.2, 4.0
+    radius = wheelbase / math.tan(steering)
+    quarter = math.pi / 2 * radius / speed
+    steps = 1000
+    for _ in range(steps):
+        pose = dead_reckon(pose, speed, steering, wheelbase, quarter / steps)
+    assert pose.yaw == pytest.approx(math.pi / 2, rel=1e-6)
+    assert pose.x == pytest.approx(radius, rel=1e-4)
+    assert pose.y == pytest.approx(radius, rel=1e-4)
+
+
+def test_recovery_ramp_and_reverse_guard():
+    assert ramp_fraction(0.0, 0.5) == RAMP_FLOOR
+    assert ramp_fraction(0.25, 0.5) == pytest.approx(RAMP_FLOOR + (1 - RAMP_FLOOR) / 2)
+    assert ramp_fraction(0.5, 0.5) == 1.0 and ramp_fraction(0.1, 0.0) == 1.0
+    assert without_reverse(-9.0, 0.05, 0.01) == pytest.approx(-5.0)
+    assert without_reverse(-9.0, 0.0, 0.01) == 0.0
+    assert without_reverse(2.0, 0.0, 0.01) == 2.0
+
+
+def test_stop_control_brakes_without_reversing_and_limits_the_steering_rate(track):
+    pose = StopPose(*track.xy[0], track.psi[0] + 0.5)  # pointing off the line
+    action, steering = stop_control(LIMITS, pose, 0.02, 0.0, track.xy, DECEL, PERIOD)
+    assert action[1] == pytest.approx(-2.0)  # cancels 0.02 m/s in one period, no more
+    assert LIMITS.control_low[0] <= action[0] < 0.0  # turning back, within the servo rate
+    assert steering == pytest.approx(action[0] * PERIOD)
+    held, angle = stop_control(LIMITS, None, 3.0, 0.1, track.xy, DECEL, PERIOD)
+    assert held[0] == 0.0 and angle == 0.1 and held[1] == -DECEL
