@@ -83,3 +83,17 @@ def test_every_published_track_passes_its_own_border_check(name):
     assert border_fault(node_border(track)) is None
     fault = border_fault(node_border(track, shift=(3.0, 0.0)))
     assert fault is not None and fault.startswith("inconsistent_borders: ")
+
+
+@pytest.mark.parametrize("frame", ["", "m", "map", "mapp", "a_longer_frame_name"])
+@pytest.mark.parametrize("count", [0, 1, 7, 1300])
+def test_the_pose_count_is_read_from_a_serialized_path(frame, count):
+    """Oversized paths are refused from their bytes, before any deserialization."""
+    from rclpy.serialization import serialize_message
+
+    from mppi_ros.ros import conversions
+
+    xy = np.random.default_rng(0).random((count, 2))
+    raw = serialize_message(conversions.make_path(xy, frame, conversions.seconds_to_time(1.0)))
+    assert conversions.path_pose_count(raw) == count
+    assert conversions.path_pose_count(raw[:10]) is None

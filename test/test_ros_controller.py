@@ -425,9 +425,10 @@ def test_bad_input_brakes_reports_and_recovers(active, fault, cause):
     cmds = np.array(vehicle.commands_since(t0))
     assert len(cmds) and np.all(cmds[:, 1] <= 0.0), "brake while faulted"
     assert np.all(np.abs(cmds[:, 0]) <= 3.2), "steering within the servo's rate"
-    if fault in ("far", "reversed", "borders", "reference", "noise"):
+    if fault in ("borders", "reference", "noise"):
         # The odometry itself is good: the brake holds its deceleration while the car moves
-        # (the rig holds it at 5 m/s).
+        # (the rig holds it at 5 m/s). A car far from the reference or facing against it is
+        # not trusted: that stop dead-reckons.
         assert np.allclose(cmds[:, 1], -5.0), cmds[:, 1]
     assert int(diag(monitor)["faults"]) > faults
     levels = monitor.recording.diagnostic_levels

@@ -16,7 +16,6 @@ from mppi_ros.ros.controller.safe_stop import (
     RAMP_FLOOR,
     CommandLimits,
     StopPose,
-    dead_reckon,
     pursuit_steering,
     ramp_fraction,
     stop_control,
@@ -52,10 +51,13 @@ def cornering_state(track, k: int, speed: float, steering_offset: float) -> np.n
     return x
 
 
-def stop(track, plant_step, x: np.ndarray, steer: bool) -> np.ndarray:
+def stop(track, plant_step, x: np.ndarray, steer: bool, delay: int = 2) -> np.ndarray:
     """Brakes ``x`` to a standstill; returns the positions passed (``steer``: the safe stop's
-    steering, else the angle held, as the node's brake did before)."""
+    steering, else the angle held, as the node's brake did before). Steering commands reach
+    the plant ``delay`` periods late (the F1TENTH servo), so the measured angle the law reads
+    lags what it commanded."""
     positions = [x[:2].copy()]
+    queued = [0.0] * delay
     for _ in range(600):
         speed = float(x[NAMES.index("v")])
         if speed < 0.01:
@@ -63,6 +65,8 @@ def stop(track, plant_step, x: np.ndarray, steer: bool) -> np.ndarray:
         steering = float(x[NAMES.index("delta")])
         pose = LIMITS.pose(x) if steer else None
         action, _ = stop_control(LIMITS, pose, speed, steering, track.xy, DECEL, PERIOD)
+        queued.append(float(action[0]))
+        action[0] = queued.pop(0)
         x = np.asarray(plant_step(x, action.astype(np.float32), PARAMS))
         positions.append(x[:2].copy())
     assert float(x[NAMES.index("v")]) >= -1e-3, "the stop must not reverse"
@@ -91,6 +95,36 @@ def test_stops_from_10_mps_stay_on_the_road_where_holding_the_angle_leaves_it(tr
     assert sum(h > 0.0 for h in held) >= 10, "holding the angle should leave the road"
 
 
+def chatter(track, plant_step, x: np.ndarray, lag: int = 3) -> int:
+    """Sign changes of the stop's steering rate, its measured angle ``lag`` periods old and
+    its commands 2 periods late."""
+    queued, seen, rates = [0.0, 0.0], [float(x[NAMES.index("delta")])] * (lag + 1), []
+    while float(x[NAMES.index("v")]) > 0.01:
+        speed = float(x[NAMES.index("v")])
+        action, _ = stop_control(
+            LIMITS, LIMITS.pose(x), speed, seen[-1 - lag], track.xy, DECEL, PERIOD
+        )
+        rates.append(float(action[0]))
+        queued.append(float(action[0]))
+        action[0] = queued.pop(0)
+        x = np.asarray(plant_step(x, action.astype(np.float32), PARAMS))
+        seen.append(float(x[NAMES.index("delta")]))
+    signs = np.sign(rates)
+    return int(np.sum(signs[1:] * signs[:-1] < 0))
+
+
+def test_the_stop_steers_smoothly_against_a_lagging_measurement(track, plant_step, monkeypatch):
+    """The steering closes its gap with a time constant: closing it within one period (as a
+    first version did) chattered between the rate limits in the node graph."""
+    import mppi_ros.ros.controller.safe_stop as safe_stop
+
+    starts = [cornering_state(track, k, 9.0, 0.0) for k in (0, 354)]
+    smooth = max(chatter(track, plant_step, x) for x in starts)
+    monkeypatch.setattr(safe_stop, "STEER_TIME_S", 0.0)
+    one_period = min(chatter(track, plant_step, x) for x in starts)
+    assert smooth <= 8 and one_period >= 2 * smooth, (smooth, one_period)
+
+
 def test_pursuit_steers_towards_the_reference():
     line = np.stack([np.linspace(0.0, 100.0, 201), np.zeros(201)], axis=1)
     left_of_line = pursuit_steering(StopPose(50.0, 1.0, 0.0), line, 5.0, 0.33)
@@ -99,18 +133,6 @@ def test_pursuit_steers_towards_the_reference():
     assert left_of_line < -0.05 and right_of_line > 0.05
     assert on_line == pytest.approx(0.0, abs=1e-9)
     assert pursuit_steering(StopPose(0.0, 0.0, 0.0), line[:1], 5.0, 0.33) is None
-
-
-def test_dead_reckoning_follows_a_circle():
-    pose, wheelbase, steering, speed = StopPose(0.0, 0.0, 0.0), 0.33, 0.2, 4.0
-    radius = wheelbase / math.tan(steering)
-    quarter = math.pi / 2 * radius / speed
-    steps = 1000
-    for _ in range(steps):
-        pose = dead_reckon(pose, speed, steering, wheelbase, quarter / steps)
-    assert pose.yaw == pytest.approx(math.pi / 2, rel=1e-6)
-    assert pose.x == pytest.approx(radius, rel=1e-4)
-    assert pose.y == pytest.approx(radius, rel=1e-4)
 
 
 def test_recovery_ramp_and_reverse_guard():

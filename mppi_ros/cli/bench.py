@@ -205,6 +205,30 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_faults(args: argparse.Namespace) -> int:
+    """``mppi-ros bench faults``: the node graph through a campaign of faults."""
+    from mppi_ros.ros import fault_bench
+
+    try:
+        config = fault_bench.FaultBench(
+            track=args.track,
+            controller=args.controller,
+            speed=args.speed,
+            cases=tuple(args.cases.split(",")) if args.cases else fault_bench.CASE_NAMES,
+            fault_s=args.fault_seconds,
+            log_dir=args.log_dir,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    report = fault_bench.run_fault_bench(config, log=log)
+    if args.plot:
+        fault_bench.plot_fault_bench(report, args.plot)
+    _emit(report, args.json)
+    return 0 if report["crashes"] == 0 else 1
+
+
 def _add_soft_mpcritic_bench_args(p: argparse.ArgumentParser, seeds: int, what: str) -> None:
     """Adds the options shared by the softMPCritic benchmarks.
 
@@ -323,6 +347,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)
+
+    flt = bench_sub.add_parser(
+        "faults", help="real nodes through bad input and process faults: brake, offset, recovery"
+    )
+    flt.add_argument("--track", default="default")
+    flt.add_argument("--controller", default="step_mppi")
+    flt.add_argument("--speed", type=float, default=10.0, help="reference speed (m/s)")
+    flt.add_argument("--cases", default="", help="comma-separated cases (default: all)")
+    flt.add_argument("--fault-seconds", type=float, default=4.0, help="length of each fault")
+    flt.add_argument("--log-dir", default=None, help="node logs (default: a temp folder)")
+    flt.add_argument("--plot", default=None, help="one-page PNG")
+    flt.add_argument("--json", default=None)
+    flt.set_defaults(func=cmd_bench_faults)
 
     smb = bench_sub.add_parser(
         "soft-mpcritic", help="softMPCritic learning curves over seeds (median, 20-80 %% band)"

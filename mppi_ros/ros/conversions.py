@@ -10,6 +10,7 @@ sensor_msgs/JointState when that is published, and integrates its own commands o
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -263,3 +264,22 @@ def decode_command(msg) -> tuple[str, np.ndarray]:
     if isinstance(msg, TwistStamped):
         return "twist", np.array([msg.twist.angular.z, msg.twist.linear.x])
     return "targets", np.array([msg.drive.steering_angle, msg.drive.speed])
+
+
+def path_pose_count(raw: bytes) -> int | None:
+    """The pose count of a serialized nav_msgs/Path, read from its CDR bytes without
+    deserializing (``None`` for bytes too short to hold one).
+
+    The layout: a 4-byte encapsulation header (byte 1: 1 little-endian, 0 big-endian), the
+    header's stamp (8 bytes), its frame_id (uint32 length with the terminating NUL, the
+    characters, padding to 4 bytes), then the uint32 length of ``poses``.
+    """
+    if len(raw) < 20:
+        return None
+    order = "<" if raw[1] == 1 else ">"
+    (frame_length,) = struct.unpack_from(order + "I", raw, 12)
+    offset = 16 + frame_length
+    offset += -(offset - 4) % 4
+    if offset + 4 > len(raw):
+        return None
+    return struct.unpack_from(order + "I", raw, offset)[0]

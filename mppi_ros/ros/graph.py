@@ -290,18 +290,22 @@ def driving_graph(
     startup_timeout: float,
     log: Callable[[str], None] = lambda _: None,
     allocator: str = "auto",
+    args: dict[str, tuple[str, ...]] | None = None,
+    setup: Callable[[Monitor], None] = lambda _: None,
 ) -> Iterator[tuple[NodeProcesses, Monitor]]:
     """Starts the node processes and a monitor, waits until the controller drives and resets
     the car to the start line; on exit stops everything (``processes.exit_codes``). The
     controller runs with heap ``allocator``
-    (:func:`mppi_ros.realtime.memory.allocator_environment`).
+    (:func:`mppi_ros.realtime.memory.allocator_environment`); ``args``: extra ``--ros-args``
+    per node (remappings); ``setup`` runs on the monitor before the graph must drive.
     """
     env = {"mppi_controller": allocator_environment(allocator)}
     domain = pick_domain_id()
     log(f"starting {', '.join(params)} (ROS_DOMAIN_ID={domain})")
-    processes = NodeProcesses(params, domain, log_dir, env)
+    processes = NodeProcesses(params, domain, log_dir, env, args)
     monitor = Monitor(domain, command_type)
     try:
+        setup(monitor)
         wait_until_driving(monitor, processes, startup_timeout)
         reply = monitor.trigger("/vehicle_simulator/reset")
         if not reply.success:

@@ -27,6 +27,7 @@ NODE_MODULES = {
     "track_publisher": "mppi_ros.ros.track_publisher_node",
     "vehicle_simulator": "mppi_ros.ros.simulator_node",
     "mppi_controller": "mppi_ros.ros.controller_node",
+    "fault_relay": "mppi_ros.ros.fault_relay_node",  # mppi-ros bench faults
 }
 
 
@@ -257,8 +258,10 @@ class NodeProcesses:
         domain_id: int,
         log_dir: Path,
         env: Mapping[str, Mapping[str, str]] | None = None,
+        args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        """``env``: extra environment variables per node name."""
+        """``env``: extra environment variables per node name; ``args``: extra ``--ros-args``
+        per node name (remappings)."""
         self.log_dir = Path(log_dir)
         self.params_file = write_params_file(self.log_dir / "params.yaml", params)
         self.exit_codes: dict[str, int | None] = {}
@@ -267,6 +270,7 @@ class NodeProcesses:
                 NODE_MODULES[name],
                 self.params_file,
                 domain_id,
+                extra_args=(args or {}).get(name, ()),
                 env=(env or {}).get(name),
                 log_path=self.log_dir / f"{name}.log",
             )

@@ -16,8 +16,6 @@ from mppi_ros.engine import CompiledController
 from mppi_ros.ros import conversions
 from mppi_ros.ros.controller.safe_stop import (
     CommandLimits,
-    StopPose,
-    dead_reckon,
     ramp_fraction,
     stop_control,
     without_reverse,
@@ -45,7 +43,8 @@ class CommandOutput:
         self.steering = 0.0  # the angle the commands imply, or the last measured one
         self.speed_estimate = 0.0
         self.sent = CommandLog(2)  # controls with their stamps, for latency compensation
-        self._pose: StopPose | None = None  # the last known pose, for the safe stop
+        # The last known state and when (ROS s), for the safe stop.
+        self._state: tuple[np.ndarray, float] | None = None
         self._braking = False
         self._recovered_at: float | None = None  # ROS seconds of the first command after a fault
 
@@ -84,8 +83,8 @@ class CommandOutput:
         lead = float(self._live["target_lead_time"])
         speed = float(state[limits.speed_index]) if limits.speed_index is not None else 0.0
         self.speed_estimate = speed
-        self._pose = limits.pose(state)
         now = conversions.time_to_seconds(stamp)
+        self._state = (np.asarray(state, np.float32), now)
         action = self._guard(np.array(action, np.float64), speed, now)
         if limits.steering_limits is not None:
             lo, hi = limits.steering_limits
@@ -122,27 +121,36 @@ class CommandOutput:
         stamp,
         state: np.ndarray | None = None,
         reference_xy: np.ndarray | None = None,
+        compiled: CompiledController | None = None,
+        tuning: TrackingTuning | None = None,
     ) -> None:
         """Decelerates at ``brake_decel`` without reversing, steering along ``reference_xy``
         (the last valid reference) from ``state`` (odometry that passed its own checks), else
-        from the last known pose dead-reckoned; without either it holds the steering angle."""
+        from the last known state driven forward by ``compiled``'s model with the commands
+        sent since; without either it holds the steering angle."""
         limits, period = self.limits, self.period
         decel = float(self._live["brake_decel"])
+        now = conversions.time_to_seconds(stamp)
         if limits is None:  # before any model (unused: configure sets one)
             self._send(np.zeros(2), (self.steering, 0.0), stamp)
             return
         if state is not None:
-            self._pose = limits.pose(state)
+            self._state = (np.asarray(state, np.float32), now)
+        elif self._state is not None and compiled is not None and tuning is not None:
+            # The dynamics model, not a kinematic bicycle: dead-reckoned kinematically, a
+            # stop from 10 m/s in a corner ended up to 1.7 rad and 5 m off (the car slips).
+            last, since = self._state
+            controls, durations = self.sent.schedule(since, now)
+            self._state = (compiled.predict_state(last, controls, durations, tuning), now)
+        pose = None
+        if self._state is not None:
+            pose = limits.pose(self._state[0])
             if limits.speed_index is not None:  # the deceleration holds while the car moves
-                self.speed_estimate = float(state[limits.speed_index])
-        elif self._pose is not None:
-            self._pose = dead_reckon(
-                self._pose, self.speed_estimate, self.steering, limits.wheelbase, period
-            )
+                self.speed_estimate = float(self._state[0][limits.speed_index])
         speed = max(self.speed_estimate, 0.0)
         self.speed_estimate = max(speed - decel * period, 0.0)
         action, self.steering = stop_control(
-            limits, self._pose, speed, self.steering, reference_xy, decel, period
+            limits, pose, speed, self.steering, reference_xy, decel, period
         )
         lead = float(self._live["target_lead_time"])
         self._braking = True

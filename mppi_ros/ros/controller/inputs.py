@@ -1,6 +1,7 @@
 """What the ``mppi_controller`` node reads: odometry, the measured steering angle and the
-reference path with its borders. Subscription callbacks only store the latest message; the
-reference is turned into track arrays on a worker thread; the control tick asks
+reference path with its borders. Subscription callbacks only store the latest message (paths
+serialized, their size read from the bytes); the newest paths are deserialized and turned into
+track arrays on a worker thread; the control tick asks
 :meth:`InputMonitor.check` for the state to control from, or the fault that holds the car."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from nav_msgs.msg import Odometry, Path
 from rclpy.lifecycle import LifecycleNode
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 
 from mppi_ros.core.dynamics import DynamicsModel
@@ -37,6 +39,7 @@ from mppi_ros.ros.controller.plausibility import (
 )
 
 NO_REFERENCE = "no_reference: no reference path received yet"
+PATH_LABELS = ("reference", "border_left", "border_right")
 
 
 @dataclasses.dataclass
@@ -47,9 +50,11 @@ class Latest:
     odom_received: float = 0.0  # monotonic seconds
     odom_stamp: float = -math.inf
     out_of_order: bool = False
-    reference: Path | None = None
-    border_left: Path | None = None
-    border_right: Path | None = None
+    # The paths as serialized messages: deserializing a 1,300-pose path takes ~60 ms (a
+    # 200,000-pose one ~9 s), so it happens on the build worker, for the newest only.
+    reference: bytes | None = None
+    border_left: bytes | None = None
+    border_right: bytes | None = None
     steering: float | None = None  # measured, from joint_states
     steering_received: float = -math.inf  # monotonic seconds
     ahead_s: float = 0.0  # how far ahead of the clock the last dropped odometry was stamped
@@ -113,15 +118,15 @@ class InputMonitor:
         self._pool = pool
         subs = [
             (Odometry, "odom", self._on_odom, qos_profile_sensor_data),
-            (Path, "reference", self._on_reference, LATCHED),
-            (Path, "border_left", self._on_border_left, LATCHED),
-            (Path, "border_right", self._on_border_right, LATCHED),
+            (JointState, "joint_states", self._on_joint_states, qos_profile_sensor_data),
         ]
-        if self._joint:
-            subs.append(
-                (JointState, "joint_states", self._on_joint_states, qos_profile_sensor_data)
-            )
-        return [self._node.create_subscription(t, topic, cb, qos) for t, topic, cb, qos in subs]
+        if not self._joint:
+            subs.pop()
+        made = [self._node.create_subscription(t, topic, cb, qos) for t, topic, cb, qos in subs]
+        for label in PATH_LABELS:  # raw: the executor thread never deserializes a path
+            store = lambda raw, label=label: self._store_path(label, raw)
+            made.append(self._node.create_subscription(Path, label, store, LATCHED, raw=True))
+        return made
 
     def reset(self) -> None:
         """Forgets every message (cleanup): the next configure starts without data."""
@@ -153,25 +158,19 @@ class InputMonitor:
             self.latest.steering = position
             self.latest.steering_received = time.monotonic()
 
-    def _on_reference(self, msg: Path) -> None:
-        self._store_path("reference", msg)
-
-    def _on_border_left(self, msg: Path) -> None:
-        self._store_path("border_left", msg)
-
-    def _on_border_right(self, msg: Path) -> None:
-        self._store_path("border_right", msg)
-
-    def _store_path(self, label: str, msg: Path) -> None:
+    def _store_path(self, label: str, raw: bytes) -> None:
         limit = int(self._live["max_path_points"])
-        if len(msg.poses) > limit:  # refused before any conversion work
+        count = conversions.path_pose_count(raw)
+        if count is None or count > limit:  # refused before any conversion work
             self._refused[label] = (
-                f"path_too_large: {label} has {len(msg.poses)} points (max_path_points {limit})"
+                f"path_too_large: {label} has {count} points (max_path_points {limit})"
+                if count is not None
+                else f"bad_reference: {label} is not a readable nav_msgs/Path"
             )
             self.reference_fault = self._refused[label]
             return
         self._refused.pop(label, None)  # the fault holds until this path comes back valid
-        setattr(self.latest, label, msg)
+        setattr(self.latest, label, raw)
         latest = self.latest
         if None in (latest.reference, latest.border_left, latest.border_right):
             return
@@ -198,12 +197,9 @@ class InputMonitor:
             except Exception as err:  # any failure is a named fault; the worker lives on
                 self.reference_fault = f"bad_reference: {type(err).__name__}: {err}"
 
-    def _build_track(self, reference: Path, left: Path, right: Path) -> None:
-        for label, msg in (
-            ("reference", reference),
-            ("border_left", left),
-            ("border_right", right),
-        ):
+    def _build_track(self, *raw: bytes) -> None:
+        reference, left, right = (deserialize_message(r, Path) for r in raw)
+        for label, msg in zip(PATH_LABELS, (reference, left, right), strict=True):
             if msg.header.frame_id != self._frame:
                 self.reference_fault = (
                     f"frame_mismatch: {label} is in frame {msg.header.frame_id!r}, "
@@ -310,7 +306,9 @@ class InputMonitor:
             limits,
         )
         stamp = conversions.time_to_seconds(odom.header.stamp)
-        return Checked(placed, state, steering, measured, stamp)
+        if placed is not None:  # the car's position or the reference is wrong: trust neither
+            return Checked(placed, None, steering, measured)
+        return Checked(None, state, steering, measured, stamp)
 
     def _plausible_motion(
         self, odom: Odometry, now: float, limits: PlausibilityLimits

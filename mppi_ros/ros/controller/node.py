@@ -6,10 +6,8 @@ publish a brake command and release what the state owns. Threads: the executor's
 only store the latest message (:mod:`.inputs`); the control loop runs in a thread of its own
 at absolute deadlines; ``~/reload_model``, whose reply waits for the swap, is served on a
 helper thread; model and shape changes compile in a worker thread and swap in between two
-control cycles (:mod:`.swap`); the reference paths are turned into track arrays by a second
-worker. Parameters are validated by :mod:`.parameters_handler`, commands encoded by
-:mod:`.commands`. The math is :mod:`mppi_ros.engine` / :mod:`mppi_ros.core` (no ROS there).
-"""
+control cycles (:mod:`.swap`); a worker builds the reference; :mod:`.diagnostics` has a thread.
+See :mod:`.parameters_handler`, :mod:`.commands`, :mod:`.safe_stop`, :mod:`mppi_ros.engine`."""
 
 from __future__ import annotations
 
@@ -91,9 +89,8 @@ class ControllerNode(LifecycleNode):
         self._watchdog = Watchdog()
         self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
         self._loop_thread: threading.Thread | None = None
-        self._diagnostics_timer = None
+        self._diagnostics_timer, self._entities = None, []
         self._diagnostics_period = 1.0 / float(self.get_parameter("diagnostics_rate").value)
-        self._entities: list[Any] = []
         self._output: CommandOutput | None = None
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._on_autostart)
@@ -193,10 +190,7 @@ class ControllerNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stop_control()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+    on_shutdown = on_cleanup  # the same brake and release
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error("lifecycle error: braking and releasing resources")
@@ -219,7 +213,12 @@ class ControllerNode(LifecycleNode):
             faulthandler.cancel_dump_traceback_later()
         self._swap.retired.clear()
         if self._output is not None:
-            self._output.brake(self.get_clock().now().to_msg(), None, self._stop_reference)
+            self._brake(self.get_clock().now().to_msg())
+
+    def _brake(self, stamp, state=None) -> None:
+        """The safe stop along the reference last driven on (see :mod:`.safe_stop`)."""
+        active, tuning = self._swap.active, self.params.tuning
+        self._output.brake(stamp, state, self._stop_reference, active, tuning)
 
     def _create_entities(self) -> None:
         self._prediction_pub = self.create_publisher(Path, "~/prediction", 1)
@@ -359,7 +358,7 @@ class ControllerNode(LifecycleNode):
                 else:
                     fault = "nonfinite_output: the controller returned NaN or inf"
         if fault is not None:  # a stop along the reference last driven on
-            output.brake(stamp, checked.state, self._stop_reference)
+            self._brake(stamp, checked.state)
             if self._watchdog.report(fault):
                 self.get_logger().error(f"braking: {fault}")
             self._stats.record(time.monotonic() - start, None)

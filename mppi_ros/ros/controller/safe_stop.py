@@ -3,9 +3,10 @@
 On a fault the node decelerates along the last valid reference: pure pursuit (the geometric
 law ``delta = atan(2 W sin(alpha) / L)``) towards the reference point a lookahead ``L`` ahead
 of the car. The car's pose is the latest odometry that passed its own checks (a fault of the
-reference still has one), else the last good pose dead-reckoned with a kinematic bicycle and
-the brake's own commands. Holding the last steering angle instead left the road in 5 of 11
-brakes from 10 m/s.
+reference still has one), else the last good state driven forward by the controller's own
+dynamics model with the brake's commands
+(:meth:`mppi_ros.ros.controller.commands.CommandOutput.brake`). Holding the last steering angle
+instead left the road in 5 of 11 brakes from 10 m/s.
 
 After a fault, commands are ramped back in: each control is clipped to a fraction of its bound
 that grows linearly from :data:`RAMP_FLOOR` to 1 over ``recovery_ramp_s``, so the first
@@ -27,6 +28,10 @@ LOOKAHEAD_TIME_S = 0.3  # lookahead distance per m/s of speed
 LOOKAHEAD_MIN_M = 1.0
 LOOKAHEAD_MAX_M = 4.0
 RAMP_FLOOR = 0.2  # fraction of each control bound allowed on the first command after a fault
+# Time constant of the steering towards the pursuit angle. Closing the whole gap within one
+# period chattered between full left and full right rate against a measured angle that lags
+# the commands (servo delay, transport): seen in `mppi-ros bench faults`.
+STEER_TIME_S = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +92,6 @@ class CommandLimits:
         return StopPose(float(state[i]), float(state[j]), float(state[h]))
 
 
-def dead_reckon(
-    pose: StopPose, speed: float, steering: float, wheelbase: float, dt: float
-) -> StopPose:
-    """``pose`` moved ``dt`` seconds on a kinematic bicycle at ``speed`` and ``steering``."""
-    yaw = pose.yaw + speed * math.tan(steering) / wheelbase * dt
-    mid = 0.5 * (pose.yaw + yaw)
-    return StopPose(pose.x + speed * math.cos(mid) * dt, pose.y + speed * math.sin(mid) * dt, yaw)
-
-
 def pursuit_steering(
     pose: StopPose, reference_xy: np.ndarray, speed: float, wheelbase: float
 ) -> float | None:
@@ -149,7 +145,7 @@ def stop_control(
         target = pursuit_steering(pose, reference_xy, speed, limits.wheelbase)
     if target is not None and limits.steering_limits is not None and limits.control_low:
         lo, hi = limits.steering_limits
-        rate = (min(max(target, lo), hi) - steering) / period
+        rate = (min(max(target, lo), hi) - steering) / max(STEER_TIME_S, period)
         action[0] = min(max(rate, limits.control_low[0]), limits.control_high[0])
         steering = min(max(steering + action[0] * period, lo), hi)
     return action, steering
