@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from nav_msgs.msg import Odometry, Path
@@ -29,6 +31,7 @@ from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.tracks import load_track
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import LATCHED
+from mppi_ros.ros.controller.parameters import PARAMETERS
 from mppi_ros.ros.graph import Monitor
 from mppi_ros.ros.processes import NodeProcess, NodeProcesses, pick_domain_id, write_params_file
 from mppi_ros.sim.closed_loop import start_state
@@ -707,3 +710,89 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
     finally:
         monitor.close()
         process.stop()
+
+
+PARAMETER_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=9)
+    | st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=4)
+    | st.lists(st.booleans(), max_size=3)
+)
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 1e30, -1e308])
+
+
+def same_type(old) -> st.SearchStrategy:
+    """Values of ``old``'s ROS type, extremes included."""
+    if isinstance(old, bool):
+        return st.booleans()
+    if isinstance(old, int):
+        return st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.integers(-2, 5000)
+    if isinstance(old, float):
+        return FLOATS | st.floats(-10.0, 100.0)
+    if isinstance(old, str):
+        return st.sampled_from(["", "/", "..", "onnx", "jax", "/nonexistent", "f1tenth_dpc"])
+    if isinstance(old, list) and old and isinstance(old[0], float):
+        return st.lists(FLOATS | st.floats(0.0, 10.0), min_size=1, max_size=9)
+    return PARAMETER_VALUES
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzzed_parameters_are_rejected_or_applied_and_never_crash_the_node(active, data):
+    """Any value of any type for any declared parameter: the reply comes, a rejected value
+    leaves the old one, the node stays alive (an accepted one is put back)."""
+    processes, monitor, _, _ = active
+    # Sizes that compile a new step (num_samples, horizon) have tests of their own.
+    names = sorted(set(PARAMETERS) - {"num_samples", "horizon"})
+    name = data.draw(st.sampled_from([*names, "temperature", "noise_std", "q_weights"]))
+    old = get_parameter(monitor, name)
+    if old is None:
+        return  # no old value to put back
+    value = data.draw(st.one_of(same_type(old), PARAMETER_VALUES))  # mostly of the right type
+    if value is None or (isinstance(value, list) and not value):
+        return  # no ROS parameter type to send
+    try:
+        result = monitor.set_parameters(CTRL, **{name: value})[0]
+    except (TypeError, ValueError, OverflowError):
+        return  # rclpy refuses to build the request on this side: nothing was sent
+    assert processes.dead() == [], processes.log(CTRL)[-3000:]
+    if not result.successful:
+        assert get_parameter(monitor, name) == old or old != old  # NaN never equals itself
+    elif old is not None:
+        assert monitor.set_parameters(CTRL, **{name: old})[0].successful
+
+
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    field=st.sampled_from(
+        [
+            "pose.pose.position.x",
+            "pose.pose.position.y",
+            "pose.pose.orientation.z",
+            "pose.pose.orientation.w",
+            "twist.twist.linear.x",
+            "twist.twist.linear.y",
+            "twist.twist.angular.z",
+        ]
+    ),
+    value=FLOATS,
+    path=st.lists(st.tuples(FLOATS, FLOATS), max_size=6),
+)
+def test_fuzzed_messages_never_crash_or_blind_the_node(active, field, value, path):
+    """Odometry with any float in a field and reference paths of any few points: the node
+    stays alive, keeps publishing diagnostics, and drives again once good input returns."""
+    processes, monitor, vehicle, _ = active
+    vehicle.edit = setter(field, value)()
+    vehicle.publish_track(np.array(path, float).reshape(-1, 2))
+    time.sleep(0.15)
+    heard = len(monitor.recording.diagnostic_log)
+    time.sleep(0.6)
+    assert len(monitor.recording.diagnostic_log) > heard, "diagnostics kept coming"
+    assert processes.dead() == [], processes.log(CTRL)[-3000:]
+    vehicle.edit = None
+    vehicle.publish_track()
+    wait_watchdog(monitor, "ok", 15.0)

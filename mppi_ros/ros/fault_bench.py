@@ -235,6 +235,9 @@ class Campaign:
         start()
         time.sleep(bench.fault_s)
         t_restore = time.time()
+        # Excursions while the fault lasted (the stop); driving off again afterwards is the
+        # controller's business, not the stop's.
+        during = int(monitor.diagnostic("vehicle_simulator").get("border_violations", 0))
         end()
         recovered = None
         deadline = time.monotonic() + bench.recover_timeout_s
@@ -245,9 +248,10 @@ class Campaign:
                 break
             time.sleep(0.02)
         time.sleep(max(RECOVERY_WINDOW_S, 0.5))
-        return self._measure(case, t_inject, t_restore, recovered, log_start, violations)
+        left_road = during != violations
+        return self._measure(case, t_inject, t_restore, recovered, log_start, left_road)
 
-    def _measure(self, case, t_inject, t_restore, recovered, log_start, violations) -> dict:
+    def _measure(self, case, t_inject, t_restore, recovered, log_start, left_road) -> dict:
         monitor = self.monitor
         statuses = [
             (t, message)
@@ -260,7 +264,6 @@ class Campaign:
         times = [t_inject, *(t for t, _ in statuses if t_inject <= t <= end), end]
         odom = np.array([r for r in monitor.recording.odom if t_inject <= r[0] <= end])
         offsets = lateral_errors(self.track, odom[:, 1:3]) if len(odom) else np.zeros(0)
-        after = int(monitor.diagnostic("vehicle_simulator").get("border_violations", 0))
         saturated = None
         if recovered is not None:
             window = self.relay.commands_between(recovered, recovered + RECOVERY_WINDOW_S)
@@ -281,7 +284,7 @@ class Campaign:
             "brake_latency_ms": brake,
             "max_offset_m": round(float(np.max(np.abs(offsets))), 3) if len(offsets) else None,
             # A killed or stopped process: its own counter restarts, or nothing is commanded.
-            "stopped_inside_borders": None if case.kind == "process" else after == violations,
+            "stopped_inside_borders": None if case.kind == "process" else not left_road,
             "diagnostics_max_gap_s": round(float(np.max(np.diff(times))), 3),
             "recovery_s": None if recovered is None else round(recovered - t_restore, 3),
             "saturated_after_recovery": saturated,
