@@ -66,6 +66,13 @@ def test_reference_far_or_against_the_heading():
     assert back is not None and back.startswith("reference_reversed: the reference heads 180")
     wrapped = reference_fault(start, psi + 2 * math.pi - 0.1, track.xy, track.psi, LIMITS)
     assert wrapped is None  # headings compare modulo a turn
+    # Hysteresis: once failed, a check clears only inside 80 % of its limit.
+    args = (track.xy, track.psi, LIMITS)
+    near_limit = [(start + 4.5 * normal, psi), (start, psi + 0.95 * LIMITS.max_heading_error)]
+    for position, yaw in near_limit:
+        assert reference_fault(position, yaw, *args) is None
+        assert reference_fault(position, yaw, *args, holding=True) is not None
+    assert reference_fault(start + 3.9 * normal, psi + 1.5, *args, holding=True) is None
 
 
 def node_border(track, shift=(0.0, 0.0)) -> np.ndarray:

@@ -542,9 +542,10 @@ def test_reset_puts_the_car_at_the_start_and_clears_the_counters(ros, odom, diag
     pose = odom.messages[0][1].pose.pose.position
     travelled = math.hypot(pose.x - track.xy[0, 0], pose.y - track.xy[0, 1])
     assert travelled < 0.25
-    # Back at initial_speed 2 m/s and braking at a_max since (no command since the reset).
-    a_max = float(get_dynamics("single_track").default_params.a_max)
-    assert _speeds(odom)[0] ** 2 == pytest.approx(2.0**2 - 2.0 * a_max * travelled, abs=0.05)
+    # Back at initial_speed 2 m/s and braking at timeout_decel (5 m/s^2, under the model's
+    # a_max) since: no command since the reset.
+    assert get_dynamics("single_track").default_params.a_max > 5.0
+    assert _speeds(odom)[0] ** 2 == pytest.approx(2.0**2 - 2.0 * 5.0 * travelled, abs=0.05)
 
     def simulator_status():
         for _, msg in diagnostics.messages:
@@ -639,11 +640,18 @@ def test_joint_states_carry_the_steering_angle_with_the_odometry_stamp(ros, odom
     assert sum(s in odom_stamps for s in joint_stamps) >= 0.9 * len(joint_stamps)
 
 
-def test_without_commands_the_car_brakes_to_a_stop_and_never_reverses(ros, odom):
+def test_without_commands_the_car_brakes_to_a_stop_and_never_reverses(ros, odom, diagnostics):
     _call_reset(ros)
     stop = _publish_periodically(ros, Float64MultiArray, "cmd", _array_command(0.0, 3.0), DT)
+    ros.spin_for(0.1)
+    diagnostics.clear()  # statuses from before the reset
+    statuses = lambda: (x for _, m in diagnostics.messages for x in m.status)
+    messages = lambda: [x.message for x in statuses() if x.name == "vehicle_simulator"]
     ros.spin_for(0.3)
+    assert ros.spin_until(lambda: len(messages()) > 0, 5.0)  # while commands come: no timeout
+    assert not any("command_timeout" in m for m in messages()), messages()
     stop()
+    diagnostics.clear()
     odom.clear()
     # command_timeout 0.5 s of holding the last command, then at most ~3.5 m/s / 9.5 m/s^2.
     ros.spin_for(1.4)
@@ -655,6 +663,8 @@ def test_without_commands_the_car_brakes_to_a_stop_and_never_reverses(ros, odom)
         [[m.pose.pose.position.x, m.pose.pose.position.y] for _, m in odom.messages]
     )
     assert np.linalg.norm(positions[-1] - positions[-10]) < 1e-4  # standing still
+    # The vehicle names the timeout (its diagnostics run at 2 Hz).
+    assert ros.spin_until(lambda: any("command_timeout" in m for m in messages()), 2.0)
 
 
 def test_simulator_rejects_invalid_live_parameters(ros, odom):

@@ -95,6 +95,9 @@ class FaultBench:
     recover_timeout_s: float = 60.0  # a restarted simulator compiles before it drives
     settle_timeout_s: float = 20.0  # to get back to 90 % of ``speed`` between cases
     diagnostics_rate: float = 50.0  # Hz: the resolution of the brake latency
+    # The vehicle's own brake when commands stop (10 control periods): what stops the car
+    # while the controller cannot (a frozen process), as a car's low-level interface does.
+    command_timeout_s: float = 0.1
     log_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -259,6 +262,12 @@ class Campaign:
             if name == CONTROLLER
         ]
         faults = [(t, m) for t, m in statuses if t >= t_inject and m not in ("ok",)]
+        # The vehicle saying it got no commands: only when the controller cannot brake itself.
+        timeouts = [
+            t
+            for t, name, _, message in monitor.recording.diagnostic_log[log_start:]
+            if name == "vehicle_simulator" and t >= t_inject and message.startswith("command_t")
+        ]
         reason = faults[0][1] if faults else None
         end = recovered or time.time()
         times = [t_inject, *(t for t, _ in statuses if t_inject <= t <= end), end]
@@ -283,9 +292,11 @@ class Campaign:
             "refused": None if case.kind != "parameter" else not self._refused.successful,
             "brake_latency_ms": brake,
             "max_offset_m": round(float(np.max(np.abs(offsets))), 3) if len(offsets) else None,
-            # A killed or stopped process: its own counter restarts, or nothing is commanded.
-            "stopped_inside_borders": None if case.kind == "process" else not left_road,
+            # A killed simulator restarts its counter; a frozen controller is stopped by the
+            # vehicle's command timeout.
+            "stopped_inside_borders": None if case.name == "simulator_killed" else not left_road,
             "diagnostics_max_gap_s": round(float(np.max(np.diff(times))), 3),
+            "vehicle_timeout_ms": round((timeouts[0] - t_inject) * 1e3, 1) if timeouts else None,
             "recovery_s": None if recovered is None else round(recovered - t_restore, 3),
             "saturated_after_recovery": saturated,
         }
@@ -301,6 +312,7 @@ def run_fault_bench(bench: FaultBench, log: Callable[[str], None] = print) -> di
         100.0,
         "array",
         controller_params={"diagnostics_rate": bench.diagnostics_rate},
+        sim_params={"command_timeout": bench.command_timeout_s},
         speed=GraphSpeed(reference_speed=bench.speed),
     )
     params["fault_relay"] = {}

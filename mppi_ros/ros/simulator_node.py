@@ -11,7 +11,8 @@ Interface:
     rate) or ``ackermann`` (ackermann_msgs/AckermannDriveStamped: steering angle and speed),
     reliable, keep-last 1. Twist and Ackermann targets go through a first-order servo
     (``servo_time_constant``). Without a command for ``command_timeout`` simulated seconds the
-    car brakes to a stop at ``a_max`` (never reversing) with zero steering rate.
+    car brakes to a stop at ``timeout_decel`` (never reversing, steering held); the
+    diagnostics say ``command_timeout``.
   * publishes ``odom`` (nav_msgs/Odometry, SensorData QoS) every plant step, stamped with the
     simulated time when ``publish_clock`` (then also ``/clock``), else with the node clock;
     ``/diagnostics`` at 2 Hz: one status named after the node with ``laps``, ``lap_times``,
@@ -26,8 +27,7 @@ Interface:
 Laps are counted from the unwrapped progress along the raceline; ``border_violations`` counts
 separate excursions of the car's body over an edge; ``lost`` becomes true when the car is more
 than ``lost_distance`` from the raceline (it stays true until a reset; the simulation goes on).
-The ROS-free bookkeeping is unit-tested on its own: :mod:`mppi_ros.sim.laps` (the counters of
-the offline closed loop too), :mod:`mppi_ros.sim.pacing` and :mod:`mppi_ros.sim.actuation`.
+The ROS-free bookkeeping (:mod:`mppi_ros.sim.laps`, ``.pacing``, ``.actuation``) is tested alone.
 """
 
 from __future__ import annotations
@@ -57,13 +57,13 @@ from mppi_ros.core.tracks import load_track, project
 from mppi_ros.realtime.jax_runtime import enable_compilation_cache
 from mppi_ros.ros.common import RELIABLE_LATEST, describe, run_node
 from mppi_ros.ros.conversions import (
-    COMMAND_TYPES,
     command_message_class,
     decode_command,
     make_joint_state,
     seconds_to_time,
     state_to_odometry,
 )
+from mppi_ros.ros.simulator_parameters import PARAMETERS
 from mppi_ros.sim.actuation import (
     ServoLimits,
     braking_control,
@@ -82,74 +82,6 @@ DIAGNOSTICS_PERIOD = 0.5  # s (2 Hz)
 CLOCK_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT
 )
-
-
-# name -> (default, or a Parameter.Type for none; description; options of ``describe``).
-# Parameters are read-only unless their options say ``read_only=False``.
-PARAMETERS: dict[str, tuple[Any, str, dict[str, Any]]] = {
-    "track": ("default", "Built-in track name or CSV path", {}),
-    "dynamics": ("single_track", "Plant model (dynamics registry name)", {}),
-    "dt": (0.01, "Plant step (s), RK4; one step per tick", dict(float_range=(1e-4, 1.0))),
-    "real_time_factor": (
-        1.0,
-        "Simulated seconds per wall-clock second (tick period = dt / factor)",
-        dict(read_only=False, float_range=(0.01, 100.0)),
-    ),
-    "command_type": (
-        "array",
-        f"Type of cmd: {', '.join(COMMAND_TYPES)}",
-        dict(constraints="one of " + ", ".join(COMMAND_TYPES)),
-    ),
-    "command_delay_steps": (
-        [2, 0],
-        "Per control channel, plant steps between a command and its effect",
-        dict(constraints=">= 0 each"),
-    ),
-    "process_noise_std": (
-        Parameter.Type.DOUBLE_ARRAY,
-        "Per state entry, std of additive noise per sqrt(s); unset: no noise",
-        {},
-    ),
-    "friction_scale": (
-        1.0,
-        "Multiplies the tyre friction coefficient",
-        dict(read_only=False, float_range=(0.05, 5.0)),
-    ),
-    "initial_speed": (
-        0.0,
-        "Speed (m/s) at the start line, at start and on reset",
-        dict(read_only=False, float_range=(-5.0, 20.0)),
-    ),
-    "servo_time_constant": (
-        0.05,
-        "Time constant (s) of the servo that follows twist/ackermann targets; >= dt",
-        dict(read_only=False, float_range=(1e-4, 10.0)),
-    ),
-    "command_timeout": (
-        0.5,
-        "Simulated seconds without a command after which the car brakes to a stop",
-        dict(read_only=False, float_range=(1e-3, 3600.0)),
-    ),
-    "publish_clock": (False, "Publish the simulated time on /clock and stamp odom with it", {}),
-    "steering_joint": (
-        "steering",
-        "Joint name of the steering angle on joint_states; empty: not published",
-        {},
-    ),
-    "frame_id": ("map", "Odometry frame", {}),
-    "child_frame_id": ("base_link", "Vehicle frame", {}),
-    "seed": (0, "Seed of the process noise", dict(int_range=(0, 2**31 - 1))),
-    "car_half_width": (
-        0.155,
-        "Half width (m) of the car for border violations",
-        dict(float_range=(0.0, 5.0)),
-    ),
-    "lost_distance": (
-        5.0,
-        "Distance (m) from the raceline beyond which the car is reported lost",
-        dict(read_only=False, float_range=(0.01, 1000.0)),
-    ),
-}
 
 
 class VehicleSimulator(Node):
@@ -302,11 +234,15 @@ class VehicleSimulator(Node):
         self._command_tick = self._tick
         self._commands_received += 1
 
+    def _command_timeout(self) -> float:
+        return float(self.get_parameter("command_timeout").value)
+
     def _current_control(self) -> np.ndarray:
-        timeout_ticks = float(self.get_parameter("command_timeout").value) / self._dt
+        timeout_ticks = self._command_timeout() / self._dt
         if self._command is None or self._tick - self._command_tick > timeout_ticks:
             model, delays = self._plant.model, self._plant.config.command_delay_steps
-            return braking_control(model, self._x, self._history, delays, self._dt, self._a_max)
+            decel = min(float(self.get_parameter("timeout_decel").value), self._a_max)
+            return braking_control(model, self._x, self._history, delays, self._dt, decel)
         kind, values = self._command
         steering = float(self._x[self._steering_index]) if self._servo else 0.0
         speed = float(self._x[self._speed_index]) if self._servo else 0.0
@@ -379,8 +315,12 @@ class VehicleSimulator(Node):
         status = DiagnosticStatus(
             name=self.get_name(), hardware_id=f"simulated {self._plant.model.name}"
         )
+        command_age = (self._tick - self._command_tick) * self._dt if self._command else None
         if self._lost:
             status.level, status.message = DiagnosticStatus.ERROR, "car lost (off the track)"
+        elif command_age is not None and command_age > self._command_timeout():
+            status.level = DiagnosticStatus.WARN  # what a vehicle interface reports
+            status.message = f"command_timeout: no command for {command_age:.2f} s, braking"
         elif self._excursions.active:
             status.level, status.message = DiagnosticStatus.WARN, "over a track border"
         else:

@@ -186,6 +186,12 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"model bundle {path}: file name {name!r} must not contain a path")
         if not file.is_file():
             raise BundleError(f"model bundle {path} is missing {name}")
+        size, listed = file.stat().st_size, entry.get("bytes")
+        if isinstance(listed, int) and size != listed:  # before hashing what may be gigabytes
+            raise BundleError(
+                f"model bundle {path}: {name} has {size} bytes, the manifest lists {listed} "
+                "(truncated or modified file)"
+            )
         if sha256_file(file) != entry.get("sha256"):
             raise BundleError(
                 f"model bundle {path}: {name} does not match its SHA-256 in the manifest "

@@ -76,7 +76,7 @@ def blocked_stages(
         EXECUTOR_LATE_PERIODS * executor_period, EXECUTOR_BLOCKED_MIN_S
     ):
         found.append(
-            f"executor_blocked: no callback (odometry, parameters) ran for {executor:.1f} s"
+            f"executor_blocked: no callback (odometry, paths, lifecycle) ran for {executor:.1f} s"
         )
     control = stages.silent_for("control", now)
     if control is not None and control > max(

@@ -109,6 +109,7 @@ class InputMonitor:
         self._reference_xy = self._reference_psi = np.zeros((0,))
         self._continuity: Continuity | None = None
         self._jump: tuple[str, float] | None = None  # the fault, held until (monotonic s)
+        self._misplaced = False  # the last tick's placement check failed (see reference_fault)
         self._build_lock = threading.Lock()
         self._refused: dict[str, str] = {}  # path label -> why its newest message was refused
         self._build_wanted = self._build_scheduled = False
@@ -133,7 +134,7 @@ class InputMonitor:
         self._pool = None
         self.latest, self.track, self.reference_fault = Latest(), None, NO_REFERENCE
         self._continuity = self._jump = None
-        self._refused = {}
+        self._refused, self._misplaced = {}, False
 
     # ------------------------------------------------------------------ callbacks
 
@@ -304,7 +305,9 @@ class InputMonitor:
             self._reference_xy,
             self._reference_psi,
             limits,
+            holding=self._misplaced,
         )
+        self._misplaced = placed is not None
         stamp = conversions.time_to_seconds(odom.header.stamp)
         if placed is not None:  # the car's position or the reference is wrong: trust neither
             return Checked(placed, None, steering, measured)

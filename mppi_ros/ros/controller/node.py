@@ -15,7 +15,6 @@ import concurrent.futures
 import faulthandler
 import threading
 import time
-import weakref
 from typing import Any
 
 import rclpy
@@ -39,6 +38,7 @@ from mppi_ros.realtime.jax_runtime import persistent_cache_writes
 from mppi_ros.realtime.scheduling import CycleGate, next_deadline, open_stall_log
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import (
+    PARAMETER_SETTERS,
     RELIABLE_LATEST,
     BlockingServices,
     answer_refused_transitions,
@@ -70,10 +70,13 @@ class ControllerNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         answer_refused_transitions(self)
+        self.cycle_gate = CycleGate()  # background threads yield to control cycles through it
         self.params = ParametersHandler(
             self, self._check_spec_changes, self._rebuild, lambda: self._swap.active
         )
-        self.cycle_gate = CycleGate()  # background threads yield to control cycles through it
+        # Changes are checked (a bundle's checksums: up to seconds) on a thread of their own.
+        self._parameter_services = BlockingServices(self, self.cycle_gate.cooperate, "parameters")
+        self._parameter_services.take_over(PARAMETER_SETTERS, self.params.lock)
         self._swap = ModelSwap(
             self._prepare_build,
             self.cycle_gate,
@@ -83,7 +86,6 @@ class ControllerNode(LifecycleNode):
         self.stages = Stages()  # heartbeats and long operations, for the diagnostics
         self.inputs = InputMonitor(self, self.params.live, self.cycle_gate, self.stages)
         self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._tuning_shown_for: weakref.ref[CompiledController] | None = None
         self._cstate, self._stop_reference = None, self.inputs.reference_xy
         self._steering_measured, self._state_steering = False, 0.0
         self._watchdog = Watchdog()
@@ -145,7 +147,6 @@ class ControllerNode(LifecycleNode):
         )
         self._output.limits = CommandLimits.of(compiled)
         self.params.tuning = tuning
-        self._tuning_shown_for = weakref.ref(compiled)
         self.params.show_model_tuning(compiled, tuning)
         self._create_entities()
         return TransitionCallbackReturn.SUCCESS
@@ -197,6 +198,10 @@ class ControllerNode(LifecycleNode):
         self._stop_control()
         self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        self._parameter_services.destroy()
+        super().destroy_node()
 
     def shutdown_cleanly(self) -> None:
         """Process exit: stop the loop and brake (whatever the lifecycle state)."""
@@ -392,30 +397,9 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
 
-    def _housekeeping(self) -> None:
-        """Parameter updates that follow a swap or a failed build. Runs on the executor
-        thread: rclpy's set_parameters must not be called from the control or build threads."""
-        active = self._swap.active
-        if self._swap.take_failure() and active is not None:
-            spec = active.spec  # the values of the model that still drives
-            self.params.write(
-                {
-                    "model_path": spec.model_path,
-                    "num_samples": spec.num_samples,
-                    "horizon": spec.horizon,
-                    "backend": spec.backend,
-                }
-            )
-        # A weak reference: a strong one kept the replaced controller (and its ~20 MB
-        # executable) alive until this ran, then freed it here, untimed and untrimmed.
-        shown = self._tuning_shown_for and self._tuning_shown_for()
-        if active is not None and shown is not active:
-            self._tuning_shown_for = weakref.ref(active)
-            self.params.show_model_tuning(active, self.params.tuning)
-
     def _on_housekeeping_timer(self) -> None:
         self.stages.beat("executor")
-        self._housekeeping()
+        self.params.follow_swaps(self._swap)  # executor thread: rclpy's set_parameters rule
 
     def _status(self) -> DiagnosticStatus:
         """The status the diagnostics thread publishes (see :mod:`.diagnostics`)."""

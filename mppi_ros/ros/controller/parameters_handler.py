@@ -8,10 +8,16 @@ The node also writes parameters itself: the loaded model's tuning defaults (so t
 that still runs. Those are values the node runs with: the handler recognises them
 (:meth:`ParametersHandler.write`), so that they are neither checked again nor counted as a
 user's choice nor start a rebuild of what already runs. Every user change is checked.
+
+Users' changes arrive on a thread of their own (a bundle's checksums can take seconds; the
+executor must not wait for them), the node's own writes on the executor thread: ``lock``
+keeps them apart.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +34,7 @@ from mppi_ros.ros.controller.parameters import (
     REBUILD_PARAMETERS,
     declare_controller_parameters,
 )
+from mppi_ros.ros.controller.swap import ModelSwap
 from mppi_ros.ros.controller.tuning import TUNING_PARAMETERS, apply_tuning, tuning_values
 
 
@@ -73,6 +80,8 @@ class ParametersHandler:
         # Values read every cycle, cached (get_parameter takes a lock and builds objects).
         self.live = {name: self.value(name) for name in LOOP_PARAMETERS}
         self._own_writes: dict[str, Any] = {}
+        self._tuning_shown_for: weakref.ref[CompiledController] | None = None
+        self.lock = threading.RLock()  # held by every set_parameters request and by write
         node.add_on_set_parameters_callback(self._on_set)
         node.add_post_set_parameters_callback(self._on_set_done)
 
@@ -92,22 +101,50 @@ class ParametersHandler:
 
     def show_model_tuning(self, compiled: CompiledController, tuning) -> None:
         """Writes the effective values of the tuning parameters the user did not set."""
+        # A weak reference: a strong one kept the replaced controller (and its ~20 MB
+        # executable) alive until the next call, then freed it there, untimed and untrimmed.
+        self._tuning_shown_for = weakref.ref(compiled)
         values = tuning_values(tuning, compiled.controller.model, self.extra)
         self._tuning_values = values
         self.write({n: v for n, v in values.items() if n not in self.user_tuning})
 
+    def follow_swaps(self, swap: ModelSwap) -> None:
+        """After a failed build, writes back the values of the model that still drives; after
+        a swap, shows the new model's tuning. Skipped while a user's change is being checked
+        (the caller, the executor thread, never waits): the next call does it."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            active = swap.active
+            if swap.take_failure() and active is not None:
+                spec = active.spec
+                self.write(
+                    {
+                        "model_path": spec.model_path,
+                        "num_samples": spec.num_samples,
+                        "horizon": spec.horizon,
+                        "backend": spec.backend,
+                    }
+                )
+            shown = self._tuning_shown_for and self._tuning_shown_for()
+            if active is not None and shown is not active:
+                self.show_model_tuning(active, self.tuning)
+        finally:
+            self.lock.release()
+
     def write(self, values: dict[str, Any]) -> None:
-        """Sets parameters on the node's behalf (executor thread only: rclpy's rule; so no
-        user change can arrive while ``_own_writes`` is set). They are values the node runs
-        with, so they are not checked again; a refusal (rclpy's own type or range check) is
-        logged."""
+        """Sets parameters on the node's behalf, holding ``lock`` (so no user change can
+        arrive while ``_own_writes`` is set). They are values the node runs with, so they are
+        not checked again; a refusal (rclpy's own type or range check) is logged."""
         if not values:
             return
-        self._own_writes = dict(values)
-        try:
-            results = self._node.set_parameters([Parameter(n, value=v) for n, v in values.items()])
-        finally:
-            self._own_writes = {}
+        with self.lock:
+            self._own_writes = dict(values)
+            try:
+                params = [Parameter(n, value=v) for n, v in values.items()]
+                results = self._node.set_parameters(params)
+            finally:
+                self._own_writes = {}
         for name, result in zip(values, results, strict=True):
             if not result.successful:
                 self._node.get_logger().warning(

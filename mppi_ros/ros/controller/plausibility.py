@@ -14,6 +14,8 @@ import numpy as np
 # A position jump holds the brake until the odometry has been continuous this long: one
 # consistent message after a teleport is not yet trust.
 JUMP_SETTLE_S = 0.2
+# A failed placement check clears inside this fraction of its limit (hysteresis).
+RECOVERY_MARGIN = 0.8
 # Raceline points may lie this far outside the road the borders give (polyline rounding).
 BORDER_TOLERANCE_M = 0.05
 
@@ -115,21 +117,25 @@ def reference_fault(
     reference_xy: np.ndarray,
     reference_psi: np.ndarray,
     limits: PlausibilityLimits,
+    holding: bool = False,
 ) -> str | None:
     """A reference too far from the car, or running against its heading (``None`` also
-    without a reference)."""
+    without a reference). ``holding``: the last check failed; it clears only inside
+    ``RECOVERY_MARGIN`` of each limit, so a car stopped at a limit (spun off the road while
+    the controller was frozen) stays stopped instead of creeping away between faults."""
     if len(reference_xy) == 0:
         return None
+    margin = RECOVERY_MARGIN if holding else 1.0
     d2 = np.sum((reference_xy - position) ** 2, axis=1)
     nearest = int(np.argmin(d2))
     distance = math.sqrt(float(d2[nearest]))
-    if distance > limits.max_reference_distance:
+    if distance > margin * limits.max_reference_distance:
         return (
             f"reference_far: the car is {distance:.1f} m from the reference "
             f"(limit {limits.max_reference_distance:g})"
         )
     error = abs(math.remainder(yaw - float(reference_psi[nearest]), 2.0 * math.pi))
-    if error > limits.max_heading_error:
+    if error > margin * limits.max_heading_error:
         return (
             f"reference_reversed: the reference heads {math.degrees(error):.0f} deg away from "
             f"the car (limit {math.degrees(limits.max_heading_error):.0f})"
