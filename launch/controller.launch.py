@@ -28,6 +28,8 @@ def _controller_node(context, *args, **kwargs):
     params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(
         share, "config", f"{controller}.yaml"
     )
+    # The vehicle's file first (e.g. the simulator's actuation delays); the controller's wins.
+    vehicle = [f for f in [LaunchConfiguration("vehicle_params_file").perform(context)] if f]
     overrides = {
         "controller": controller,
         "autostart": LaunchConfiguration("autostart").perform(context).lower() == "true",
@@ -42,7 +44,7 @@ def _controller_node(context, *args, **kwargs):
             name="mppi_controller",
             namespace=LaunchConfiguration("namespace"),
             output="screen",
-            parameters=[params_file, overrides],
+            parameters=[*vehicle, params_file, overrides],
             additional_env=allocator_environment(LaunchConfiguration("allocator").perform(context)),
         )
     ]
@@ -60,6 +62,11 @@ def generate_launch_description() -> LaunchDescription:
                 "model_path",
                 default_value="",
                 description="model bundle folder (empty: shipped weights)",
+            ),
+            DeclareLaunchArgument(
+                "vehicle_params_file",
+                default_value="",
+                description="a vehicle's YAML with an mppi_controller section (actuation_delays)",
             ),
             DeclareLaunchArgument(
                 "params_file",

@@ -51,6 +51,7 @@ def generate_launch_description() -> LaunchDescription:
                     "controller": LaunchConfiguration("controller"),
                     "model_path": LaunchConfiguration("model_path"),
                     "params_file": LaunchConfiguration("params_file"),
+                    "vehicle_params_file": sim_params,  # its mppi_controller section
                     "allocator": LaunchConfiguration("allocator"),
                 }.items(),
             ),

@@ -16,6 +16,7 @@ import time
 from std_msgs.msg import Bool, Float64
 
 from mppi_ros.ros import controller_node
+from mppi_ros.ros.controller.inputs import NO_TRACK
 
 
 class StepFaultNode(controller_node.ControllerNode):
@@ -24,7 +25,7 @@ class StepFaultNode(controller_node.ControllerNode):
 
     def _create_entities(self) -> None:
         super()._create_entities()
-        self._intact_track = None
+        self._intact = None
         self._entities += [
             self.create_subscription(Bool, "~/break_step", self._on_break_step, 10),
             self.create_subscription(Float64, "~/block_executor", self._on_block, 10),
@@ -35,10 +36,10 @@ class StepFaultNode(controller_node.ControllerNode):
 
     def _on_break_step(self, msg: Bool) -> None:
         inputs = self.inputs
-        if msg.data and inputs.track is not None:
-            self._intact_track, inputs.track = inputs.track, None
-        elif not msg.data and self._intact_track is not None:
-            inputs.track, self._intact_track = self._intact_track, None
+        if msg.data and inputs.reference.arrays is not None:
+            self._intact, inputs.reference = inputs.reference, NO_TRACK
+        elif not msg.data and self._intact is not None:
+            inputs.reference, self._intact = self._intact, None
 
 
 if __name__ == "__main__":

@@ -104,3 +104,36 @@ def test_the_pose_count_is_read_from_a_serialized_path(frame, count):
     raw = serialize_message(conversions.make_path(xy, frame, conversions.seconds_to_time(1.0)))
     assert conversions.path_pose_count(raw) == count
     assert conversions.path_pose_count(raw[:10]) is None
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 1300])
+def test_a_serialized_path_is_read_like_its_deserialized_message(count):
+    """path_from_cdr against rclpy's deserialization: per-pose frame ids of every padding,
+    random stamps and positions; truncated bytes are refused."""
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Path
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from mppi_ros.ros import conversions
+
+    rng = np.random.default_rng(count)
+    for frame in ("", "m", "map", "odom_frame"):
+        msg = Path()
+        msg.header.frame_id = frame
+        for _ in range(count):
+            pose = PoseStamped()
+            pose.header.frame_id = "x" * int(rng.integers(0, 9))
+            pose.header.stamp.sec = int(rng.integers(0, 2**31 - 1))
+            pose.header.stamp.nanosec = int(rng.integers(0, 10**9))
+            pose.pose.position.x, pose.pose.position.y = rng.normal(size=2) * 100.0
+            msg.poses.append(pose)
+        raw = serialize_message(msg)
+        read_frame, xy, times = conversions.path_from_cdr(raw)
+        expected_xy, expected_times = conversions.path_to_arrays(deserialize_message(raw, Path))
+        assert read_frame == frame
+        np.testing.assert_array_equal(xy, expected_xy.reshape(-1, 2))
+        np.testing.assert_array_equal(times, expected_times)
+        for cut in (3, len(raw) // 2, len(raw) - 1):
+            if count or cut < 20:
+                with pytest.raises(ValueError):
+                    conversions.path_from_cdr(raw[:cut])

@@ -30,6 +30,20 @@ def test_schedule_holds_the_command_in_effect_at_each_step():
     assert not controls[n:].any()
 
 
+def test_schedule_applies_each_channels_actuation_delay():
+    log = CommandLog(2)
+    log.record(10.00, np.array([1.0, 5.0]))
+    log.record(10.03, np.array([2.0, 6.0]))
+    controls, durations = log.schedule(10.005, 10.045, delays=np.array([0.02, 0.0]))
+    n = int(np.count_nonzero(durations))
+    # Steering 20 ms late: the first command acts from 10.02, the second from 10.05 (after
+    # this span); step middles 10.010, 10.020, 10.030, 10.040.
+    assert controls[:n, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert controls[:n, 1].tolist() == [5.0, 5.0, 6.0, 6.0]
+    late = log.schedule(10.005, 10.025, delays=np.array([0.02, 0.02]))[0]
+    assert late[0].tolist() == [0.0, 0.0] and late[1].tolist() == [1.0, 5.0]  # 10.01, 10.02
+
+
 def test_schedule_before_any_command_is_zero_and_long_spans_stretch_the_steps():
     log = CommandLog(2)
     controls, durations = log.schedule(0.0, 0.5)

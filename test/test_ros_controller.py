@@ -227,6 +227,8 @@ def test_invalid_lifecycle_request_is_refused_and_the_node_keeps_driving(active)
         ({"horizon": 30}, "horizon does not apply"),
         ({"control_rate": 50.0}, ""),  # read-only
         ({"model_path": "/nonexistent/bundle"}, "no model bundle"),
+        ({"actuation_delays": [0.02, 0.0, 0.0]}, "1 or 2 values"),
+        ({"actuation_delays": [0.02, float("nan")]}, "must each be in [0, 0.5]"),
     ],
 )
 def test_bad_parameters_are_rejected_and_old_values_kept(active, values, reason):
@@ -799,18 +801,21 @@ def test_fuzzed_parameters_are_rejected_or_applied_and_never_crash_the_node(acti
     ),
     value=FLOATS,
     path=st.lists(st.tuples(FLOATS, FLOATS), max_size=6),
+    steering=st.none() | FLOATS,
 )
-def test_fuzzed_messages_never_crash_or_blind_the_node(active, field, value, path):
-    """Odometry with any float in a field and reference paths of any few points: the node
-    stays alive, keeps publishing diagnostics, and drives again once good input returns."""
+def test_fuzzed_messages_never_crash_or_blind_the_node(active, field, value, path, steering):
+    """Every message the node subscribes to, fuzzed: odometry with any float in a field,
+    reference and border paths of any few points, a joint_states steering angle of any float.
+    The node stays alive, keeps publishing diagnostics, and drives again once good input
+    returns."""
     processes, monitor, vehicle, _ = active
-    vehicle.edit = setter(field, value)()
+    vehicle.edit, vehicle.steering = setter(field, value)(), steering
     vehicle.publish_track(np.array(path, float).reshape(-1, 2))
     time.sleep(0.15)
     heard = len(monitor.recording.diagnostic_log)
     time.sleep(0.6)
     assert len(monitor.recording.diagnostic_log) > heard, "diagnostics kept coming"
     assert processes.dead() == [], processes.log(CTRL)[-3000:]
-    vehicle.edit = None
+    vehicle.edit = vehicle.steering = None
     vehicle.publish_track()
     wait_watchdog(monitor, "ok", 15.0)

@@ -71,20 +71,30 @@ class CommandLog:
     def clear(self) -> None:
         self._sent.clear()
 
-    def active_at(self, time: float) -> np.ndarray:
-        """The control in effect at ``time``: the last one sent before it (zeros before any)."""
-        for sent, control in reversed(self._sent):
-            if sent <= time:
-                return control
-        return np.zeros(self.control_dim, np.float32)
+    def active_at(self, time: float, delays: np.ndarray | None = None) -> np.ndarray:
+        """The control in effect at ``time``: per channel, the last one sent before ``time``
+        minus that channel's actuation delay (``delays``, s; zeros before any)."""
+        delays = np.zeros(self.control_dim) if delays is None else delays
+        control = np.zeros(self.control_dim, np.float32)
+        for channel, delay in enumerate(delays):
+            for sent, values in reversed(self._sent):
+                if sent <= time - delay:
+                    control[channel] = values[channel]
+                    break
+        return control
 
     def schedule(
-        self, start: float, end: float, slots: int = PREDICTION_SLOTS
+        self,
+        start: float,
+        end: float,
+        slots: int = PREDICTION_SLOTS,
+        delays: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Controls and durations for :func:`predict_state` from ``start`` to ``end``.
 
         The span is cut into equal steps of at most :data:`PREDICTION_STEP` (longer when
-        ``slots`` would not suffice); each step holds the control in effect at its middle.
+        ``slots`` would not suffice); each step holds the control in effect at its middle,
+        each channel ``delays`` (s, its actuation delay: a servo, an ESC) after it was sent.
         """
         controls = np.zeros((slots, self.control_dim), np.float32)
         durations = np.zeros(slots, np.float32)
@@ -94,6 +104,6 @@ class CommandLog:
         n = min(slots, math.ceil(span / PREDICTION_STEP - 1e-9))
         h = span / n
         for i in range(n):
-            controls[i] = self.active_at(start + (i + 0.5) * h)
+            controls[i] = self.active_at(start + (i + 0.5) * h, delays)
             durations[i] = h
         return controls, durations

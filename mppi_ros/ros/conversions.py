@@ -266,6 +266,53 @@ def decode_command(msg) -> tuple[str, np.ndarray]:
     return "targets", np.array([msg.drive.steering_angle, msg.drive.speed])
 
 
+def path_from_cdr(raw: bytes) -> tuple[str, np.ndarray, np.ndarray]:
+    """``(frame_id, xy (N, 2), pose stamp times (N,))`` of a serialized nav_msgs/Path, read
+    from its CDR bytes (see :func:`path_pose_count`) without building a Python object per pose:
+    ``deserialize_message`` takes ~60 ms for 1,300 poses, and seconds on a worker that yields
+    to control cycles; this takes ~1 ms.
+
+    Each PoseStamped: stamp (int32 sec, uint32 nanosec), frame_id (uint32 length, characters),
+    padding to 8 bytes (alignment counts from the end of the encapsulation header), position
+    (3 float64) and orientation (4 float64).
+
+    Raises:
+        ValueError: Bytes that do not hold a whole Path.
+    """
+    count = path_pose_count(raw)
+    if count is None:
+        raise ValueError("too short for a nav_msgs/Path")
+    little = raw[1] == 1
+    u32 = struct.Struct("<I" if little else ">I")
+    (frame_length,) = u32.unpack_from(raw, 12)
+    frame = raw[16 : 16 + max(frame_length - 1, 0)].decode("utf-8", errors="replace")
+    offset = 16 + frame_length
+    offset += -(offset - 4) % 4 + 4  # the count, then the first pose
+    if count > (len(raw) - offset) // 68:  # the smallest pose: 12 + 56 bytes
+        raise ValueError(f"{len(raw)} bytes cannot hold {count} poses")
+    stamps, doubles = np.empty(count, np.int64), np.empty(count, np.int64)
+    for i in range(count):
+        stamps[i] = offset
+        if offset + 12 > len(raw):
+            break
+        offset += 12 + u32.unpack_from(raw, offset + 8)[0]
+        offset += -(offset - 4) % 8
+        doubles[i] = offset
+        offset += 56
+    if offset > len(raw):
+        raise ValueError(f"{len(raw)} bytes end inside pose {count - 1}")
+    data = np.frombuffer(raw, np.uint8)
+
+    def gather(at: np.ndarray, dtype: str) -> np.ndarray:
+        size = np.dtype(dtype).itemsize
+        chunks = data[at[:, None] + np.arange(size)]
+        return chunks.view(("<" if little else ">") + dtype).ravel()
+
+    xy = np.stack([gather(doubles, "f8"), gather(doubles + 8, "f8")], axis=1).astype(np.float64)
+    times = gather(stamps, "i4").astype(np.float64) + gather(stamps + 4, "u4") * 1e-9
+    return frame, xy, times
+
+
 def path_pose_count(raw: bytes) -> int | None:
     """The pose count of a serialized nav_msgs/Path, read from its CDR bytes without
     deserializing (``None`` for bytes too short to hold one).

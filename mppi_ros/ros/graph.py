@@ -279,6 +279,9 @@ def graph_parameters(
     ctrl.update(controller_params or {})
     sim = shipped.get("vehicle_simulator", {})
     sim.update(track=track, command_type=command_type, **(sim_params or {}))
+    # The controller knows its vehicle's actuation delays: here, the simulator's.
+    steps, dt = sim.get("command_delay_steps", [0]), float(sim.get("dt", 0.01))
+    ctrl.setdefault("actuation_delays", [float(n) * dt for n in steps])
     return {"track_publisher": publisher, "vehicle_simulator": sim, "mppi_controller": ctrl}
 
 

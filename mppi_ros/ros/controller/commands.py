@@ -73,8 +73,14 @@ class CommandOutput:
         span = float(self._live["state_prediction"])
         if span <= 0.0 or not 0.0 < now - measured_at <= float(self._live["state_timeout"]):
             return state
-        controls, durations = self.sent.schedule(max(measured_at, now - span), now)
+        start = max(measured_at, now - span)
+        controls, durations = self.sent.schedule(start, now, delays=self._delays())
         return compiled.predict_state(state, controls, durations, tuning)
+
+    def _delays(self) -> np.ndarray:
+        """Per control channel, the actuation delay (s) commands take effect after."""
+        delays = np.asarray(self._live["actuation_delays"], np.float64)
+        return np.broadcast_to(delays, (self.sent.control_dim,))
 
     def publish(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
         """The command for ``action`` at ``state``: raw control, or targets led by
@@ -140,7 +146,7 @@ class CommandOutput:
             # The dynamics model, not a kinematic bicycle: dead-reckoned kinematically, a
             # stop from 10 m/s in a corner ended up to 1.7 rad and 5 m off (the car slips).
             last, since = self._state
-            controls, durations = self.sent.schedule(since, now)
+            controls, durations = self.sent.schedule(since, now, delays=self._delays())
             self._state = (compiled.predict_state(last, controls, durations, tuning), now)
         pose = None
         if self._state is not None:

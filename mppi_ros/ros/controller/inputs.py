@@ -17,7 +17,6 @@ import numpy as np
 from nav_msgs.msg import Odometry, Path
 from rclpy.lifecycle import LifecycleNode
 from rclpy.qos import qos_profile_sensor_data
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 
 from mppi_ros.core.dynamics import DynamicsModel
@@ -50,8 +49,8 @@ class Latest:
     odom_received: float = 0.0  # monotonic seconds
     odom_stamp: float = -math.inf
     out_of_order: bool = False
-    # The paths as serialized messages: deserializing a 1,300-pose path takes ~60 ms (a
-    # 200,000-pose one ~9 s), so it happens on the build worker, for the newest only.
+    # The paths as serialized messages, read on the build worker for the newest only
+    # (conversions.path_from_cdr: ~1 ms for 1,300 poses; deserialize_message took seconds).
     reference: bytes | None = None
     border_left: bytes | None = None
     border_right: bytes | None = None
@@ -72,6 +71,19 @@ class Continuity:
 
 
 @dataclasses.dataclass(frozen=True)
+class Reference:
+    """The last valid reference: its points and headings (for the checks and the safe stop)
+    and the controller's track arrays (``None`` before the first), replaced as one."""
+
+    xy: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2)))
+    psi: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    arrays: TrackArrays | None = None
+
+
+NO_TRACK = Reference()
+
+
+@dataclasses.dataclass(frozen=True)
 class Checked:
     """The outcome of one input check: a fault and/or the state (a fault with a state: the
     odometry passed its checks, the reference did not); once the check got as far as the
@@ -83,6 +95,7 @@ class Checked:
     steering: float | None = None
     steering_measured: bool = False
     measured_at: float = 0.0
+    reference: Reference = NO_TRACK  # the one checked against: drive and stop on it
 
 
 class InputMonitor:
@@ -104,9 +117,8 @@ class InputMonitor:
         self._joint = node.get_parameter("steering_joint").value  # read-only
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.latest = Latest()
-        self.track: TrackArrays | None = None
+        self.reference = NO_TRACK
         self.reference_fault: str | None = NO_REFERENCE
-        self._reference_xy = self._reference_psi = np.zeros((0,))
         self._continuity: Continuity | None = None
         self._jump: tuple[str, float] | None = None  # the fault, held until (monotonic s)
         self._misplaced = False  # the last tick's placement check failed (see reference_fault)
@@ -132,7 +144,7 @@ class InputMonitor:
     def reset(self) -> None:
         """Forgets every message (cleanup): the next configure starts without data."""
         self._pool = None
-        self.latest, self.track, self.reference_fault = Latest(), None, NO_REFERENCE
+        self.latest, self.reference, self.reference_fault = Latest(), NO_TRACK, NO_REFERENCE
         self._continuity = self._jump = None
         self._refused, self._misplaced = {}, False
 
@@ -199,22 +211,27 @@ class InputMonitor:
                 self.reference_fault = f"bad_reference: {type(err).__name__}: {err}"
 
     def _build_track(self, *raw: bytes) -> None:
-        reference, left, right = (deserialize_message(r, Path) for r in raw)
-        for label, msg in zip(PATH_LABELS, (reference, left, right), strict=True):
-            if msg.header.frame_id != self._frame:
+        paths = {}
+        for label, data in zip(PATH_LABELS, raw, strict=True):
+            try:
+                paths[label] = conversions.path_from_cdr(data)
+            except ValueError as err:
+                self.reference_fault = f"bad_reference: {label} is not a nav_msgs/Path: {err}"
+                return
+            frame = paths[label][0]
+            if frame != self._frame:
                 self.reference_fault = (
-                    f"frame_mismatch: {label} is in frame {msg.header.frame_id!r}, "
-                    f"expected {self._frame!r}"
+                    f"frame_mismatch: {label} is in frame {frame!r}, expected {self._frame!r}"
                 )
                 return
-        xy, times = conversions.path_to_arrays(reference)
+        _, xy, times = paths["reference"]
         speed = conversions.speed_from_times(xy, times) if len(xy) else None
         try:
             track = track_from_polylines(
                 "reference",
                 xy,
-                conversions.path_to_arrays(left)[0],
-                conversions.path_to_arrays(right)[0],
+                paths["border_left"][1],
+                paths["border_right"][1],
                 speed=speed,
                 points=self._points,
                 max_speed=UNTIMED_SPEED,
@@ -223,12 +240,24 @@ class InputMonitor:
             self.reference_fault = f"bad_reference: {err}"
             return
         arrays = track.arrays()
+        # The more specific cause first: a reference far from the car also meets the old
+        # borders (the three paths arrive one by one) and would be named after them.
+        odom = self.latest.odom
+        misplaced = odom is not None and reference_fault(
+            np.array([odom.pose.pose.position.x, odom.pose.pose.position.y]),
+            conversions.quaternion_to_yaw(odom.pose.pose.orientation),
+            track.xy,
+            track.psi,
+            PlausibilityLimits.from_values(self._live),
+        )
+        if misplaced and misplaced.startswith("reference_far"):
+            self.reference_fault = misplaced
+            return
         inconsistent = border_fault(np.asarray(arrays.border, np.float64))
         if inconsistent is not None:
             self.reference_fault = inconsistent
             return
-        self._reference_xy, self._reference_psi = track.xy, track.psi
-        self.track = arrays
+        self.reference = Reference(track.xy, track.psi, arrays)
         self.reference_fault = next(iter(self._refused.values()), None)
         self._node.get_logger().info(
             f"reference: {len(xy)} points, {track.length:.1f} m, "
@@ -239,22 +268,21 @@ class InputMonitor:
 
     # ------------------------------------------------------------------ the tick's check
 
-    @property
-    def reference_xy(self) -> np.ndarray:
-        """The last valid reference's points (``(N, 2)``; empty before the first)."""
-        return self._reference_xy
-
     def check(self, now: float, model: DynamicsModel, steering: float) -> Checked:
         """The state to control from, or the cause that holds the car. ``steering`` is the
         angle the commands imply; a recent measurement replaces it. A fault of the reference
         still carries the state when the odometry passed its own checks (the safe stop steers
-        from it)."""
-        checked = self._check_odometry(now, model, steering)
+        from it). The reference is read once: a build may replace it meanwhile."""
+        reference = self.reference
+        checked = self._check_odometry(now, model, steering, reference)
+        checked = dataclasses.replace(checked, reference=reference)
         if self.reference_fault is not None:
             return dataclasses.replace(checked, fault=self.reference_fault)
         return checked
 
-    def _check_odometry(self, now: float, model: DynamicsModel, steering: float) -> Checked:
+    def _check_odometry(
+        self, now: float, model: DynamicsModel, steering: float, reference: Reference
+    ) -> Checked:
         latest = self.latest
         odom = latest.odom  # one message throughout: the subscription may replace it
         if odom is None:
@@ -302,8 +330,8 @@ class InputMonitor:
         placed = reference_fault(
             np.array([p.x, p.y]),
             conversions.quaternion_to_yaw(q),
-            self._reference_xy,
-            self._reference_psi,
+            reference.xy,
+            reference.psi,
             limits,
             holding=self._misplaced,
         )

@@ -57,6 +57,7 @@ from mppi_ros.ros.controller.diagnostics import (
 from mppi_ros.ros.controller.health import LoopStats, Watchdog
 from mppi_ros.ros.controller.inputs import InputMonitor
 from mppi_ros.ros.controller.model_checks import check_model_path, check_spec_changes
+from mppi_ros.ros.controller.parameters import actuation_delays_problem
 from mppi_ros.ros.controller.parameters_handler import ParametersHandler
 from mppi_ros.ros.controller.swap import Build, ModelSwap
 
@@ -86,7 +87,7 @@ class ControllerNode(LifecycleNode):
         self.stages = Stages()  # heartbeats and long operations, for the diagnostics
         self.inputs = InputMonitor(self, self.params.live, self.cycle_gate, self.stages)
         self._track_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._cstate, self._stop_reference = None, self.inputs.reference_xy
+        self._cstate, self._stop_reference = None, self.inputs.reference.xy
         self._steering_measured, self._state_steering = False, 0.0
         self._watchdog = Watchdog()
         self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
@@ -127,6 +128,10 @@ class ControllerNode(LifecycleNode):
                 )
             compiled = compile_controller(self._spec_from_parameters())
             tuning = self.params.tuning_for(compiled)
+            delays = self.params.live["actuation_delays"]
+            reason = actuation_delays_problem(delays, compiled.controller.model.control_dim)
+            if reason is not None:
+                raise ValueError(reason)
         except (ValueError, BundleError) as err:
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
@@ -354,7 +359,8 @@ class ControllerNode(LifecycleNode):
             try:
                 now = conversions.time_to_seconds(stamp)
                 state = output.predict(active, checked.state, checked.measured_at, now, tuning)
-                result, cstate = active.step(self._cstate, state, tuning, self.inputs.track)
+                track = checked.reference.arrays
+                result, cstate = active.step(self._cstate, state, tuning, track)
             except Exception as err:
                 fault = f"step_exception: {type(err).__name__}: {err}"
             else:
@@ -369,7 +375,7 @@ class ControllerNode(LifecycleNode):
             self._stats.record(time.monotonic() - start, None)
             return
         output.publish(result.action, state, stamp)
-        self._stop_reference = self.inputs.reference_xy
+        self._stop_reference = checked.reference.xy
         end = time.monotonic()
         latency, data_age = end - start, end - self.inputs.latest.odom_received
         self._stats.record(latency, data_age)

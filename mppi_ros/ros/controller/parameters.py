@@ -136,6 +136,14 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             float_range=(0.0, 0.5),
         ),
     ),
+    "actuation_delays": (
+        [0.0],
+        describe(
+            "Per control channel (one value broadcasts), seconds from a command to its effect "
+            "at the vehicle (servo, ESC): the latency compensation and the safe stop's dead "
+            "reckoning apply each command that much later. 0-0.5 s each.",
+        ),
+    ),
     "steering_joint": (
         "steering",
         describe(
@@ -269,6 +277,7 @@ LOOP_PARAMETERS = (
     "allow_reverse",
     "recovery_ramp_s",
     "state_prediction",
+    "actuation_delays",
     "max_path_points",
     *PLAUSIBILITY_PARAMETERS,
 )
@@ -304,3 +313,16 @@ def declare_controller_parameters(
         tuple(p.name for p in spec.tuning_parameters),
         tuple(p.name for p in spec.config_parameters),
     )
+
+
+MAX_ACTUATION_DELAY_S = 0.5
+
+
+def actuation_delays_problem(values: list[float], control_dim: int | None) -> str | None:
+    """Why ``values`` cannot be the ``actuation_delays`` of a model with ``control_dim``
+    controls (``None``: no model yet), or None."""
+    if len(values) not in {1, control_dim or len(values)}:
+        return f"actuation_delays needs 1 or {control_dim} values (one per control), got {values}"
+    if not all(0.0 <= v <= MAX_ACTUATION_DELAY_S for v in values):  # NaN fails too
+        return f"actuation_delays must each be in [0, {MAX_ACTUATION_DELAY_S}] s, got {values}"
+    return None

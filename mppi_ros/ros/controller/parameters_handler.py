@@ -32,6 +32,7 @@ from mppi_ros.ros.controller.parameters import (
     LOOP_PARAMETERS,
     PARAMETERS,
     REBUILD_PARAMETERS,
+    actuation_delays_problem,
     declare_controller_parameters,
 )
 from mppi_ros.ros.controller.swap import ModelSwap
@@ -175,6 +176,12 @@ class ParametersHandler:
                 return reject(f"horizon does not apply to {controller.name} (no horizon)")
             elif name == "num_samples" and value and not controller.samples:
                 return reject(f"num_samples does not apply to {controller.name} (no sampling)")
+            elif name == "actuation_delays" and not own:
+                active = self._active()
+                dim = active.controller.model.control_dim if active is not None else None
+                reason = actuation_delays_problem(list(value), dim)
+                if reason is not None:
+                    return reject(reason)
             if name in REBUILD_PARAMETERS and not own:
                 spec_changes[name] = value
         if spec_changes:
