@@ -35,6 +35,7 @@ def _rehash(path):
     manifest = json.loads((path / "manifest.json").read_text())
     for name in manifest["files"]:
         manifest["files"][name]["sha256"] = sha256_file(path / name)
+        manifest["files"][name]["bytes"] = (path / name).stat().st_size
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -115,6 +116,10 @@ def _pickle_instead(p):
     "damage,message",
     [
         (_corrupt_params, r"params\.msgpack does not match its SHA-256"),
+        (
+            lambda p: (p / "params.msgpack").write_bytes(b"x" * 10),
+            r"params\.msgpack has 10 bytes, the manifest lists \d+ \(truncated or modified",
+        ),
         (_truncate_params, r"params\.msgpack is not readable msgpack|weights do not match"),
         (
             _wrong_architecture,
