@@ -61,6 +61,7 @@ setup(
         "PyYAML",
         "tqdm",
         "matplotlib",
+        "mcap",
     ],
     extras_require={
         "gpu": ["jax[cuda12]", "onnxruntime-gpu"],

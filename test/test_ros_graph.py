@@ -72,6 +72,31 @@ def test_demo_graph_completes_a_lap_at_the_control_rate(tmp_path):
     assert_one_command_per_tick_at_the_control_rate(summary, 100.0)
     assert all(code == 0 for code in summary["exit_codes"].values()), summary["exit_codes"]
     assert Path(summary["plot"]).stat().st_size > 10_000
+    check_recording(summary)
+
+
+def check_recording(summary: dict) -> None:
+    """The run's MCAP bag, read back with the ``mcap`` reader and decoded by ``mcap_ros2``
+    from the schemas in the file alone (as Foxglove or another machine would)."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    counts = summary["recorded_messages"]
+    expected = {"odom", "cmd", "reference", "/diagnostics", "/mppi_controller/prediction"}
+    assert set(counts) == expected and all(counts.values()), counts
+    seen: dict[str, int] = {}
+    with open(summary["recording"], "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for schema, channel, _, decoded in reader.iter_decoded_messages():
+            seen[channel.topic] = seen.get(channel.topic, 0) + 1
+            if channel.topic == "odom":
+                assert schema.name == "nav_msgs/msg/Odometry"
+                assert decoded.header.frame_id == "map" and decoded.child_frame_id
+            elif channel.topic == "reference":
+                assert schema.name == "nav_msgs/msg/Path" and len(decoded.poses) > 100
+    assert seen == counts
+    # 100 Hz odometry and commands over at least one lap (~27 s).
+    assert counts["odom"] > 2000 and counts["cmd"] > 2000, counts
 
 
 @pytest.mark.slow

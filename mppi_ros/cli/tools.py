@@ -39,6 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         initial_speed=args.initial_speed,
         out_dir=args.out,
         speed=_graph_speed(args),
+        record=not args.no_record,
     )
     try:
         summary = run_demo(config, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -134,7 +135,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--initial-speed", type=float, default=0.0, help="m/s at the start line")
     _add_graph_speed_arguments(demo)
-    demo.add_argument("--out", default="demo_output", help="folder for demo.png, JSON, logs")
+    demo.add_argument(
+        "--out", default="demo_output", help="folder for demo.png, JSON, logs, run.mcap"
+    )
+    demo.add_argument(
+        "--no-record", action="store_true", help="do not write the MCAP bag out/run.mcap"
+    )
     demo.add_argument("--json", default=None, help="also write the summary JSON here")
     demo.set_defaults(func=cmd_demo)
 

@@ -34,6 +34,7 @@ class DemoConfig:
     lap_timeout_s: float = 120.0
     controller_params: tuple[tuple[str, Any], ...] = ()
     speed: GraphSpeed = dataclasses.field(default_factory=GraphSpeed)
+    record: bool = True  # out_dir/run.mcap
 
 
 def lateral_errors(track: Track, xy: np.ndarray) -> np.ndarray:
@@ -86,7 +87,10 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         sim_params={"initial_speed": config.initial_speed},
         speed=config.speed,
     )
-    graph = driving_graph(params, config.command_type, out / "logs", config.startup_timeout_s, log)
+    bag = out / "run.mcap" if config.record else None
+    graph = driving_graph(
+        params, config.command_type, out / "logs", config.startup_timeout_s, log, record=bag
+    )
     with graph as (processes, monitor):
         started = time.time()
         log(
@@ -131,6 +135,9 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         "commands_received": len(received),
         **{f"loop_{k}": v for k, v in loop.items()},
         "exit_codes": processes.exit_codes,
+        # The MCAP bag (ros2 bag play / Foxglove) and the messages per topic in it.
+        "recording": str(bag) if bag else None,
+        "recorded_messages": dict(monitor.recorder.counts) if monitor.recorder else {},
     }
     summary["plot"] = str(plot_demo(track, odom, errors, timing, out / "demo.png"))
     (out / "demo.json").write_text(json.dumps(summary, indent=2))

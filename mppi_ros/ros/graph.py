@@ -22,6 +22,7 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import TransitionEvent
 from nav_msgs.msg import Odometry
+from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.srv import SetParameters
 from rclpy.context import Context
@@ -33,13 +34,14 @@ from std_srvs.srv import Trigger
 
 from mppi_ros.realtime.memory import allocator_environment
 from mppi_ros.ros import conversions
-from mppi_ros.ros.common import make_executor
+from mppi_ros.ros.common import LATCHED, make_executor
 from mppi_ros.ros.processes import (
     ConfigureFailedError,  # also imported from here by mppi_ros.cli
     NodeProcesses,
     configure_failure,
     pick_domain_id,
 )
+from mppi_ros.ros.recording import BagRecorder
 from mppi_ros.share import share_search_paths
 
 # How long a configure failure seen as a lifecycle event waits for its reason in the log.
@@ -76,7 +78,13 @@ class Recording:
 class Monitor:
     """A node in its own context and thread recording odom, cmd, loop timing and diagnostics."""
 
-    def __init__(self, domain_id: int, command_type: str, controller: str = "mppi_controller"):
+    def __init__(
+        self,
+        domain_id: int,
+        command_type: str,
+        controller: str = "mppi_controller",
+        record: Path | None = None,
+    ):
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = Node("mppi_monitor", context=self.context)
@@ -95,6 +103,16 @@ class Monitor:
         n.create_subscription(
             TransitionEvent, f"/{controller}/transition_event", self._on_transition, 10
         )
+        self.recorder = None
+        if record is not None:  # an MCAP bag of what a user looks at (see mppi_ros.ros.recording)
+            topics = {
+                "odom": (Odometry, qos_profile_sensor_data),
+                "cmd": (conversions.command_message_class(command_type), 100),
+                "reference": (PathMsg, LATCHED),
+                "/diagnostics": (DiagnosticArray, 50),
+                f"/{controller}/prediction": (PathMsg, 10),
+            }
+            self.recorder = BagRecorder(n, record, topics)
         self.executor = make_executor(self.context)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -193,6 +211,8 @@ class Monitor:
         return self.call(Trigger, name, Trigger.Request(), timeout)
 
     def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=2.0)
@@ -295,18 +315,20 @@ def driving_graph(
     allocator: str = "auto",
     args: dict[str, tuple[str, ...]] | None = None,
     setup: Callable[[Monitor], None] = lambda _: None,
+    record: Path | None = None,
 ) -> Iterator[tuple[NodeProcesses, Monitor]]:
     """Starts the node processes and a monitor, waits until the controller drives and resets
     the car to the start line; on exit stops everything (``processes.exit_codes``). The
     controller runs with heap ``allocator``
     (:func:`mppi_ros.realtime.memory.allocator_environment`); ``args``: extra ``--ros-args``
-    per node (remappings); ``setup`` runs on the monitor before the graph must drive.
+    per node (remappings); ``setup`` runs on the monitor before the graph must drive;
+    ``record``: an MCAP file of the run (odom, cmd, reference, diagnostics, prediction).
     """
     env = {"mppi_controller": allocator_environment(allocator)}
     domain = pick_domain_id()
     log(f"starting {', '.join(params)} (ROS_DOMAIN_ID={domain})")
     processes = NodeProcesses(params, domain, log_dir, env, args)
-    monitor = Monitor(domain, command_type)
+    monitor = Monitor(domain, command_type, record=record)
     try:
         setup(monitor)
         wait_until_driving(monitor, processes, startup_timeout)
