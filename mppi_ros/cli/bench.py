@@ -198,6 +198,7 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
         controller_cpus=args.controller_cpus,
         controller_params=tuple(args.param),
         allocator=args.allocator,
+        record=args.record,
         speed=_graph_speed(args),
     )
     log = lambda line: print(line, file=sys.stderr, flush=True)
@@ -344,6 +345,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="heap allocator of the controller process; auto: jemalloc when libjemalloc2 is "
         "installed (it returns freed executables' memory to the OS), else glibc",
+    )
+    ros.add_argument(
+        "--record", default=None, metavar="FILE.mcap", help="also write an MCAP bag of the run"
     )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)

@@ -47,6 +47,9 @@ class RosBench:
     # Heap allocator of the controller process (mppi_ros.realtime.memory.ALLOCATORS).
     allocator: str = "auto"
     speed: GraphSpeed = dataclasses.field(default_factory=GraphSpeed)
+    # An MCAP bag of the run (odom, cmd, reference, diagnostics, prediction); off by default:
+    # the recorded prediction is work the controller does only while someone listens.
+    record: str | None = None
 
     def cpu_split(self) -> tuple[list[int], list[int]] | None:
         """``(controller CPUs, CPUs of everything else)``, or None for no pinning."""
@@ -211,10 +214,14 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
 
     with (
         _running_on(split[1] if split else None),  # the nodes inherit it at spawn
-        driving_graph(params, bench.command_type, log_dir, 300.0, allocator=bench.allocator) as (
-            processes,
-            monitor,
-        ),
+        driving_graph(
+            params,
+            bench.command_type,
+            log_dir,
+            300.0,
+            allocator=bench.allocator,
+            record=Path(bench.record) if bench.record else None,
+        ) as (processes, monitor),
     ):
         started = time.time()
         pid = processes.pid("mppi_controller")
@@ -349,6 +356,8 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "kept_steps": int(ctrl.get("kept_steps", 0)),
         "allocator": ctrl.get("allocator", ""),  # as the node reports it
         "logs": str(log_dir),
+        "recording": bench.record,
+        "recorded_messages": dict(monitor.recorder.counts) if monitor.recorder else {},
     }
     return report
 
@@ -363,7 +372,7 @@ def run_compared(bench: RosBench, log=print) -> dict[str, Any]:
     if bench.backend == "jax":
         return report
     sub_dir = None if bench.log_dir is None else str(Path(bench.log_dir) / "jax_reference")
-    reference = run(dataclasses.replace(bench, backend="jax", log_dir=sub_dir), log)
+    reference = run(dataclasses.replace(bench, backend="jax", log_dir=sub_dir, record=None), log)
     report["jax_reference"] = {k: reference.get(k) for k in COMPARED_KEYS}
     for key in ("latency_p50_ms", "latency_p99_ms"):
         ours, theirs = report.get(key), reference.get(key)
