@@ -240,22 +240,13 @@ class InputMonitor:
             self.reference_fault = f"bad_reference: {err}"
             return
         arrays = track.arrays()
-        # The more specific cause first: a reference far from the car also meets the old
-        # borders (the three paths arrive one by one) and would be named after them.
-        odom = self.latest.odom
-        misplaced = odom is not None and reference_fault(
-            np.array([odom.pose.pose.position.x, odom.pose.pose.position.y]),
-            conversions.quaternion_to_yaw(odom.pose.pose.orientation),
-            track.xy,
-            track.psi,
-            PlausibilityLimits.from_values(self._live),
-        )
-        if misplaced and misplaced.startswith("reference_far"):
-            self.reference_fault = misplaced
-            return
         inconsistent = border_fault(np.asarray(arrays.border, np.float64))
         if inconsistent is not None:
-            self.reference_fault = inconsistent
+            # The more specific cause first: a new reference far from the car meets the old
+            # borders until its own arrive (the paths come one by one). A consistent one is
+            # installed even when far: the tick's check brakes until the car is near it.
+            far = self._far_from_car(track)
+            self.reference_fault = far or inconsistent
             return
         self.reference = Reference(track.xy, track.psi, arrays)
         self.reference_fault = next(iter(self._refused.values()), None)
@@ -265,6 +256,20 @@ class InputMonitor:
         )
         self._gate.wait_cycle_end()
         release_free_heap()  # what building the track freed, back to the OS
+
+    def _far_from_car(self, track) -> str | None:
+        """``reference_far`` when the latest odometry is far from ``track``'s raceline."""
+        odom = self.latest.odom
+        if odom is None:
+            return None
+        fault = reference_fault(
+            np.array([odom.pose.pose.position.x, odom.pose.pose.position.y]),
+            conversions.quaternion_to_yaw(odom.pose.pose.orientation),
+            track.xy,
+            track.psi,
+            PlausibilityLimits.from_values(self._live),
+        )
+        return fault if fault is not None and fault.startswith("reference_far") else None
 
     # ------------------------------------------------------------------ the tick's check
 
