@@ -284,23 +284,6 @@ def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
         (str(shipped_model_path("dpc")), "holds a 'dpc' model"),
         (str(tampered), ""),
     ]
-    # A listed 768 MB file whose checksum is wrong: hashing it takes seconds, on the
-    # parameter services' own thread, so that odometry and commands keep flowing meanwhile.
-    big = tmp_path / "big"
-    shutil.copytree(shipped_model_path("step_mppi"), big)
-    with (big / "padding.bin").open("wb") as handle:
-        handle.truncate(768 << 20)  # sparse: no disk written
-    manifest = json.loads((big / "manifest.json").read_text())
-    manifest["files"]["padding.bin"] = {"sha256": "0" * 64, "bytes": 768 << 20}
-    (big / "manifest.json").write_text(json.dumps(manifest))
-    t0, wall0 = time.monotonic(), time.time()
-    result = monitor.set_parameters(CTRL, model_path=str(big))[0]
-    took = time.monotonic() - t0
-    assert not result.successful and "padding.bin does not match" in result.reason, result.reason
-    commands = vehicle.commands_since(t0)
-    assert len(commands) >= 0.5 * 100 * took, f"{len(commands)} commands in {took:.2f} s"
-    seen = [m for t, n, _, m in list(monitor.recording.diagnostic_log) if n == CTRL and t >= wall0]
-    assert not any("stale" in m or "blocked" in m for m in seen), seen
     for path, reason in cases:
         t0 = time.monotonic()
         result = monitor.set_parameters(CTRL, model_path=path)[0]

@@ -14,7 +14,6 @@ from typing import NoReturn
 import rclpy
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rcl_interfaces.srv import SetParameters, SetParametersAtomically
 from rclpy import logging
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.context import Context
@@ -91,10 +90,6 @@ def make_executor(context: Context | None = None) -> Executor:
     return SingleThreadedExecutor(context=context)
 
 
-# rclpy's services that change parameters (the others only read them).
-PARAMETER_SETTERS = (SetParameters, SetParametersAtomically)
-
-
 class BlockingServices:
     """Services of ``owner`` whose callbacks may block (e.g. until a background build is done),
     served by a hidden helper node on its own thread and executor.
@@ -136,20 +131,6 @@ class BlockingServices:
         if name.startswith("~/"):
             name = f"{self._owner.get_fully_qualified_name()}/{name[2:]}"
         self._node.create_service(srv_type, name, callback)
-
-    def take_over(self, srv_types: tuple[type, ...], lock: contextlib.AbstractContextManager):
-        """Moves ``owner``'s services of ``srv_types`` (e.g. rclpy's parameter services) to
-        this thread, each callback run holding ``lock``; same names and QoS."""
-        for service in [s for s in self._owner.services if s.srv_type in srv_types]:
-            name = f"{self._owner.get_fully_qualified_name()}/{service.srv_name.rsplit('/', 1)[-1]}"
-            handle, qos = service.callback, service.qos_profile
-            self._owner.destroy_service(service)
-
-            def locked(request, response, handle=handle):
-                with lock:
-                    return handle(request, response)
-
-            self._node.create_service(service.srv_type, name, locked, qos_profile=qos)
 
     def _spin(self) -> None:
         with self._around():

@@ -38,7 +38,6 @@ from mppi_ros.realtime.jax_runtime import persistent_cache_writes
 from mppi_ros.realtime.scheduling import CycleGate, next_deadline, open_stall_log
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import (
-    PARAMETER_SETTERS,
     RELIABLE_LATEST,
     BlockingServices,
     answer_refused_transitions,
@@ -75,9 +74,6 @@ class ControllerNode(LifecycleNode):
         self.params = ParametersHandler(
             self, self._check_spec_changes, self._rebuild, lambda: self._swap.active
         )
-        # Changes are checked (a bundle's checksums: up to seconds) on a thread of their own.
-        self._parameter_services = BlockingServices(self, self.cycle_gate.cooperate, "parameters")
-        self._parameter_services.take_over(PARAMETER_SETTERS, self.params.lock)
         self._swap = ModelSwap(
             self._prepare_build,
             self.cycle_gate,
@@ -203,10 +199,6 @@ class ControllerNode(LifecycleNode):
         self._stop_control()
         self._release()
         return TransitionCallbackReturn.SUCCESS
-
-    def destroy_node(self) -> None:
-        self._parameter_services.destroy()
-        super().destroy_node()
 
     def shutdown_cleanly(self) -> None:
         """Process exit: stop the loop and brake (whatever the lifecycle state)."""

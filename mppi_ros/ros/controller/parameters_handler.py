@@ -9,9 +9,8 @@ that still runs. Those are values the node runs with: the handler recognises the
 (:meth:`ParametersHandler.write`), so that they are neither checked again nor counted as a
 user's choice nor start a rebuild of what already runs. Every user change is checked.
 
-Users' changes arrive on a thread of their own (a bundle's checksums can take seconds; the
-executor must not wait for them), the node's own writes on the executor thread: ``lock``
-keeps them apart.
+``lock`` keeps the node's own writes apart from users' changes should those ever arrive on
+another thread (rclpy serves them on the executor, as it does the writes).
 """
 
 from __future__ import annotations
