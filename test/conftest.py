@@ -38,3 +38,30 @@ def default_track():
     from mppi_ros.core.tracks import load_track
 
     return load_track("default")
+
+
+def _cpu_quota() -> str:
+    """The CPU limit of this process's cgroup (v2 ``cpu.max`` or v1 CFS quota), if any."""
+    for path, parse in (
+        ("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), None]),
+    ):
+        try:
+            quota, period = parse(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            return "none"
+        if period is None:
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        return f"{int(quota) / int(period):.2f} CPUs"
+    return "unknown"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The machine the suite ran on: the graph tests' timing margins depend on it."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    terminalreporter.write_line(
+        f"machine: {os.cpu_count()} CPUs visible, cgroup quota {_cpu_quota()}, "
+        f"load average {load} (1, 5, 15 min)"
+    )

@@ -1,6 +1,7 @@
-"""The ``mppi_controller`` node plus two test inputs: ``~/break_step`` (std_msgs/Bool) and
+"""The ``mppi_controller`` node plus three test inputs: ``~/break_step`` (std_msgs/Bool),
 ``~/block_executor`` (std_msgs/Float64: seconds the callback sleeps on the node's executor,
-standing in for any callback that takes that long).
+standing in for any callback that takes that long) and ``~/slow_tick`` (std_msgs/Float64:
+seconds each control cycle sleeps after its work, standing in for a starved CPU).
 
 ``True`` hands the real compiled step a reference of the wrong structure (``None``), so every
 step raises inside JAX's tracing; ``False`` gives the step its reference back. No message on
@@ -21,7 +22,10 @@ from mppi_ros.ros.controller.inputs import NO_TRACK
 
 class StepFaultNode(controller_node.ControllerNode):
     """:class:`ControllerNode` whose step can be made to raise over ``~/break_step`` and whose
-    executor can be blocked over ``~/block_executor``."""
+    executor can be blocked over ``~/block_executor`` and whose cycles slowed over
+    ``~/slow_tick``."""
+
+    _slow_s = 0.0
 
     def _create_entities(self) -> None:
         super()._create_entities()
@@ -29,7 +33,15 @@ class StepFaultNode(controller_node.ControllerNode):
         self._entities += [
             self.create_subscription(Bool, "~/break_step", self._on_break_step, 10),
             self.create_subscription(Float64, "~/block_executor", self._on_block, 10),
+            self.create_subscription(Float64, "~/slow_tick", self._on_slow, 10),
         ]
+
+    def _on_slow(self, msg: Float64) -> None:
+        self._slow_s = msg.data
+
+    def _on_control_tick(self) -> None:
+        super()._on_control_tick()
+        time.sleep(self._slow_s)
 
     def _on_block(self, msg: Float64) -> None:
         time.sleep(msg.data)

@@ -24,7 +24,7 @@ from mppi_ros.ros.bench import (
     stall_summary,
     start_cpu_probe,
 )
-from mppi_ros.ros.controller.health import LoopStats
+from mppi_ros.ros.controller.health import LoopStats, rate_fault
 
 
 def _python_work(stop: threading.Event, progress: list[float]) -> None:
@@ -177,6 +177,33 @@ def test_missed_cycles_count_whole_skipped_periods():
     # 0.02 -> 0.05 skips two periods; 0.06 -> 0.074 is late (1.4 periods), not missed
     assert stats.missed_cycles == 2
     assert stats.cycles == 6
+
+
+def _ticks(*spans: tuple[float, float, float]) -> LoopStats:
+    """Tick starts over ``(from, to, period)`` spans (s)."""
+    stats = LoopStats(period=0.01)
+    for first, last, period in spans:
+        for t in np.arange(first, last, period):
+            stats.tick(float(t))
+    return stats
+
+
+def test_the_rate_guard_brakes_a_starved_loop_and_rides_through_one_stall():
+    judge = lambda stats, holding=False: rate_fault(
+        stats.tick_starts, stats.tick_starts[-1] + 0.001, 0.01, 0.5, holding
+    )
+    assert judge(_ticks((0.0, 5.0, 0.01))) is None
+    # A third of the rate, sustained: named with what ran.
+    fault = judge(_ticks((0.0, 2.0, 0.01), (2.0, 4.0, 0.03)))
+    assert fault is not None and fault.startswith("control_overrun: the loop ran 34 of the 100")
+    # One 0.4 s stall in a second of full-rate cycles: not a starved loop.
+    assert judge(_ticks((0.0, 2.0, 0.01), (2.4, 3.0, 0.01))) is None
+    # Just activated at a third of the rate: too few cycles due to judge yet.
+    assert judge(_ticks((0.0, 0.05, 0.03))) is None
+    # 55 %: above the limit, but inside its recovery margin while the fault holds.
+    recovering = _ticks((0.0, 3.0, 0.01 / 0.55))
+    assert judge(recovering) is None and judge(recovering, holding=True) is not None
+    assert rate_fault(recovering.tick_starts, 3.0, 0.01, 0.0, True) is None  # 0: off
 
 
 def test_next_deadline_keeps_phase_and_skips_overruns():

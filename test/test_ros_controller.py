@@ -695,6 +695,7 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
         assert any("executor_blocked" in m for _, m in seen), [m for _, m in seen]
         wait_watchdog(monitor, "ok", 10.0)
         assert "executor_blocked" not in monitor.recording.diagnostic_messages[CTRL]
+        check_a_starved_loop_brakes(monitor, vehicle)
         # SIGTERM while a K change compiles in the background (seconds of work): the node
         # brakes and exits without waiting for the compile (Python joins worker threads at
         # exit; that once held a node here for the full 10 s before SIGKILL).
@@ -713,6 +714,30 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
     finally:
         monitor.close()
         process.stop()
+
+
+def check_a_starved_loop_brakes(monitor: Monitor, vehicle: Vehicle) -> None:
+    """Cycles that take 30 ms (a third of the 100 Hz rate, as a starved CPU allows) brake
+    with ``control_overrun`` while ``min_rate_fraction`` is 0.5, drive on when it is 0, and
+    the car drives again at full rate."""
+    slow = monitor.node.create_publisher(Float64, f"/{CTRL}/slow_tick", LATCHED)
+    slow.publish(Float64(data=0.03))
+    wait_watchdog(monitor, "control_overrun: the loop ran", 10.0)
+    t0 = time.monotonic()
+    time.sleep(0.5)
+    assert all(c[1] == -5.0 for c in vehicle.commands_since(t0)), "brake while starved"
+    assert monitor.set_parameters(CTRL, min_rate_fraction=0.0)[0].successful
+    wait_watchdog(monitor, "ok", 10.0)
+    t1 = time.monotonic()
+    time.sleep(0.5)
+    assert any(c[1] > 0.0 or c[0] != 0.0 for c in vehicle.commands_since(t1)), "driving"
+    slow.publish(Float64(data=0.0))
+    time.sleep(1.5)  # longer than the rate window: it holds full-rate cycles only
+    assert monitor.set_parameters(CTRL, min_rate_fraction=0.5)[0].successful
+    t2 = time.monotonic()
+    time.sleep(1.0)
+    assert "control_overrun" not in diag(monitor)["watchdog"]
+    assert any(c[1] > 0.0 or c[0] != 0.0 for c in vehicle.commands_since(t2)), "driving"
 
 
 PARAMETER_VALUES = (

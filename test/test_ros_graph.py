@@ -24,6 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTROLLER_CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
 
 
+def graph_story(log_dir: Path, lines: int = 25) -> str:
+    """What the graph's nodes said beyond INFO (braking causes, border violations, skipped
+    plant steps): the first ``lines`` of each node's log, for a failing assertion."""
+    story = []
+    for log in sorted(Path(log_dir).glob("*.log")):
+        said = [
+            line for line in log.read_text(errors="replace").splitlines() if "[INFO]" not in line
+        ]
+        story += [f"{log.name}:", *said[:lines]]
+    return "\n".join(story)
+
+
 @pytest.mark.parametrize("path", CONTROLLER_CONFIGS, ids=lambda p: p.name)
 def test_parameter_files_use_ros_format_and_known_names(path):
     data = yaml.safe_load(path.read_text())
@@ -64,8 +76,9 @@ def test_demo_graph_completes_a_lap_at_the_control_rate(tmp_path):
     """Simulator, track publisher and Step-MPPI controller as processes over DDS: one lap of
     `default`, commands at the control rate within 2 %, no border violation."""
     summary = run_demo(DemoConfig(laps=1, out_dir=str(tmp_path)), log=lambda _: None)
-    assert summary["laps_completed"] == 1, summary
-    assert summary["border_violations"] == 0
+    story = lambda: f"{summary}\n{graph_story(tmp_path / 'logs')}"
+    assert summary["laps_completed"] == 1, story()
+    assert summary["border_violations"] == 0, story()
     # Offline the same controller tracks this lap to 0.010 m; an integrated steering estimate
     # that drifts from the simulator's (the bug this guards) gave 0.085-0.10 m.
     assert summary["tracking_error_mean_m"] < 0.03
@@ -201,6 +214,7 @@ def test_bench_faults_brakes_names_and_recovers(tmp_path):
     assert report["crashes"] == 0 and list(report["cases"]) == cases.split(",")
     for name, case in report["cases"].items():
         assert case["alive"], name
+        assert "error" not in case, f"{name}: {case}\n{graph_story(tmp_path / 'logs')}"
         assert case["diagnostics_max_gap_s"] < 0.5, (name, case)
         assert case["recovery_s"] is not None and case["saturated_after_recovery"] is False
     stale = report["cases"]["stale_odometry"]

@@ -159,6 +159,21 @@ def test_stop_control_brakes_without_reversing_and_limits_the_steering_rate(trac
     assert held[0] == 0.0 and angle == 0.1 and held[1] == -DECEL
 
 
+def test_a_car_rolling_backwards_is_brought_to_rest(track, plant_step):
+    """The stop brakes a car that rolls backwards (after a spin, or pushed) instead of letting
+    it roll: the plant has no rolling friction, and a stop that only cancelled forward speed
+    once let a stopped car creep 4.5 m backwards at 0.05 m/s over 100 s."""
+    x = cornering_state(track, 40, 0.0, 0.0)
+    x[NAMES.index("v")] = -0.6
+    for _ in range(200):
+        speed = float(x[NAMES.index("v")])
+        steering = float(x[NAMES.index("delta")])
+        action, _ = stop_control(LIMITS, LIMITS.pose(x), speed, steering, track.xy, DECEL, PERIOD)
+        assert action[1] >= 0.0 or speed >= 0.0, "braking a backwards roll pushes forwards"
+        x = np.asarray(plant_step(x, action.astype(np.float32), PARAMS))
+    assert abs(float(x[NAMES.index("v")])) < 1e-3
+
+
 def blind_stop(track, plant_step, x: np.ndarray, modelled: tuple[float, float]):
     """A stop without odometry, as the node makes it: the pose dead-reckoned from ``x`` with
     the model and the command log, each channel applied ``modelled`` seconds after it was

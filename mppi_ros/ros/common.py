@@ -150,19 +150,20 @@ class BlockingServices:
 
 def init_with_own_signals(args: list[str] | None) -> threading.Event:
     """``rclpy.init`` with our own SIGINT/SIGTERM handling; the returned event is set on
-    either signal.
+    either signal once :func:`spin_until` runs.
 
     rclpy's handler sometimes lost a SIGINT under load (the process then needed SIGKILL), and
     it invalidates the context before a node can publish on the way out (the controller's
-    brake command). Pair with :func:`spin_until`. ``kill -USR1 <pid>`` writes every thread's
-    stack to stderr (the node's log).
+    brake command). Until the node spins, either signal ends the process at once (the
+    kernel's default action): a Python handler would wait for the start-up's JAX compile
+    (seconds, more on a loaded machine), and nothing has been commanded yet. ``kill -USR1
+    <pid>`` writes every thread's stack to stderr (the node's log).
     """
     faulthandler.register(signal.SIGUSR1)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
+        signal.signal(signum, signal.SIG_DFL)
+    return threading.Event()
 
 
 def exit_now(code: int = 0) -> NoReturn:
@@ -204,7 +205,10 @@ def spin_until(
     around: contextlib.AbstractContextManager | None = None,
 ) -> None:
     """Spins until ``stop`` is set or the context shuts down; the bounded ``spin_once`` notices
-    the request within 0.1 s even when no callback is due. ``around`` wraps the spinning."""
+    the request within 0.1 s even when no callback is due. ``around`` wraps the spinning.
+    SIGINT and SIGTERM set ``stop`` from here on (see :func:`init_with_own_signals`)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         with around or contextlib.nullcontext():
             while not stop.is_set() and rclpy.ok():

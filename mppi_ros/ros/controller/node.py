@@ -53,7 +53,7 @@ from mppi_ros.ros.controller.diagnostics import (
     blocked_stages,
     controller_status,
 )
-from mppi_ros.ros.controller.health import LoopStats, Watchdog
+from mppi_ros.ros.controller.health import LoopStats, Watchdog, rate_fault
 from mppi_ros.ros.controller.inputs import InputMonitor
 from mppi_ros.ros.controller.model_checks import check_model_path, check_spec_changes
 from mppi_ros.ros.controller.parameters import actuation_delays_problem
@@ -346,7 +346,7 @@ class ControllerNode(LifecycleNode):
         if checked.steering is not None:
             output.steering = self._state_steering = checked.steering
             self._steering_measured = checked.steering_measured
-        fault, result = checked.fault, None
+        fault, result = checked.fault or self._overrun(start), None
         if fault is None:
             try:
                 now = conversions.time_to_seconds(stamp)
@@ -376,6 +376,12 @@ class ControllerNode(LifecycleNode):
             self.get_logger().info(f"recovered from: {ended}")
         self._publish_extras(result, wall, latency, data_age)
         self._cstate = active.prepare(self._cstate)  # next noise, off the measured path
+
+    def _overrun(self, now: float) -> str | None:
+        """A loop too starved to drive (see :func:`.health.rate_fault`)."""
+        holding = (self._watchdog.cause or "").startswith("control_overrun")
+        fraction = float(self.params.live["min_rate_fraction"])
+        return rate_fault(self._stats.tick_starts, now, self._stats.period, fraction, holding)
 
     def _publish_extras(self, result, wall: float, latency: float, data_age: float) -> None:
         """Off the measured path: timing record ``(tick wall time, latency, data age)`` and

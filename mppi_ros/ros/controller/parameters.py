@@ -168,6 +168,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             "from a standstill) takes the speed below zero."
         ),
     ),
+    "min_rate_fraction": (
+        0.5,
+        describe(
+            "The safe stop holds the car while the control loop runs fewer than this fraction "
+            "of its cycles over the last second (a starved CPU: commands designed for one "
+            "period then act for several); 0: off.",
+            float_range=(0.0, 1.0),
+        ),
+    ),
     "recovery_ramp_s": (
         0.5,
         describe(
@@ -276,6 +285,7 @@ LOOP_PARAMETERS = (
     "brake_decel",
     "allow_reverse",
     "recovery_ramp_s",
+    "min_rate_fraction",
     "state_prediction",
     "actuation_delays",
     "max_path_points",

@@ -136,10 +136,13 @@ def stop_control(
 ) -> tuple[np.ndarray, float]:
     """One period of the safe stop: the raw control (a deceleration of at most ``decel`` that
     stops without reversing, a steering rate towards :func:`pursuit_steering`'s angle) and the
-    steering angle it leads to. Without a pose or reference the steering angle holds."""
-    speed = max(speed, 0.0)
+    steering angle it leads to. Without a pose or reference the steering angle holds. A car
+    rolling backwards (pushed, or after a spin) is braked towards zero the same way: a model
+    without friction would otherwise roll on at constant speed."""
     action = np.zeros(len(limits.control_names))
-    action[-1 if limits.accel_index is None else limits.accel_index] = -min(decel, speed / period)
+    brake = min(decel, abs(speed) / period)
+    action[-1 if limits.accel_index is None else limits.accel_index] = -math.copysign(brake, speed)
+    speed = max(speed, 0.0)
     target = None
     if pose is not None and reference_xy is not None:
         target = pursuit_steering(pose, reference_xy, speed, limits.wheelbase)
