@@ -204,6 +204,11 @@ def test_the_rate_guard_brakes_a_starved_loop_and_rides_through_one_stall():
     recovering = _ticks((0.0, 3.0, 0.01 / 0.55))
     assert judge(recovering) is None and judge(recovering, holding=True) is not None
     assert rate_fault(recovering.tick_starts, 3.0, 0.01, 0.0, True) is None  # 0: off
+    # Slow cycles that braked for another fault, then full rate since 3.0 s: judged on the
+    # full-rate ones alone (all of the last second: a fault).
+    braked = _ticks((0.0, 3.0, 0.03), (3.0, 3.2, 0.01))
+    assert rate_fault(braked.tick_starts, 3.2, 0.01, 0.5, False, since=3.0) is None
+    assert rate_fault(braked.tick_starts, 3.2, 0.01, 0.5, False) is not None
 
 
 def test_next_deadline_keeps_phase_and_skips_overruns():

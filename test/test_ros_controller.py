@@ -31,6 +31,7 @@ from mppi_ros.core.dynamics import get_dynamics
 from mppi_ros.core.tracks import load_track
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import LATCHED
+from mppi_ros.ros.controller.model_checks import INLINE_CHECK_BYTES
 from mppi_ros.ros.controller.parameters import PARAMETERS
 from mppi_ros.ros.graph import Monitor
 from mppi_ros.ros.processes import NodeProcess, NodeProcesses, pick_domain_id, write_params_file
@@ -125,6 +126,9 @@ def node(tmp_path_factory):
             # The test holds the car still, replaying one state: latency compensation would
             # move it by the commands sent (the demo graph tests it against a real plant).
             "state_prediction": 0.0,
+            # The rig's rate on a loaded machine is not under test here (a test of its own
+            # starves a node on purpose).
+            "min_rate_fraction": 0.0,
         }
     }
     # A compilation cache of its own: a test watches what this node writes there.
@@ -292,6 +296,7 @@ def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
         time.sleep(0.2)
         assert len(vehicle.commands_since(t0)) >= 10, "the old model keeps driving"
         assert diag(monitor)["model_id"] == model_id
+    check_a_large_bundle_is_verified_off_the_executor(monitor, vehicle, tmp_path, model_id)
     good = tmp_path / "good_copy"
     shutil.copytree(shipped_model_path("step_mppi"), good)
     swaps = int(diag(monitor)["swaps"])
@@ -312,6 +317,33 @@ def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
     monitor.wait_for(
         lambda: diag(monitor)["model_id"].startswith("f1tenth_step_mppi@"), 120, "swap back"
     )
+
+
+def check_a_large_bundle_is_verified_off_the_executor(monitor, vehicle, tmp_path, model_id):
+    """A bundle over INLINE_CHECK_BYTES (an extra listed 80 MB file whose checksum is wrong):
+    the parameter check accepts it without hashing, the build on its worker refuses it, and
+    the parameter reverts with the reason published while the old model drives on."""
+    large = tmp_path / "large"
+    shutil.copytree(shipped_model_path("step_mppi"), large)
+    size = INLINE_CHECK_BYTES + 16 * 2**20
+    with open(large / "extra.bin", "wb") as f:
+        f.truncate(size)  # sparse: hashing it still reads every byte
+    manifest = json.loads((large / "manifest.json").read_text())
+    manifest["files"]["extra.bin"] = {"sha256": "0" * 64, "bytes": size}
+    (large / "manifest.json").write_text(json.dumps(manifest))
+    previous = get_parameter(monitor, "model_path")
+    t0 = time.monotonic()
+    assert monitor.set_parameters(CTRL, model_path=str(large))[0].successful
+    monitor.wait_for(
+        lambda: "extra.bin does not match its SHA-256" in diag(monitor).get("last_error", ""),
+        60,
+        "the build's refusal",
+    )
+    monitor.wait_for(
+        lambda: get_parameter(monitor, "model_path") == previous, 10, "model_path reverted"
+    )
+    assert diag(monitor)["model_id"] == model_id
+    assert vehicle.longest_gap_since(t0) < 1.0, "the old model kept driving"
 
 
 def test_num_samples_change_recompiles_in_background(active):
@@ -644,6 +676,7 @@ def test_step_exception_brakes_reports_and_recovers(tmp_path):
                 "state_timeout": 0.25,
                 "diagnostics_rate": 10.0,
                 "autostart": True,
+                "min_rate_fraction": 0.0,  # a raising step is slow; set where it is tested
             }
         },
     )
@@ -721,6 +754,7 @@ def check_a_starved_loop_brakes(monitor: Monitor, vehicle: Vehicle) -> None:
     with ``control_overrun`` while ``min_rate_fraction`` is 0.5, drive on when it is 0, and
     the car drives again at full rate."""
     slow = monitor.node.create_publisher(Float64, f"/{CTRL}/slow_tick", LATCHED)
+    assert monitor.set_parameters(CTRL, min_rate_fraction=0.5)[0].successful
     slow.publish(Float64(data=0.03))
     wait_watchdog(monitor, "control_overrun: the loop ran", 10.0)
     t0 = time.monotonic()

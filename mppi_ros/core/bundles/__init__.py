@@ -23,6 +23,7 @@ from mppi_ros.core.bundles.format import (
     MANIFEST,
     PARAMS,
     BundleError,
+    check_listed_files,
     read_manifest,
     verify_checksums,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "BundleError",
     "CriticBundle",
     "VehicleBundle",
+    "check_listed_files",
     "load_bundle",
     "load_soft_mpcritic_bundle",
     "model_search_paths",

@@ -171,10 +171,16 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
-    """Every file listed in the manifest exists and matches its SHA-256."""
+def check_listed_files(path: Path, manifest: dict[str, Any]) -> int:
+    """Every file listed in the manifest exists with its listed size (no hashing: cheap for
+    any size); returns their total bytes.
+
+    Raises:
+        BundleError: A missing, misnamed or resized file (one sentence).
+    """
     if PARAMS not in manifest["files"]:
         raise BundleError(f"model bundle {path}: the manifest does not list {PARAMS}")
+    total = 0
     for name, entry in manifest["files"].items():
         file = path / name
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
@@ -192,7 +198,16 @@ def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
                 f"model bundle {path}: {name} has {size} bytes, the manifest lists {listed} "
                 "(truncated or modified file)"
             )
-        if sha256_file(file) != entry.get("sha256"):
+        total += size
+    return total
+
+
+def verify_checksums(path: Path, manifest: dict[str, Any]) -> None:
+    """Every file listed in the manifest exists with its size and matches its SHA-256."""
+    check_listed_files(path, manifest)
+    for name, entry in manifest["files"].items():
+        file = path / name
+        if sha256_file(file) != entry["sha256"]:
             raise BundleError(
                 f"model bundle {path}: {name} does not match its SHA-256 in the manifest "
                 f"(corrupt or modified file)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import math
 import time
 
 import numpy as np
@@ -111,9 +112,12 @@ def rate_fault(
     period: float,
     min_fraction: float,
     holding: bool,
+    since: float = -math.inf,
 ) -> str | None:
     """``control_overrun`` when the loop ran fewer than ``min_fraction`` of the cycles due in
-    the last :data:`RATE_WINDOW_S` (0: never).
+    the last :data:`RATE_WINDOW_S` since ``since`` (0: never). ``since``: when the loop last
+    started driving; cycles that braked for another fault (a raising step is slow) do not
+    count against it.
 
     A learned controller's commands are designed for one period; a plant holds each until the
     next, so a loop starved to a third of its rate holds every steering rate three times as
@@ -122,9 +126,9 @@ def rate_fault(
     """
     if min_fraction <= 0.0 or not tick_starts:
         return None
-    window = min(RATE_WINDOW_S, now - tick_starts[0])
+    window = min(RATE_WINDOW_S, now - max(tick_starts[0], since))
     due = window / period
-    if due < 10:  # just activated: too few cycles to judge
+    if due < 10:  # just activated or recovered: too few cycles to judge
         return None
     ran = sum(1 for _ in itertools.takewhile(lambda t: t > now - window, reversed(tick_starts)))
     limit = min_fraction * (RATE_RECOVERY if holding else 1.0)

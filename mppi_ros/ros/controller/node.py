@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import faulthandler
+import math
 import threading
 import time
 from typing import Any
@@ -87,6 +88,7 @@ class ControllerNode(LifecycleNode):
         self._steering_measured, self._state_steering = False, 0.0
         self._watchdog = Watchdog()
         self._stats = LoopStats(1.0 / float(self.get_parameter("control_rate").value))
+        self._driving_since = -math.inf  # see _overrun
         self._loop_thread: threading.Thread | None = None
         self._diagnostics_timer, self._entities = None, []
         self._diagnostics_period = 1.0 / float(self.get_parameter("diagnostics_rate").value)
@@ -346,7 +348,7 @@ class ControllerNode(LifecycleNode):
         if checked.steering is not None:
             output.steering = self._state_steering = checked.steering
             self._steering_measured = checked.steering_measured
-        fault, result = checked.fault or self._overrun(start), None
+        fault, result = checked.fault, None
         if fault is None:
             try:
                 now = conversions.time_to_seconds(stamp)
@@ -360,6 +362,10 @@ class ControllerNode(LifecycleNode):
                     self._cstate = cstate
                 else:
                     fault = "nonfinite_output: the controller returned NaN or inf"
+                # Judged with the step run, so the rate measured is the driving loop's.
+                fault = fault or self._overrun(start)
+        if fault is not None and not fault.startswith("control_overrun"):
+            self._driving_since = time.monotonic()  # braking cycles do not count (see _overrun)
         if fault is not None:  # a stop along the reference last driven on
             self._brake(stamp, checked.state)
             if self._watchdog.report(fault):
@@ -381,7 +387,10 @@ class ControllerNode(LifecycleNode):
         """A loop too starved to drive (see :func:`.health.rate_fault`)."""
         holding = (self._watchdog.cause or "").startswith("control_overrun")
         fraction = float(self.params.live["min_rate_fraction"])
-        return rate_fault(self._stats.tick_starts, now, self._stats.period, fraction, holding)
+        stats = self._stats
+        return rate_fault(
+            stats.tick_starts, now, stats.period, fraction, holding, self._driving_since
+        )
 
     def _publish_extras(self, result, wall: float, latency: float, data_age: float) -> None:
         """Off the measured path: timing record ``(tick wall time, latency, data age)`` and

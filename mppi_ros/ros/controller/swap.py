@@ -20,6 +20,7 @@ from mppi_ros.engine import CompiledController, EngineSpec, compile_controller
 from mppi_ros.realtime.jax_runtime import release_jax_caches
 from mppi_ros.realtime.memory import freeze_heap, release_free_heap, split_retired
 from mppi_ros.realtime.scheduling import CycleGate
+from mppi_ros.ros.controller.model_checks import check_same_vehicle
 from mppi_ros.ros.controller.safe_stop import CommandLimits
 
 # Room (s) a JAX cache-eviction step needs before the next cycle: light ones (one traced
@@ -129,6 +130,7 @@ class ModelSwap:
             return
         try:
             compiled = compile_controller(spec)
+            check_same_vehicle(compiled, self.active)
             build = dataclasses.replace(self._prepare(compiled), generation=generation)
         except (ValueError, BundleError) as err:
             failure = str(err)
