@@ -320,7 +320,7 @@ def test_model_swap_rejects_bad_bundles_and_keeps_driving(active, tmp_path):
 
 
 def check_a_large_bundle_is_verified_off_the_executor(monitor, vehicle, tmp_path, model_id):
-    """A bundle over INLINE_CHECK_BYTES (an extra listed 80 MB file whose checksum is wrong):
+    """A bundle over INLINE_CHECK_BYTES (an extra listed 24 MiB file whose checksum is wrong):
     the parameter check accepts it without hashing, the build on its worker refuses it, and
     the parameter reverts with the reason published while the old model drives on."""
     large = tmp_path / "large"

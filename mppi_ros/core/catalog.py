@@ -217,13 +217,18 @@ def load_matching_bundle(controller: str, model_path: str) -> VehicleBundle:
         BundleError: Missing, corrupt or of another controller kind (one sentence).
     """
     path = resolve_model(model_path or controller_spec(controller).default_model)
-    held = read_manifest(path)["controller"]  # before the weights are read
+    require_kind(path, read_manifest(path), controller)  # before the weights are read
+    return load_vehicle_bundle(path)
+
+
+def require_kind(path: Path, manifest: dict[str, Any], controller: str) -> None:
+    """Raises ``BundleError`` unless the bundle at ``path`` holds a ``controller`` model."""
+    held = manifest["controller"]
     if held != controller:
         raise BundleError(
             f"model bundle {path} holds a {held!r} model, but this node runs "
             f"controller {controller!r}"
         )
-    return load_vehicle_bundle(path)
 
 
 def _from_config(cls: type, config_cls: type) -> Callable[..., Controller]:

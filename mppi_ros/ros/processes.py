@@ -137,7 +137,7 @@ class NodeProcess:
     """A node module run as ``python -m MODULE --ros-args --params-file FILE`` (a context manager).
 
     Output (stdout and stderr) goes to ``log_path`` (a temporary file when not given). Leaving
-    the ``with`` block stops the process: SIGINT first, SIGKILL after the timeout.
+    the ``with`` block stops the process: SIGTERM first, SIGKILL after the timeout.
 
     Args:
         module: Importable module with a ``main()`` (e.g. ``mppi_ros.ros.simulator_node``).
@@ -212,14 +212,17 @@ class NodeProcess:
         return False
 
     def interrupt(self) -> None:
-        """Sends SIGINT (like Ctrl-C) once, without waiting (a second one would cut the
-        node's own shutdown short)."""
+        """Sends SIGTERM once, without waiting (a second one would cut the node's own shutdown
+        short). The nodes treat it as SIGINT (brake, shut down, exit); unlike SIGINT, it also
+        ends a process still importing its modules: Python's own SIGINT handler raises
+        KeyboardInterrupt there, and in two nodes of a loaded run it was lost (they started,
+        spun, and were killed 10 s later)."""
         if self.alive() and not self._interrupted:
             self._interrupted = True
-            self._process.send_signal(signal.SIGINT)
+            self._process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 10.0) -> int:
-        """Sends SIGINT, SIGKILL after ``timeout`` s; returns the exit status. A process that
+        """Sends SIGTERM, SIGKILL after ``timeout`` s; returns the exit status. A process that
         outlives ``timeout`` first gets SIGUSR1: the nodes answer it by writing every thread's
         stack to their log (``faulthandler``), which shows where the shutdown hung."""
         if self.alive():
@@ -287,7 +290,7 @@ class NodeProcesses:
         return self.processes[name].log()
 
     def stop(self, grace_s: float = 10.0) -> dict[str, int | None]:
-        """SIGINT to every node at once, then each gets up to ``grace_s`` before SIGKILL."""
+        """SIGTERM to every node at once, then each gets up to ``grace_s`` before SIGKILL."""
         for proc in self.processes.values():
             proc.interrupt()
         self.exit_codes = {n: p.stop(grace_s) for n, p in self.processes.items()}

@@ -307,7 +307,7 @@ class ControllerNode(LifecycleNode):
     def _check_spec_changes(self, changes: dict[str, Any]) -> str | None:
         current = {n: self.get_parameter(n).value for n in ("model_path", "backend")}
         with self.stages.busy("model validation"):
-            return check_spec_changes(self._controller, changes, current, self._swap.active)
+            return check_spec_changes(self._controller, changes, current)
 
     def _on_reload_model(
         self, request: Trigger.Request, response: Trigger.Response
@@ -319,9 +319,7 @@ class ControllerNode(LifecycleNode):
         if self._swap.active is None:
             response.success, response.message = False, "not configured"
             return response
-        reason = check_model_path(
-            self._controller, self.get_parameter("model_path").value, self._swap.active
-        )
+        reason = check_model_path(self._controller, self.get_parameter("model_path").value)
         if reason is not None:
             response.success, response.message = False, reason
             return response
