@@ -47,7 +47,8 @@ def check_model_path(
 
 
 def check_same_vehicle(compiled: CompiledController, active: CompiledController | None) -> None:
-    """The build's half of :func:`check_model_path` for bundles too large to load there.
+    """The build's half of :func:`check_model_path`, which loads no weights (so it does not
+    know a bundle's dynamics model).
 
     Raises:
         ValueError: ``compiled`` drives another dynamics model than ``active``.
