@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-gpu test test-fast demo lint bench clean tracks
+.PHONY: install interfaces install-gpu test test-fast demo lint bench clean tracks
 
 UV_VERSION := 0.13.9
 
@@ -27,15 +27,23 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py package.xml
 
 install: $(STAMP)
 
+# ackermann_msgs, built with rosidl into .venv (cached: rebuilt when its sources change).
+INTERFACES := $(VENV)/.interfaces
+$(INTERFACES): $(STAMP) test/interfaces/build.sh $(wildcard test/interfaces/*/* test/interfaces/*/msg/*)
+	bash test/interfaces/build.sh $(VENV)
+	touch $(INTERFACES)
+
+interfaces: $(INTERFACES)
+
 install-gpu: install
 	# onnxruntime and onnxruntime-gpu install the same module: keep only the GPU one.
 	$(PIP) uninstall -y onnxruntime
 	$(PIP) install -r requirements-gpu.txt
 
-test: install
+test: install interfaces
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install interfaces
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 demo: install

@@ -102,3 +102,10 @@ def ros_context(domain_id: int, node_name: str = "test_probe") -> Iterator[RosTe
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def without_ackermann_msgs_env() -> dict[str, str]:
+    """Environment of a node process in which ``import ackermann_msgs`` fails as on a machine
+    without it (``make test`` builds it into the venv)."""
+    hide = str(Path(__file__).resolve().parent / "without_ackermann_msgs")
+    return {"PYTHONPATH": os.pathsep.join(p for p in (hide, os.environ.get("PYTHONPATH")) if p)}

@@ -23,6 +23,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import qos_profile_sensor_data
+from rosproc import without_ackermann_msgs_env
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
 
@@ -644,11 +645,9 @@ def test_an_unknown_controller_fails_configure_and_parameters_cannot_crash_the_n
 
 
 def test_configure_fails_clearly_without_ackermann_msgs(tmp_path):
-    if conversions.ackermann_message_class() is not None:
-        pytest.skip("ackermann_msgs is installed; configure would succeed")
     domain = pick_domain_id()
     params = {CTRL: {"controller": "step_mppi", "command_type": "ackermann"}}
-    processes = NodeProcesses(params, domain, tmp_path)
+    processes = NodeProcesses(params, domain, tmp_path, env={CTRL: without_ackermann_msgs_env()})
     monitor = Monitor(domain, "array")
     try:
         assert not change_state(monitor, Transition.TRANSITION_CONFIGURE)

@@ -49,7 +49,7 @@ def test_parameter_files_use_ros_format_and_known_names(path):
             assert not unknown, f"{path}: undeclared controller parameters {unknown}"
 
 
-@pytest.mark.parametrize("name", ["controller.launch.py", "sim.launch.py"])
+@pytest.mark.parametrize("name", ["controller.launch.py", "sim.launch.py", "f1tenth.launch.py"])
 def test_launch_files_load(name):
     if importlib.util.find_spec("launch") is None or importlib.util.find_spec("launch_ros") is None:
         pytest.skip(

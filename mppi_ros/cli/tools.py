@@ -40,6 +40,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir=args.out,
         speed=_graph_speed(args),
         record=not args.no_record,
+        vehicle=args.vehicle,
     )
     try:
         summary = run_demo(config, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -131,7 +132,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--laps", type=_positive_int, default=3, help="laps to drive (>= 1)")
     demo.add_argument("--rate", type=float, default=100.0, help="control rate (Hz)")
     demo.add_argument(
-        "--command-type", default="array", choices=("array", "twist_stamped", "ackermann")
+        "--command-type",
+        default=None,
+        choices=("array", "twist_stamped", "ackermann"),
+        help="type of cmd (default: the vehicle's; sim: array, f1tenth: ackermann)",
+    )
+    demo.add_argument(
+        "--vehicle",
+        default="sim",
+        choices=("sim", "f1tenth"),
+        help="f1tenth: config/f1tenth.yaml, Ackermann commands on /drive, odometry on "
+        "/ego_racecar/odom (the simulator plays the F1TENTH gym bridge)",
     )
     demo.add_argument("--initial-speed", type=float, default=0.0, help="m/s at the start line")
     _add_graph_speed_arguments(demo)

@@ -15,7 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mppi_ros.core.tracks import Track, load_track, project
-from mppi_ros.ros.graph import GraphSpeed, driving_graph, graph_parameters
+from mppi_ros.ros.graph import (
+    F1TENTH_TOPICS,
+    GraphSpeed,
+    VehicleTopics,
+    driving_graph,
+    graph_parameters,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +33,7 @@ class DemoConfig:
     model_path: str = ""
     laps: int = 3
     control_rate: float = 100.0
-    command_type: str = "array"
+    command_type: str | None = None  # None: the vehicle's (array; f1tenth: ackermann)
     initial_speed: float = 0.0
     out_dir: str = "demo_output"
     startup_timeout_s: float = 180.0
@@ -35,6 +41,7 @@ class DemoConfig:
     controller_params: tuple[tuple[str, Any], ...] = ()
     speed: GraphSpeed = dataclasses.field(default_factory=GraphSpeed)
     record: bool = True  # out_dir/run.mcap
+    vehicle: str = "sim"  # or f1tenth: config/f1tenth.yaml, Ackermann on /drive (see graph)
 
 
 def lateral_errors(track: Track, xy: np.ndarray) -> np.ndarray:
@@ -86,10 +93,13 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         controller_params=dict(config.controller_params),
         sim_params={"initial_speed": config.initial_speed},
         speed=config.speed,
+        vehicle=config.vehicle,
     )
+    command_type = params["mppi_controller"]["command_type"]
+    topics = F1TENTH_TOPICS if config.vehicle == "f1tenth" else VehicleTopics()
     bag = out / "run.mcap" if config.record else None
     graph = driving_graph(
-        params, config.command_type, out / "logs", config.startup_timeout_s, log, record=bag
+        params, command_type, out / "logs", config.startup_timeout_s, log, record=bag, topics=topics
     )
     with graph as (processes, monitor):
         started = time.time()

@@ -35,6 +35,7 @@ from std_srvs.srv import Trigger
 from mppi_ros.realtime.memory import allocator_environment
 from mppi_ros.ros import conversions
 from mppi_ros.ros.common import LATCHED, make_executor
+from mppi_ros.ros.f1tenth import controller_remappings, f1tenth_topics, ros_args
 from mppi_ros.ros.processes import (
     ConfigureFailedError,  # also imported from here by mppi_ros.cli
     NodeProcesses,
@@ -75,6 +76,27 @@ class Recording:
         return rows(self.odom, 4), rows(self.cmd, 2), rows(self.timing, 3)
 
 
+@dataclasses.dataclass(frozen=True)
+class VehicleTopics:
+    """The vehicle's odometry and command topics, onto which the controller's (and the
+    simulator's) ``odom`` and ``cmd`` are remapped."""
+
+    odom: str = "odom"
+    cmd: str = "cmd"
+
+    def ros_args(self) -> tuple[str, ...]:
+        """``-r odom:=... -r cmd:=...`` (empty for the default names)."""
+        pairs = [(a, b) for a, b in (("odom", self.odom), ("cmd", self.cmd)) if a != b]
+        return ros_args(pairs)
+
+
+# The vehicles a graph can stand for: the plain simulator (config/<controller>.yaml and
+# config/sim.yaml) or the F1TENTH gym ROS bridge, which the simulator plays with the
+# F1TENTH topics, Ackermann commands and config/f1tenth.yaml (launch/f1tenth.launch.py).
+VEHICLES = ("sim", "f1tenth")
+F1TENTH_TOPICS = VehicleTopics(**dict(controller_remappings(f1tenth_topics("sim"))))
+
+
 class Monitor:
     """A node in its own context and thread recording odom, cmd, loop timing and diagnostics."""
 
@@ -84,6 +106,7 @@ class Monitor:
         command_type: str,
         controller: str = "mppi_controller",
         record: Path | None = None,
+        topics: VehicleTopics = VehicleTopics(),
     ):
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
@@ -92,9 +115,9 @@ class Monitor:
         self._lock = threading.Lock()
         self.controller = controller
         n = self.node
-        n.create_subscription(Odometry, "odom", self._on_odom, qos_profile_sensor_data)
+        n.create_subscription(Odometry, topics.odom, self._on_odom, qos_profile_sensor_data)
         n.create_subscription(
-            conversions.command_message_class(command_type), "cmd", self._on_cmd, 100
+            conversions.command_message_class(command_type), topics.cmd, self._on_cmd, 100
         )
         n.create_subscription(
             Float64MultiArray, f"/{controller}/loop_timing", self._on_timing, 1000
@@ -105,14 +128,14 @@ class Monitor:
         )
         self.recorder = None
         if record is not None:  # an MCAP bag of what a user looks at (see mppi_ros.ros.recording)
-            topics = {
-                "odom": (Odometry, qos_profile_sensor_data),
-                "cmd": (conversions.command_message_class(command_type), 100),
+            recorded = {
+                topics.odom: (Odometry, qos_profile_sensor_data),
+                topics.cmd: (conversions.command_message_class(command_type), 100),
                 "reference": (PathMsg, LATCHED),
                 "/diagnostics": (DiagnosticArray, 50),
                 f"/{controller}/prediction": (PathMsg, 10),
             }
-            self.recorder = BagRecorder(n, record, topics)
+            self.recorder = BagRecorder(n, record, recorded)
         self.executor = make_executor(self.context)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -274,17 +297,29 @@ def graph_parameters(
     track: str,
     controller: str,
     control_rate: float,
-    command_type: str,
+    command_type: str | None,
     model_path: str = "",
     controller_params: dict[str, Any] | None = None,
     sim_params: dict[str, Any] | None = None,
     speed: GraphSpeed | None = None,
+    vehicle: str = "sim",
 ) -> dict[str, dict[str, Any]]:
     """Parameters of the three nodes: the shipped ``config/sim.yaml`` and
     ``config/<controller>.yaml`` with this run's values on top (the controller autostarts);
-    ``controller_params`` win over ``speed``."""
+    ``controller_params`` win over ``speed``. ``vehicle`` ``f1tenth`` takes the controller's
+    and the track publisher's from ``config/f1tenth.yaml`` and runs the simulator as the
+    F1TENTH gym bridge (no actuation delay). ``command_type`` None: the file's (``array``
+    when it names none)."""
+    if vehicle not in VEHICLES:
+        raise ValueError(f"unknown vehicle {vehicle!r}; valid: {', '.join(VEHICLES)}")
     shipped = shipped_parameters("sim.yaml")
     ctrl = shipped_parameters(f"{controller}.yaml").get("mppi_controller", {})
+    if vehicle == "f1tenth":
+        f1tenth = shipped_parameters("f1tenth.yaml")
+        ctrl = f1tenth["mppi_controller"]
+        shipped["track_publisher"] = f1tenth["track_publisher"]
+        shipped["vehicle_simulator"].update(command_delay_steps=[0, 0])
+    command_type = command_type or ctrl.get("command_type", "array")
     ctrl.update(
         controller=controller,
         control_rate=float(control_rate),
@@ -316,19 +351,25 @@ def driving_graph(
     args: dict[str, tuple[str, ...]] | None = None,
     setup: Callable[[Monitor], None] = lambda _: None,
     record: Path | None = None,
+    topics: VehicleTopics = VehicleTopics(),
 ) -> Iterator[tuple[NodeProcesses, Monitor]]:
     """Starts the node processes and a monitor, waits until the controller drives and resets
     the car to the start line; on exit stops everything (``processes.exit_codes``). The
     controller runs with heap ``allocator``
     (:func:`mppi_ros.realtime.memory.allocator_environment`); ``args``: extra ``--ros-args``
     per node (remappings); ``setup`` runs on the monitor before the graph must drive;
-    ``record``: an MCAP file of the run (odom, cmd, reference, diagnostics, prediction).
+    ``record``: an MCAP file of the run (odom, cmd, reference, diagnostics, prediction);
+    ``topics``: the vehicle's odometry and command topics (the controller and the simulator
+    are remapped onto them).
     """
     env = {"mppi_controller": allocator_environment(allocator)}
     domain = pick_domain_id()
     log(f"starting {', '.join(params)} (ROS_DOMAIN_ID={domain})")
+    args = dict(args or {})
+    for node in ("mppi_controller", "vehicle_simulator"):
+        args[node] = (*args.get(node, ()), *topics.ros_args())
     processes = NodeProcesses(params, domain, log_dir, env, args)
-    monitor = Monitor(domain, command_type, record=record)
+    monitor = Monitor(domain, command_type, record=record, topics=topics)
     try:
         setup(monitor)
         wait_until_driving(monitor, processes, startup_timeout)
