@@ -200,6 +200,7 @@ def cmd_bench_ros(args: argparse.Namespace) -> int:
         allocator=args.allocator,
         record=args.record,
         speed=_graph_speed(args),
+        candidates_subscriber=args.candidates,
     )
     log = lambda line: print(line, file=sys.stderr, flush=True)
     _emit(bench.run_compared(config, log=log), args.json)
@@ -348,6 +349,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     ros.add_argument(
         "--record", default=None, metavar="FILE.mcap", help="also write an MCAP bag of the run"
+    )
+    ros.add_argument(
+        "--candidates",
+        action="store_true",
+        help="subscribe to ~/candidates for the second half and report the loop's latency "
+        "without and with that subscriber (candidates_comparison)",
     )
     ros.add_argument("--json", default=None)
     ros.set_defaults(func=cmd_bench_ros)

@@ -95,11 +95,17 @@ def prediction_to_world(ctrl: Controller, predicted: Array, window: ReferenceWin
 
 
 def info_to_world(ctrl: Controller, info: Any, window: ReferenceWindow) -> Any:
-    """``info`` with its ``predicted_states`` (when it has them) in the world frame."""
+    """``info`` with its ``predicted_states`` and ``candidates`` (when it has them) in the
+    world frame."""
     predicted = getattr(info, "predicted_states", None)
     if predicted is None:
         return info
-    return info.replace(predicted_states=prediction_to_world(ctrl, predicted, window))
+    info = info.replace(predicted_states=prediction_to_world(ctrl, predicted, window))
+    candidates = getattr(info, "candidates", None)
+    if candidates is None:
+        return info
+    states = prediction_to_world(ctrl, candidates.states, window)
+    return info.replace(candidates=candidates.replace(states=states))
 
 
 def make_policy_step(ctrl: Controller, track: TrackArrays) -> PolicyStep:

@@ -74,6 +74,7 @@ class StepResult:
     lateral_error: float
     finite: bool
     predicted: Any = None  # device array of predicted states (fetch only when needed)
+    candidates: Any = None  # device Candidates (JAX backend, sampled controllers), likewise
 
     @property
     def predicted_states(self) -> np.ndarray | None:

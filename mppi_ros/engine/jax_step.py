@@ -32,7 +32,7 @@ Array = jax.Array
 
 
 def policy_step(ctrl: Controller, given_noise: bool = False):
-    """``(cstate, state, tuning, track, key) -> (packed, cstate, predicted)``.
+    """``(cstate, state, tuning, track, key) -> (packed, cstate, (predicted, candidates))``.
 
     ``packed`` is ``[action..., lateral error, all finite]`` so that one device-to-host
     transfer per cycle suffices; ``key=None`` draws from the key inside ``cstate``. With
@@ -46,10 +46,12 @@ def policy_step(ctrl: Controller, given_noise: bool = False):
             action, new_cstate, info = ctrl.step_with_noise(cstate, obs, tuning, key)
         else:
             action, new_cstate, info = ctrl.step(cstate, obs, tuning, key)
-        predicted = getattr(info_to_world(ctrl, info, window), "predicted_states", None)
+        info = info_to_world(ctrl, info, window)
+        predicted = getattr(info, "predicted_states", None)
+        candidates = getattr(info, "candidates", None)
         finite = jnp.all(jnp.isfinite(action)).astype(action.dtype)
         packed = jnp.concatenate([action, window.lateral_error[None], finite[None]])
-        return packed, new_cstate, predicted
+        return packed, new_cstate, (predicted, candidates)
 
     return step
 
@@ -222,16 +224,16 @@ class CompiledController:
         """
         state = np.asarray(state, np.float32)  # a host array goes straight to the call
         if self._draw is None:
-            packed, cstate, predicted = self._step(cstate, state, tuning, track, key)
-            return _host_result(packed, predicted), cstate
+            packed, cstate, extras = self._step(cstate, state, tuning, track, key)
+            return _host_result(packed, *extras), cstate
         if key is not None:
             noise = self._draw_with(key)
         else:
             cstate = self.prepare(cstate)
             noise = cstate.noise
-        packed, ctrl_state, predicted = self._step(cstate.ctrl, state, tuning, track, noise)
+        packed, ctrl_state, extras = self._step(cstate.ctrl, state, tuning, track, noise)
         # A prepared noise that an explicit key overrode is dropped: its key was consumed.
-        return _host_result(packed, predicted), PipelinedState(ctrl_state, cstate.key, None)
+        return _host_result(packed, *extras), PipelinedState(ctrl_state, cstate.key, None)
 
     def shares_step(self, other: CompiledController) -> bool:
         """Whether ``other`` runs this controller's compiled step (:func:`shared_step`): then
@@ -254,11 +256,12 @@ class CompiledController:
 _normal = jax.jit(jax.random.normal, static_argnums=1)
 
 
-def _host_result(packed: Array, predicted: Any) -> StepResult:
+def _host_result(packed: Array, predicted: Any, candidates: Any) -> StepResult:
     host = np.asarray(packed, np.float64)  # blocks until the result is materialised
     return StepResult(
         action=host[:-2],
         predicted=predicted,
+        candidates=candidates,
         lateral_error=float(host[-2]),
         finite=bool(host[-1] == 1.0),
     )

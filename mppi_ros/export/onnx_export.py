@@ -133,7 +133,7 @@ def export_onnx(
         ]
         tun = jax.tree.unflatten(tuning_def, cast)
         trk = type(track)(**dict(zip(TRACK_FIELDS, inputs[n_tuning:], strict=True)))
-        packed, new_cstate, predicted = step(cstate.replace(**carried), state, tun, trk, noise)
+        packed, new_cstate, (predicted, _) = step(cstate.replace(**carried), state, tun, trk, noise)
         outs = (packed, predicted) if has_prediction else (packed,)
         return (*outs, *(getattr(new_cstate, f) for f in carry))
 

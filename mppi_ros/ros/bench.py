@@ -50,6 +50,9 @@ class RosBench:
     # An MCAP bag of the run (odom, cmd, reference, diagnostics, prediction); off by default:
     # the recorded prediction is work the controller does only while someone listens.
     record: str | None = None
+    # From the run's midpoint a subscriber takes ~/candidates (MarkerArray): the report then
+    # compares the loop's latency without and with it (event windows left out).
+    candidates_subscriber: bool = False
 
     def cpu_split(self) -> tuple[list[int], list[int]] | None:
         """``(controller CPUs, CPUs of everything else)``, or None for no pinning."""
@@ -264,6 +267,8 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
                 monitor.wait_for(lambda: swapped_since(before, error_before, label), 300.0, label)
             events[label] = (t0, time.time() + 1.0)
 
+        at = started + 0.5 * bench.duration_s if bench.candidates_subscriber else None
+        candidates = _CandidatesListener(monitor, at)
         if bench.events:
             if swap_model:
                 change("swap", 0.25, True, model_path=swap_model)
@@ -271,6 +276,7 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
             if spec.samples:
                 change("num_samples", 0.75, True, num_samples=bench.swap_samples)
         wait_until(1.0)
+        candidates.close()
         ended = time.time()
         steal_after = cpu_steal_ms()
         stop.set()
@@ -359,7 +365,51 @@ def run(bench: RosBench, log=print) -> dict[str, Any]:
         "recording": bench.record,
         "recorded_messages": dict(monitor.recorder.counts) if monitor.recorder else {},
     }
+    if bench.candidates_subscriber:
+        middle = started + 0.5 * bench.duration_s
+        quiet = _outside(timing, list(events.values()))
+        halves = {"without": quiet[quiet[:, 0] < middle], "with": quiet[quiet[:, 0] >= middle]}
+        report["candidates_comparison"] = {
+            f"{name}_subscriber": {k: timing_summary(rows, period).get(k) for k in COMPARED_KEYS}
+            for name, rows in halves.items()
+        }
+        report["candidates_received"] = candidates.received
     return report
+
+
+class _CandidatesListener:
+    """Subscribes the monitor to ``/mppi_controller/candidates`` from wall time ``at`` (a
+    timer thread; None: never) until :meth:`close`; counts the messages."""
+
+    def __init__(self, monitor: Any, at: float | None) -> None:
+        self.received, self._monitor, self._sub = 0, monitor, None
+        self._timer = None
+        if at is not None:
+            self._timer = threading.Timer(max(at - time.time(), 0.0), self._subscribe)
+            self._timer.start()
+
+    def _subscribe(self) -> None:
+        from visualization_msgs.msg import MarkerArray
+
+        def count(_: Any) -> None:
+            self.received += 1
+
+        topic = f"/{self._monitor.controller}/candidates"
+        self._sub = self._monitor.node.create_subscription(MarkerArray, topic, count, 1)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sub is not None:
+            self._monitor.node.destroy_subscription(self._sub)
+
+
+def _outside(timing: np.ndarray, windows: list[tuple[float, float]]) -> np.ndarray:
+    """Rows of ``timing`` whose tick lies outside every window (each plus EVENT_SETTLE_S)."""
+    keep = np.ones(len(timing), bool)
+    for start, end in windows:
+        keep &= ~((timing[:, 0] >= start) & (timing[:, 0] <= end + EVENT_SETTLE_S))
+    return timing[keep]
 
 
 COMPARED_KEYS = ("latency_p50_ms", "latency_p99_ms", "data_age_p99_ms", "missed_cycles")

@@ -16,6 +16,8 @@ import dataclasses
 from typing import Any
 
 from mppi_ros.core.controllers.base import (
+    CANDIDATE_COUNT,
+    Candidates,
     ConfigParameter,
     Controller,
     Observation,
@@ -50,8 +52,10 @@ def config_with(config_cls: type, **overrides: Any) -> Any:
 
 
 __all__ = [
+    "CANDIDATE_COUNT",
     "DPC",
     "MPPI",
+    "Candidates",
     "ConfigParameter",
     "Controller",
     "MPPIConfig",

@@ -299,6 +299,33 @@ class Controller(Protocol):
     ) -> tuple[Array, Any, Any]: ...
 
 
+# Sampled paths a step reports for visualisation (``~/candidates``): the first samples, a
+# fair subsample because they are drawn i.i.d.
+CANDIDATE_COUNT = 32
+
+
+@struct.dataclass
+class Candidates:
+    """Some of a step's sampled controls, as the states they lead to, with their weights.
+
+    Attributes:
+        states: ``(M, T, nx)``: each from the measured state (``states[:, 0]``) along its
+            sampled controls, as the step's cost saw them.
+        weights: ``(M,)``: their softmax weights in the step (all K samples sum to 1).
+    """
+
+    states: Array
+    weights: Array
+
+
+def first_candidates(x0: Array, states: Array, weights: Array) -> Candidates:
+    """:class:`Candidates` of the first :data:`CANDIDATE_COUNT` samples; ``states`` are
+    ``(K, T, nx)`` without the start state ``x0``."""
+    m = min(CANDIDATE_COUNT, weights.shape[0])
+    start = jnp.broadcast_to(x0, (m, 1, x0.shape[-1]))
+    return Candidates(jnp.concatenate([start, states[:m]], axis=1), weights[:m])
+
+
 @runtime_checkable
 class SampledController(Protocol):
     """A controller whose step draws noise of a fixed shape: it can take that noise as an

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 from flax import struct
 
 from mppi_ros.core.controllers.base import (
+    Candidates,
     Observation,
     TrackingTuning,
+    first_candidates,
     make_tuning,
     stage_cost,
     step_keys,
@@ -100,6 +102,7 @@ class MPPIInfo:
     cost_mean: Array
     effective_samples: Array
     predicted_states: Array  # (H + 1, nx): rollout of the new plan from the measured state
+    candidates: Candidates  # some sampled rollouts and their weights (visualisation)
 
 
 def rollout(
@@ -241,7 +244,7 @@ class MPPI(HorizonPlanner):
         controls = jnp.clip(cstate.plan + sigma * eps, u_min, u_max)
 
         step_fn = self._step_fn()
-        costs, _ = jax.vmap(rollout, in_axes=(None, None, None, 0, None, None))(
+        costs, sampled = jax.vmap(rollout, in_axes=(None, None, None, 0, None, None))(
             step_fn, model, obs.state, controls, obs, tuning
         )
         weights = safe_softmax_weights(costs, tuning.temperature)
@@ -261,6 +264,7 @@ class MPPI(HorizonPlanner):
             cost_mean=jnp.mean(jnp.where(jnp.isfinite(costs), costs, 0.0)),
             effective_samples=1.0 / jnp.sum(weights**2),
             predicted_states=jnp.concatenate([obs.state[None], predicted], axis=0),
+            candidates=first_candidates(obs.state, sampled, weights),
         )
         next_state = MPPIState(
             plan=shift_plan(plan, plan[-1], self.shift_steps),

@@ -23,8 +23,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from mppi_ros.core.controllers.base import (
+    CANDIDATE_COUNT,
+    Candidates,
     Observation,
     TrackingTuning,
+    first_candidates,
     make_tuning,
     stage_cost,
     step_keys,
@@ -105,6 +108,7 @@ class StepMPPIInfo:
     cost_min: Array
     effective_samples: Array
     predicted_states: Array  # (2, nx): the state and the predicted next state
+    candidates: Candidates  # some samples' next states and their weights (visualisation)
 
 
 def mppi_layer(
@@ -283,8 +287,15 @@ class StepMPPI(_LearnedController):
             predicted_states=jnp.stack(
                 [obs.state, step_fn(obs.state, action, tuning.model_params)]
             ),
+            candidates=self._candidates(step_fn, obs.state, mu + eps @ chol.T, weights, tuning),
         )
         return action, cstate.replace(steps=cstate.steps + 1), info
+
+    def _candidates(self, step_fn, x0: Array, samples: Array, weights: Array, tuning) -> Candidates:
+        """The first samples' next states (the step's cost sees one model step)."""
+        few = samples[:CANDIDATE_COUNT]
+        nxt = jax.vmap(lambda u: step_fn(x0, u, tuning.model_params))(few)
+        return first_candidates(x0, nxt[:, None, :], weights)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -96,6 +96,7 @@ def controller_status(
     steering: tuple[float, bool],
     blocked: str,
     running: bool,
+    built: dict[str, int] | None = None,
 ) -> DiagnosticStatus:
     """The node's status: ERROR while a fault holds the car or a stage is blocked, WARN after
     a failed model change, OK ("ok" only while the control loop runs, "inactive" else); the
@@ -109,6 +110,7 @@ def controller_status(
         steering: The steering angle of the last state and whether it was measured.
         blocked: :func:`blocked_stages`' finding.
         running: Whether the control loop runs (the node is active).
+        built: Optional messages built so far, by topic (``<topic>_built`` values).
     """
     cause = watchdog.cause if running else "inactive"
     status = DiagnosticStatus(name=f"{name}: control loop", hardware_id=name)
@@ -143,6 +145,7 @@ def controller_status(
         "steering": f"{steering[0]:.4f}",  # as used in the last state
         "steering_source": "joint_states" if steering[1] else "integrated",
     }
+    values.update({f"{topic}_built": str(n) for topic, n in (built or {}).items()})
     values.update({k: f"{v:.4f}" for k, v in stats.summary().items()})
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     return status

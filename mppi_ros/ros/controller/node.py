@@ -20,9 +20,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from nav_msgs.msg import Path
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from mppi_ros.core.bundles import BundleError
@@ -60,6 +58,7 @@ from mppi_ros.ros.controller.model_checks import check_model_path, check_spec_ch
 from mppi_ros.ros.controller.parameters import actuation_delays_problem
 from mppi_ros.ros.controller.parameters_handler import ParametersHandler
 from mppi_ros.ros.controller.swap import Build, ModelSwap
+from mppi_ros.ros.controller.visualisation import Visualisation
 
 NODE_NAME = "mppi_controller"
 SWAP_TIMEOUT_S = 300.0
@@ -225,8 +224,7 @@ class ControllerNode(LifecycleNode):
         self._output.brake(stamp, state, self._stop_reference, active, tuning)
 
     def _create_entities(self) -> None:
-        self._prediction_pub = self.create_publisher(Path, "~/prediction", 1)
-        self._timing_pub = self.create_publisher(Float64MultiArray, "~/loop_timing", 100)
+        self._visualisation = Visualisation(self)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._entities = self.inputs.subscribe(self._track_pool)
         # The reply waits for the swap: served on a thread of its own, so that odometry keeps
@@ -256,7 +254,7 @@ class ControllerNode(LifecycleNode):
             self._diagnostics_timer = None
             self.stages.forget("executor")
         if self._output is not None:
-            for pub in (self._output.publisher, self._prediction_pub, self._timing_pub):
+            for pub in (self._output.publisher, *self._visualisation.publishers):
                 self.destroy_publisher(pub)
             self.destroy_publisher(self._diagnostics_pub)
             self._blocking_services.destroy()
@@ -391,20 +389,15 @@ class ControllerNode(LifecycleNode):
         )
 
     def _publish_extras(self, result, wall: float, latency: float, data_age: float) -> None:
-        """Off the measured path: timing record ``(tick wall time, latency, data age)`` and
-        prediction (each only with subscribers)."""
-        if self._timing_pub.get_subscription_count():
-            self._timing_pub.publish(Float64MultiArray(data=[wall, latency, data_age]))
-        if result.predicted_states is not None and self._prediction_pub.get_subscription_count():
-            model = self._swap.active.controller.model
-            i, j = model.position_indices or (0, 1)
-            self._prediction_pub.publish(
-                conversions.make_path(
-                    result.predicted_states[:, [i, j]],
-                    self.params.live["frame_id"],
-                    self.get_clock().now().to_msg(),
-                )
-            )
+        """Off the measured path: what has subscribers (see :mod:`.visualisation`)."""
+        model = self._swap.active.controller.model
+        self._visualisation.publish(
+            result,
+            (wall, latency, data_age),
+            model.position_indices or (0, 1),
+            self.params.live["frame_id"],
+            lambda: self.get_clock().now().to_msg(),
+        )
 
     # ------------------------------------------------------------------ diagnostics
 
@@ -420,7 +413,14 @@ class ControllerNode(LifecycleNode):
         steering = (self._state_steering, self._steering_measured)
         running = self._loop_thread is not None
         return controller_status(
-            NODE_NAME, self._watchdog, self._swap, self._stats, steering, blocked, running
+            NODE_NAME,
+            self._watchdog,
+            self._swap,
+            self._stats,
+            steering,
+            blocked,
+            running,
+            built=self._visualisation.built,
         )
 
 
