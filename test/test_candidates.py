@@ -80,12 +80,17 @@ def test_step_mppi_candidates_are_the_first_samples_next_states(setting):
 def test_markers_draw_each_path_in_its_weight_colour():
     xy = np.stack([np.c_[np.arange(4.0), np.full(4, float(k))] for k in range(3)])
     weights = np.array([0.5, 0.0, 0.25])
-    (marker,) = candidates_markers(xy, weights, "map", Time(sec=3)).markers
-    assert marker.type == Marker.LINE_LIST and marker.header.frame_id == "map"
-    assert len(marker.points) == len(marker.colors) == 3 * 3 * 2  # 3 paths, 3 segments each
-    assert (marker.points[0].x, marker.points[1].x, marker.points[6].y) == (0.0, 1.0, 1.0)
+    markers = candidates_markers(xy, weights, "map", Time(sec=3)).markers
+    assert [m.id for m in markers] == [0, 1, 2]
+    assert all(m.type == Marker.LINE_STRIP and m.header.frame_id == "map" for m in markers)
+    assert [(p.x, p.y) for p in markers[2].points] == [
+        (0.0, 2.0),
+        (1.0, 2.0),
+        (2.0, 2.0),
+        (3.0, 2.0),
+    ]
     heavy, none, half = weight_colours(weights)
-    assert marker.colors[0] == heavy and marker.colors[6] == none and marker.colors[12] == half
+    assert [m.color for m in markers] == [heavy, none, half]
     assert heavy.r == 1.0 and heavy.a == 1.0 and none.b == 1.0 and none.a == 0.25
     assert half.r == pytest.approx(0.5)
     assert all(c.a == 0.25 for c in weight_colours(np.zeros(3)))  # no division by zero
@@ -113,14 +118,13 @@ def test_the_node_builds_candidates_and_prediction_only_while_subscribed(tmp_pat
         monitor.wait_for(lambda: len(received) >= 20, 60.0, "20 candidate marker arrays")
         monitor.node.destroy_subscription(sub)
         with lock:
-            (marker,) = received[-1].markers
-        horizon = int(monitor.diagnostic("mppi_controller").get("horizon", 0) or 0)
-        segments = len(marker.points) // 2
-        assert segments % CANDIDATE_COUNT == 0 and segments >= CANDIDATE_COUNT
-        assert horizon in (0, segments // CANDIDATE_COUNT)
-        assert len(marker.colors) == len(marker.points) and marker.header.frame_id == "map"
+            markers = received[-1].markers
+        assert len(markers) == CANDIDATE_COUNT
+        # mppi's default horizon: each path is the start state and one state per plan step
+        assert {len(m.points) for m in markers} == {make_controller("mppi").config.horizon + 1}
+        assert {m.header.frame_id for m in markers} == {"map"}
         odom = monitor.recording.odom[-1]
-        start = np.array([marker.points[0].x, marker.points[0].y])
+        start = np.array([markers[0].points[0].x, markers[0].points[0].y])
         assert np.hypot(*(start - odom[1:3])) < 2.0  # the paths start at the car
         time.sleep(1.5)  # the unsubscription travels, the diagnostics refresh
         first = built()

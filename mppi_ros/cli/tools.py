@@ -114,6 +114,23 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``mppi-ros replay BAG``: 2 (one error line) when the bag or the model cannot be used."""
+    from mppi_ros.core.bundles import BundleError
+    from mppi_ros.ros.replay import ReplayError, format_report, read_run, replay_model
+
+    try:
+        run = read_run(args.bag)
+        report = replay_model(run, args.model or "", args.backend or "", args.controller or "")
+    except (ReplayError, BundleError, FileNotFoundError) as err:
+        print(f"mppi-ros replay: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(report))
+    print(format_report(report))
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Registers ``demo``, ``export``, ``inspect`` and ``tracks``.
 
@@ -183,6 +200,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="a classic controller's config parameter (repeatable), e.g. family=gaussian_full",
     )
     onnx.set_defaults(func=cmd_export_onnx)
+
+    rep = sub.add_parser(
+        "replay",
+        help="a recorded run's states through a model, offline: how its commands differ",
+    )
+    rep.add_argument("bag", help="an MCAP bag of mppi-ros demo or bench ros --record")
+    rep.add_argument("--model", default=None, help="bundle folder or name (default: the run's)")
+    rep.add_argument("--controller", default=None, help="a bundle-less controller instead")
+    rep.add_argument("--backend", default=None, choices=("jax", "onnx"))
+    rep.add_argument("--json", default=None, help="write the report (with per-step differences)")
+    rep.set_defaults(func=cmd_replay)
 
     insp = sub.add_parser("inspect", help="print a model bundle's manifest, verify checksums")
     insp.add_argument("model", help="bundle folder (models/<name>)")

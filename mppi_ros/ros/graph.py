@@ -42,7 +42,7 @@ from mppi_ros.ros.processes import (
     configure_failure,
     pick_domain_id,
 )
-from mppi_ros.ros.recording import BagRecorder
+from mppi_ros.ros.recording import PARAMETERS_METADATA, BagRecorder
 from mppi_ros.share import share_search_paths
 
 # How long a configure failure seen as a lifecycle event waits for its reason in the log.
@@ -107,6 +107,7 @@ class Monitor:
         controller: str = "mppi_controller",
         record: Path | None = None,
         topics: VehicleTopics = VehicleTopics(),
+        parameters: dict[str, Any] | None = None,
     ):
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
@@ -132,10 +133,14 @@ class Monitor:
                 topics.odom: (Odometry, qos_profile_sensor_data),
                 topics.cmd: (conversions.command_message_class(command_type), 100),
                 "reference": (PathMsg, LATCHED),
+                "border_left": (PathMsg, LATCHED),
+                "border_right": (PathMsg, LATCHED),
                 "/diagnostics": (DiagnosticArray, 50),
                 f"/{controller}/prediction": (PathMsg, 10),
+                f"/{controller}/step_input": (Float64MultiArray, 1000),  # mppi-ros replay
             }
-            self.recorder = BagRecorder(n, record, recorded)
+            metadata = {PARAMETERS_METADATA: {"yaml": yaml.safe_dump(parameters or {})}}
+            self.recorder = BagRecorder(n, record, recorded, metadata)
         self.executor = make_executor(self.context)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -369,7 +374,8 @@ def driving_graph(
     for node in ("mppi_controller", "vehicle_simulator"):
         args[node] = (*args.get(node, ()), *topics.ros_args())
     processes = NodeProcesses(params, domain, log_dir, env, args)
-    monitor = Monitor(domain, command_type, record=record, topics=topics)
+    ctrl_params = params.get("mppi_controller")
+    monitor = Monitor(domain, command_type, record=record, topics=topics, parameters=ctrl_params)
     try:
         setup(monitor)
         wait_until_driving(monitor, processes, startup_timeout)

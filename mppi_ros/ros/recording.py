@@ -26,6 +26,8 @@ PRIMITIVES = frozenset(
     "string wstring".split()
 )
 SEPARATOR = "=" * 80
+# The metadata record holding the controller's start-up parameters (key "yaml").
+PARAMETERS_METADATA = "mppi_controller_parameters"
 
 
 def type_name(msg_class: type) -> str:
@@ -88,14 +90,24 @@ class BagRecorder:
         node: The node whose executor delivers the messages (any thread).
         path: The ``.mcap`` file to write.
         topics: ``{topic: (message class, QoS profile or depth)}``.
+        metadata: MCAP metadata records ``{name: {key: value}}`` (``mppi-ros replay`` reads
+            the controller's parameters from :data:`PARAMETERS_METADATA`).
     """
 
-    def __init__(self, node: Node, path: Path, topics: dict[str, tuple[type, Any]]) -> None:
+    def __init__(
+        self,
+        node: Node,
+        path: Path,
+        topics: dict[str, tuple[type, Any]],
+        metadata: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("wb")
         self._writer = Writer(self._file, compression=CompressionType.ZSTD)
         self._writer.start(profile="ros2", library="mppi_ros")
+        for name, data in (metadata or {}).items():
+            self._writer.add_metadata(name, data)
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self._subscriptions = []

@@ -98,6 +98,27 @@ class Checked:
     reference: Reference = NO_TRACK  # the one checked against: drive and stop on it
 
 
+def reference_from_paths(paths: dict[str, tuple[str, np.ndarray, np.ndarray]], points: int):
+    """The reference track the node drives on, from its decoded paths (``{label: (frame, xy,
+    pose times)}`` of ``reference``, ``border_left`` and ``border_right``, as
+    :func:`~mppi_ros.ros.conversions.path_from_cdr` gives them), resampled to ``points``.
+
+    Raises:
+        TrackFormatError: The paths do not make a track.
+    """
+    _, xy, times = paths["reference"]
+    speed = conversions.speed_from_times(xy, times) if len(xy) else None
+    return track_from_polylines(
+        "reference",
+        xy,
+        paths["border_left"][1],
+        paths["border_right"][1],
+        speed=speed,
+        points=points,
+        max_speed=UNTIMED_SPEED,
+    )
+
+
 class InputMonitor:
     """Subscriptions, reference-to-track conversion and the per-cycle input check.
 
@@ -225,17 +246,9 @@ class InputMonitor:
                 )
                 return
         _, xy, times = paths["reference"]
-        speed = conversions.speed_from_times(xy, times) if len(xy) else None
+        timed = conversions.speed_from_times(xy, times) is not None
         try:
-            track = track_from_polylines(
-                "reference",
-                xy,
-                paths["border_left"][1],
-                paths["border_right"][1],
-                speed=speed,
-                points=self._points,
-                max_speed=UNTIMED_SPEED,
-            )
+            track = reference_from_paths(paths, self._points)
         except TrackFormatError as err:
             self.reference_fault = f"bad_reference: {err}"
             return
@@ -251,8 +264,7 @@ class InputMonitor:
         self.reference = Reference(track.xy, track.psi, arrays)
         self.reference_fault = next(iter(self._refused.values()), None)
         self._node.get_logger().info(
-            f"reference: {len(xy)} points, {track.length:.1f} m, "
-            f"{'timed' if speed is not None else 'untimed'}"
+            f"reference: {len(xy)} points, {track.length:.1f} m, {'timed' if timed else 'untimed'}"
         )
         self._gate.wait_cycle_end()
         release_free_heap()  # what building the track freed, back to the OS

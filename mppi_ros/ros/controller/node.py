@@ -376,7 +376,7 @@ class ControllerNode(LifecycleNode):
         ended = self._watchdog.clear()
         if ended is not None:
             self.get_logger().info(f"recovered from: {ended}")
-        self._publish_extras(result, wall, latency, data_age)
+        self._publish_extras(result, state, wall, latency, data_age)
         self._cstate = active.prepare(self._cstate)  # next noise, off the measured path
 
     def _overrun(self, now: float) -> str | None:
@@ -388,11 +388,12 @@ class ControllerNode(LifecycleNode):
             stats.tick_starts, now, stats.period, fraction, holding, self._driving_since
         )
 
-    def _publish_extras(self, result, wall: float, latency: float, data_age: float) -> None:
+    def _publish_extras(self, result, state, wall: float, latency: float, data_age: float) -> None:
         """Off the measured path: what has subscribers (see :mod:`.visualisation`)."""
         model = self._swap.active.controller.model
         self._visualisation.publish(
             result,
+            state,
             (wall, latency, data_age),
             model.position_indices or (0, 1),
             self.params.live["frame_id"],
