@@ -294,7 +294,7 @@ def test_classic_mppi_exports_with_its_warm_start_as_graph_state(tmp_path):
     cstate, carry = ctrl.init(jax.random.PRNGKey(0)), policy.init_carry()
     for _ in range(25):
         noise = rng.standard_normal(policy.noise_shape, dtype=np.float32)
-        packed, cstate, predicted = step(cstate, state, tuning, arrays, noise)
+        packed, cstate, (predicted, _) = step(cstate, state, tuning, arrays, noise)
         action, info = policy.step(state, feeds, noise=noise, carry=carry)
         np.testing.assert_allclose(action, np.asarray(packed)[:2], atol=1e-4)
         np.testing.assert_allclose(info.carry["plan"], np.asarray(cstate.plan), atol=1e-4)

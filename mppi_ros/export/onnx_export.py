@@ -118,7 +118,7 @@ def export_onnx(
     nx = ctrl.model.state_dim
     noise = jnp.zeros(noise_shape) if noise_shape else None
     probe = jax.eval_shape(step, cstate, jnp.zeros(nx), tuning, track, noise)
-    has_prediction = probe[2] is not None  # single-step DPC predicts nothing
+    has_prediction = probe[2][0] is not None  # single-step DPC predicts nothing
 
     def exported(state, *inputs):
         if noise_shape:

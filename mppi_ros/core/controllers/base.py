@@ -318,10 +318,18 @@ class Candidates:
     weights: Array
 
 
-def first_candidates(x0: Array, states: Array, weights: Array) -> Candidates:
+def candidate_count(samples: Any) -> int | None:
+    """How many of ``samples`` to report; None for a symbolic sample count (an ONNX export's
+    trace, which reports none)."""
+    return min(CANDIDATE_COUNT, samples) if isinstance(samples, int) else None
+
+
+def first_candidates(x0: Array, states: Array, weights: Array) -> Candidates | None:
     """:class:`Candidates` of the first :data:`CANDIDATE_COUNT` samples; ``states`` are
-    ``(K, T, nx)`` without the start state ``x0``."""
-    m = min(CANDIDATE_COUNT, weights.shape[0])
+    ``(K, T, nx)`` without the start state ``x0`` (None: see :func:`candidate_count`)."""
+    m = candidate_count(weights.shape[0])
+    if m is None:
+        return None
     start = jnp.broadcast_to(x0, (m, 1, x0.shape[-1]))
     return Candidates(jnp.concatenate([start, states[:m]], axis=1), weights[:m])
 

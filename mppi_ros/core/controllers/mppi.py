@@ -102,7 +102,7 @@ class MPPIInfo:
     cost_mean: Array
     effective_samples: Array
     predicted_states: Array  # (H + 1, nx): rollout of the new plan from the measured state
-    candidates: Candidates  # some sampled rollouts and their weights (visualisation)
+    candidates: Candidates | None  # some sampled rollouts, their weights (visualisation)
 
 
 def rollout(

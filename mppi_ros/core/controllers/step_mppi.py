@@ -23,10 +23,10 @@ import jax.numpy as jnp
 from flax import struct
 
 from mppi_ros.core.controllers.base import (
-    CANDIDATE_COUNT,
     Candidates,
     Observation,
     TrackingTuning,
+    candidate_count,
     first_candidates,
     make_tuning,
     stage_cost,
@@ -108,7 +108,7 @@ class StepMPPIInfo:
     cost_min: Array
     effective_samples: Array
     predicted_states: Array  # (2, nx): the state and the predicted next state
-    candidates: Candidates  # some samples' next states and their weights (visualisation)
+    candidates: Candidates | None  # some samples' next states, their weights
 
 
 def mppi_layer(
@@ -291,9 +291,12 @@ class StepMPPI(_LearnedController):
         )
         return action, cstate.replace(steps=cstate.steps + 1), info
 
-    def _candidates(self, step_fn, x0: Array, samples: Array, weights: Array, tuning) -> Candidates:
+    def _candidates(self, step_fn, x0: Array, samples: Array, weights: Array, tuning):
         """The first samples' next states (the step's cost sees one model step)."""
-        few = samples[:CANDIDATE_COUNT]
+        m = candidate_count(samples.shape[0])
+        if m is None:
+            return None
+        few = samples[:m]
         nxt = jax.vmap(lambda u: step_fn(x0, u, tuning.model_params))(few)
         return first_candidates(x0, nxt[:, None, :], weights)
 
