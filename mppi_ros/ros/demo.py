@@ -149,7 +149,9 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Any]:
         "recording": str(bag) if bag else None,
         "recorded_messages": dict(monitor.recorder.counts) if monitor.recorder else {},
     }
-    summary["plot"] = str(plot_demo(track, odom, errors, timing, out / "demo.png"))
+    title = f"{config.controller} ({summary['model_id']}) on {config.track}"
+    plot = plot_demo(track, odom, errors, timing, out / "demo.png", title, lap_times, started)
+    summary["plot"] = str(plot)
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -178,36 +180,60 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def plot_demo(
-    track: Track, odom: np.ndarray, errors: np.ndarray, timing: np.ndarray, path: Path
+    track: Track,
+    odom: np.ndarray,
+    errors: np.ndarray,
+    timing: np.ndarray,
+    path: Path,
+    title: str = "",
+    lap_times: list[float] | None = None,
+    started: float | None = None,
 ) -> Path:
+    """The path coloured by speed (0 to the track profile's top speed) with the start line,
+    the lateral error over time with lap boundaries, and the latency histogram with its p50
+    and p99; ``title`` names the controller, model and track."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.4), gridspec_kw={"width_ratios": [1.3, 1, 1]})
+    fig.suptitle(title or track.name)
     left, right = track.border_polylines()
     ax = axes[0]
     for edge in (left, right):
         loop = np.vstack([edge, edge[:1]])
         ax.plot(loop[:, 0], loop[:, 1], color="0.6", lw=0.8)
     ax.plot(track.xy[:, 0], track.xy[:, 1], "k--", lw=0.6, label="raceline")
+    ax.plot(*np.c_[left[0], right[0]], color="tab:red", lw=2.0, label="start / finish")
     if len(odom):
-        sc = ax.scatter(odom[:, 1], odom[:, 2], c=odom[:, 3], s=2, cmap="viridis")
+        top = max(float(np.max(track.speed)), float(np.max(odom[:, 3])), 1.0)
+        sc = ax.scatter(odom[:, 1], odom[:, 2], c=odom[:, 3], s=2, cmap="viridis", vmin=0, vmax=top)
         fig.colorbar(sc, ax=ax, label="speed (m/s)")
     ax.set_aspect("equal")
-    ax.set_title(f"path on {track.name}")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title("path, coloured by speed")
     ax.legend(loc="upper right")
     ax = axes[1]
     if len(odom):
         ax.plot(odom[:, 0] - odom[0, 0], errors, lw=0.8)
+        t0 = odom[0, 0] if started is None else started
+        for k, end in enumerate(np.cumsum(lap_times or [])):
+            ax.axvline(end + t0 - odom[0, 0], color="tab:red", lw=0.8, ls=":")
+            ax.text(end + t0 - odom[0, 0], ax.get_ylim()[1], f" lap {k + 1}", va="top", fontsize=8)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("lateral error (m)")
-    ax.set_title("lateral error to the raceline")
+    ax.set_title("lateral error to the raceline (dotted: lap ends)")
     ax.grid(alpha=0.3)
     ax = axes[2]
     if len(timing):
-        ax.hist(timing[:, 1] * 1e3, bins=60, color="tab:orange")
+        latency = timing[:, 1] * 1e3
+        ax.hist(latency, bins=60, color="tab:orange")
+        for q, style in ((50, "-"), (99, "--")):
+            value = float(np.percentile(latency, q))
+            ax.axvline(value, color="k", lw=1.0, ls=style, label=f"p{q} {value:.2f} ms")
+        ax.legend(loc="upper right")
     ax.set_xlabel("control tick -> command published (ms)")
     ax.set_ylabel("cycles")
     ax.set_yscale("log")
