@@ -1,12 +1,17 @@
-"""``mppi-ros replay``: a short recorded demo run read back with the ``mcap`` reader, replayed
-through the model that drove it (no difference at all) and through another model (a
-difference, located)."""
+"""A recorded F1TENTH lap and ``mppi-ros replay``.
+
+One lap of ``sprint`` with ``config/f1tenth.yaml`` over DDS, the simulator standing in for the
+F1TENTH gym bridge (AckermannDriveStamped on ``/drive``, odometry on ``/ego_racecar/odom``, no
+steering joint; ackermann_msgs is built into the venv by ``make test``), recorded as MCAP. The
+bag is read back with the ``mcap`` reader, replayed through the model that drove (no
+difference at all) and through another model (a difference, located)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,20 +26,32 @@ from mppi_ros.ros.replay import ReplayError, read_run, replay_model
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """One lap of ``sprint`` with the shipped Step-MPPI, recorded."""
+    """One F1TENTH lap of ``sprint`` with the shipped Step-MPPI, recorded."""
     out = tmp_path_factory.mktemp("replay")
-    config = DemoConfig(track="sprint", laps=1, out_dir=str(out))
+    config = DemoConfig(vehicle="f1tenth", track="sprint", laps=1, out_dir=str(out))
     summary = run_demo(config, log=lambda _: None)
-    assert summary["laps_completed"] == 1
     return out / "run.mcap", summary
 
 
 @pytest.mark.slow
-def test_the_bag_holds_each_step_the_paths_and_the_parameters(recorded):
+def test_the_f1tenth_configuration_drives_a_lap_with_ackermann_commands(recorded):
+    _, summary = recorded
+    assert summary["laps_completed"] == 1 and summary["border_violations"] == 0
+    assert summary["tracking_error_max_m"] < 0.1
+    assert summary["command_rate_hz"] == pytest.approx(100.0, rel=0.1)
+    params = (Path(summary["recording"]).parent / "logs" / "params.yaml").read_text()
+    assert "command_type: ackermann" in params and "steering_joint: ''" in params
+    assert json.loads((Path(summary["plot"]).parent / "demo.json").read_text())["laps_completed"]
+
+
+@pytest.mark.slow
+def test_the_bag_holds_the_f1tenth_topics_each_step_and_the_parameters(recorded):
     bag, summary = recorded
-    steps = 0
+    steps, drive = 0, 0
     with open(bag, "rb") as handle:
         reader = make_reader(handle, decoder_factories=[DecoderFactory()])
+        stored = reader.get_summary()
+        types = {c.topic: stored.schemas[c.schema_id].name for c in stored.channels.values()}
         (meta,) = [m for m in reader.iter_metadata() if m.name == PARAMETERS_METADATA]
         params = yaml.safe_load(meta.metadata["yaml"])
         for _, channel, _, msg in reader.iter_decoded_messages():
@@ -43,9 +60,14 @@ def test_the_bag_holds_each_step_the_paths_and_the_parameters(recorded):
                 labels = [d.label for d in msg.layout.dim]
                 assert labels == ["tick_wall", "state", "action"]
                 assert len(msg.data) == 1 + msg.layout.dim[1].size + msg.layout.dim[2].size
-    assert params["controller"] == "step_mppi" and params["command_type"] == "array"
+            elif channel.topic == "/drive":
+                drive += 1
+                assert abs(msg.drive.steering_angle) < 0.42 and 0.0 <= msg.drive.speed < 20.0
+    assert types["/drive"] == "ackermann_msgs/msg/AckermannDriveStamped"
+    assert types["/ego_racecar/odom"] == "nav_msgs/msg/Odometry"
+    assert params["controller"] == "step_mppi" and params["command_type"] == "ackermann"
     # Every step the controller published a command for (the monitor saw those commands).
-    assert steps >= 0.98 * summary["commands_received"]
+    assert drive >= 1000 and steps >= 0.98 * summary["commands_received"]
     assert summary["recorded_messages"]["border_left"] == 1
 
 

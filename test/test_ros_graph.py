@@ -98,7 +98,8 @@ def check_recording(summary: dict, min_messages: int = 2000, prediction: bool = 
     counts = dict(summary["recorded_messages"])
     predictions = counts.pop("/mppi_controller/prediction", None)
     assert predictions is not None and (predictions > 0) == prediction, predictions
-    assert set(counts) == {"odom", "cmd", "reference", "/diagnostics"}, counts
+    topics = {"odom", "cmd", "reference", "border_left", "border_right", "/diagnostics"}
+    assert set(counts) == topics | {"/mppi_controller/step_input"}, counts
     assert all(counts.values()), counts
     counts["/mppi_controller/prediction"] = predictions
     seen: dict[str, int] = {}
