@@ -140,14 +140,15 @@ print(json.dumps(report))
 """
 
 
-def _resolve_installed(prefix: Path, ament: bool) -> dict:
-    """Runs :data:`_RESOLVE` on the installed package (``-P``: no script folder on sys.path)."""
+def _resolve_installed(prefix: Path, ament: bool, env: dict[str, str] | None = None) -> dict:
+    """Runs :data:`_RESOLVE` on the installed package (``-P``: no script folder on sys.path),
+    in ``env`` (default: :func:`_installed_env`)."""
     out = subprocess.run(
         [sys.executable, "-P", "-c", _RESOLVE],
         capture_output=True,
         text=True,
         cwd=prefix.parent,
-        env=_installed_env(prefix, ament),
+        env=env or _installed_env(prefix, ament),
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -203,30 +204,37 @@ def test_installed_controller_node_configures_with_its_default_model(pip_prefix)
     assert "configured f1tenth_step_mppi@" in text, text[-3000:]
 
 
-@pytest.mark.slow
-def test_installed_nodes_drive_with_the_installed_model(pip_prefix, tmp_path, monkeypatch):
-    """Track publisher, simulator and controller of the install (the controller with no
-    model_path, so its shipped bundle comes from the install's share directory) drive."""
+def _drive_installed(env: dict[str, str], folder: Path, monkeypatch) -> str:
+    """Track publisher, simulator and controller, run with ``env``'s ``PYTHONPATH`` and
+    ``AMENT_PREFIX_PATH`` (an install, as its sourced setup.bash gives them) from ``folder``
+    (no checkout there), drive; the controller, with no model_path, loads its shipped bundle
+    from the install's share directory."""
     from mppi_ros.ros.graph import driving_graph, graph_parameters
 
     # The node processes (``python -m``) inherit this: the installed package, found before
     # the checkout (not the working directory, which ``-m`` puts first on sys.path).
     for key in ("PYTHONPATH", "AMENT_PREFIX_PATH", "MPPI_ROS_MODELS"):
         monkeypatch.delenv(key, raising=False)
-    for key, value in _installed_env(pip_prefix).items():
-        if key in ("PYTHONPATH", "AMENT_PREFIX_PATH"):
-            monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
+    for key in ("PYTHONPATH", "AMENT_PREFIX_PATH"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.chdir(folder)
     params = graph_parameters("default", "step_mppi", 50.0, "array")
     assert not params["mppi_controller"].get("model_path")
-    logs = tmp_path / "logs"
+    logs = folder / "logs"
     with driving_graph(params, "array", logs, 120.0) as (processes, monitor):
         model_id = monitor.diagnostic("mppi_controller").get("model_id", "")
         moving = lambda: any(speed > 1.0 for *_, speed in list(monitor.recording.odom))
         monitor.wait_for(moving, 30.0, "the car to move")
         assert not processes.dead()
     assert model_id.startswith("f1tenth_step_mppi@"), model_id
-    assert "configured f1tenth_step_mppi@" in (logs / "mppi_controller.log").read_text()
+    log = (logs / "mppi_controller.log").read_text()
+    assert "configured f1tenth_step_mppi@" in log
+    return log
+
+
+@pytest.mark.slow
+def test_installed_nodes_drive_with_the_installed_model(pip_prefix, tmp_path, monkeypatch):
+    _drive_installed(_installed_env(pip_prefix), tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
@@ -234,11 +242,17 @@ def test_installed_nodes_drive_with_the_installed_model(pip_prefix, tmp_path, mo
     importlib.util.find_spec("colcon_core") is None,
     reason="colcon is not installed (pip install colcon-common-extensions)",
 )
-def test_colcon_build_installs_share_files_and_executables(tmp_path):
+@pytest.mark.parametrize("symlink", [False, True], ids=["copied", "symlink_install"])
+def test_colcon_install_space_drives_with_its_share_files(tmp_path, monkeypatch, symlink):
+    """``colcon build`` (and ``--symlink-install``) installs every share file and the node
+    executables; from the install space, with the environment its sourced setup.bash gives
+    (no ``MPPI_ROS_MODELS``, no checkout on the path), the nodes drive with the default model
+    found through the ament index."""
     _copy_source(tmp_path / "ws" / "src" / "mppi_ros")
     colcon = Path(sys.executable).with_name("colcon")
+    command = [str(colcon), "build", "--base-paths", "src"]
     out = subprocess.run(
-        [str(colcon), "build", "--base-paths", "src"],
+        command + (["--symlink-install"] if symlink else []),
         cwd=tmp_path / "ws",
         capture_output=True,
         text=True,
@@ -250,3 +264,33 @@ def test_colcon_build_installs_share_files_and_executables(tmp_path):
     assert (install / "share/ament_index/resource_index/packages/mppi_ros").is_file()
     # `ros2 run mppi_ros <exe>` looks in lib/<package>.
     assert (install / "lib" / "mppi_ros" / "mppi-ros").is_file()
+    assert (install / "lib" / "mppi_ros" / "mppi_controller").is_file()
+    env = _sourced(tmp_path / "ws" / "install" / "setup.bash")
+    # The default model is the install space's (with --symlink-install the package and its
+    # share files both link to the sources: the same files).
+    report = _resolve_installed(install, ament=True, env=env)
+    assert "error" not in report, report["error"]
+    installed = install / "share" / "mppi_ros" / "models" / "f1tenth_step_mppi" / "manifest.json"
+    assert (Path(report["model"]) / "manifest.json").resolve() == installed.resolve(), report
+    assert Path(report["model"]).is_relative_to(install) != symlink, report
+    (tmp_path / "run").mkdir()
+    _drive_installed(env, tmp_path / "run", monkeypatch)
+
+
+def _sourced(setup: Path) -> dict[str, str]:
+    """The environment after ``source setup.bash`` over a ROS base (the venv's ROS packages in
+    ``AMENT_PREFIX_PATH``, as /opt/ros/<distro>/setup.bash gives), without the checkout on
+    ``PYTHONPATH`` or ``MPPI_ROS_MODELS``."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MPPI_ROS_MODELS")}
+    base["AMENT_PREFIX_PATH"] = sys.prefix
+    out = subprocess.run(
+        ["bash", "-c", f"source {setup} && env -0"],
+        capture_output=True,
+        text=True,
+        env=base,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    env = dict(item.split("=", 1) for item in out.stdout.split("\0") if "=" in item)
+    assert str(setup.parent) in env["AMENT_PREFIX_PATH"] and env.get("PYTHONPATH"), env
+    return env
