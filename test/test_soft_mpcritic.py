@@ -13,9 +13,11 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     CriticProblem,
     SoftMPCriticConfig,
     improve,
+    initial_plan,
     make_soft_tuning,
     sample_costs,
     shift_plan,
+    start_plan,
 )
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
 
@@ -225,3 +227,25 @@ def test_value_rescaling_is_inverted_exactly_and_compresses_large_costs():
     h = np.asarray(value_rescaling(x))
     assert np.all(np.diff(h) > 0)  # monotone: the ordering of costs is kept
     assert h[-1] < 120.0  # 1e4 becomes ~110: one scale for on-line and off-track values
+
+
+def test_an_episode_starts_from_a_plan_made_at_its_first_state():
+    """start_plan is improve() run START_IMPROVEMENTS times at s0 from the prior mean, without
+    shifting: the same keys give the same plan, and it costs less than a prior draw."""
+    problem = small_problem(low=-3.0, high=3.0)
+    weights = problem.init_weights(jax.random.PRNGKey(2))
+    tuning = make_soft_tuning(ACT, temperature=0.05, noise_var=0.1, discount=0.99)
+    config = SoftMPCriticConfig(num_samples=256, horizon=4, iterations=1)
+    s0, key = jnp.array([1.0, -1.0, 0.5]), jax.random.PRNGKey(7)
+    started = start_plan(problem, config, weights, tuning, s0, key, improvements=3)
+    plan = jnp.zeros((5, ACT))
+    for k in jax.random.split(key, 3):
+        plan = improve(problem, config, weights, tuning, s0, plan, k).plan
+    np.testing.assert_allclose(started, plan, rtol=1e-5, atol=1e-6)
+    zero_noise, members = jnp.zeros((1, 5, ACT)), jnp.zeros(4, jnp.int32)
+
+    def plan_cost(p):
+        return float(sample_costs(problem, config, weights, tuning, s0, p, zero_noise, members)[0])
+
+    draws = [initial_plan(jax.random.PRNGKey(i), config, tuning) for i in range(20)]
+    assert plan_cost(started) < np.median([plan_cost(d) for d in draws])

@@ -127,6 +127,20 @@ def test_eval_cli_rejects_a_vehicle_bundle_with_a_clear_error():
     assert "bench closed-loop" in out.stderr
 
 
+@pytest.mark.slow
+def test_the_shipped_double_pendulum_survives_the_start_it_fell_from():
+    """Seed 0's first episode fell after 13 steps (return 110) when the first plan was a random
+    draw from the prior; planned at the first state it balances the whole episode. The report
+    names the worst episode over the seeds."""
+    model = "models/double_pendulum_soft_mpcritic"
+    report = evaluate_bundle(model, episodes=1, seeds=(0, 1))
+    assert report["seeds"] == [0, 1] and report["lengths"] == [1000, 1000], report["lengths"]
+    assert min(report["returns"]) >= 9000
+    worst = report["worst"]
+    assert worst["return"] == min(report["returns"]) and worst["length"] == 1000
+    assert report["per_seed"]["0"]["returns"] == [report["returns"][0]]
+
+
 def test_shipped_double_pendulum_bundle_inspects_and_records_its_training():
     """`mppi-ros inspect` validates softMPCritic bundles too; the shipped one records the
     command that made it and a last-10 training return at the paper's level."""

@@ -84,6 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.speed_profile,
             args.speed_scale,
             args.reference_speed,
+            seeds=args.seeds,
         )
     except (BundleError, ValueError) as err:
         print(f"mppi-ros eval: error: {err}", file=sys.stderr)
@@ -166,6 +167,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("model", help="bundle folder or shipped model name")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--seeds",
+        type=lambda text: tuple(int(v) for v in text.split(",") if v.strip()),
+        default=None,
+        help="evaluation seeds, --episodes each (e.g. 0,1,2,3,4); the report names the worst "
+        "episode",
+    )
     ev.add_argument("--track", default="default", help="vehicle bundles: track name or CSV")
     ev.add_argument("--laps", type=int, default=1, help="vehicle bundles: closed-loop laps")
     _add_graph_speed_arguments(ev)

@@ -47,8 +47,8 @@ class RosBench:
     # Heap allocator of the controller process (mppi_ros.realtime.memory.ALLOCATORS).
     allocator: str = "auto"
     speed: GraphSpeed = dataclasses.field(default_factory=GraphSpeed)
-    # An MCAP bag of the run (odom, cmd, reference, diagnostics, prediction); off by default:
-    # the recorded prediction is work the controller does only while someone listens.
+    # An MCAP bag of the run (as mppi-ros demo writes it); off by default: the recorded
+    # prediction and step inputs are work the controller does only while someone listens.
     record: str | None = None
     # From the run's midpoint a subscriber takes ~/candidates (MarkerArray): the report then
     # compares the loop's latency without and with it (event windows left out).

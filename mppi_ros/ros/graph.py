@@ -363,7 +363,8 @@ def driving_graph(
     controller runs with heap ``allocator``
     (:func:`mppi_ros.realtime.memory.allocator_environment`); ``args``: extra ``--ros-args``
     per node (remappings); ``setup`` runs on the monitor before the graph must drive;
-    ``record``: an MCAP file of the run (odom, cmd, reference, diagnostics, prediction);
+    ``record``: an MCAP file of the run (odom, cmd, the paths, diagnostics, prediction, each
+    step's input, the controller's parameters: what ``mppi-ros replay`` reads);
     ``topics``: the vehicle's odometry and command topics (the controller and the simulator
     are remapped onto them).
     """

@@ -123,7 +123,7 @@ class SoftMPCriticTrainer:
         obs, _ = env.reset(seed=cfg.seed + start_step)
         key = jax.random.fold_in(state.key, 1)
         key, k_plan = jax.random.split(key)
-        plan = learner.reset_plan(k_plan)
+        plan = learner.reset_plan(state.weights, jnp.asarray(obs, jnp.float32), k_plan)
         returns = list(np.asarray(run["returns"]))
         episode_return, length = 0.0, 0
         bar = progress_bar(cfg.total_steps, start_step, progress)
@@ -180,8 +180,9 @@ class SoftMPCriticTrainer:
                     f.flush()
                     bar.set_postfix(ret=f"{episode_return:.0f}", refresh=False)
                     episode_return, length = 0.0, 0
-                    plan = learner.reset_plan(k_reset)
                     obs, _ = env.reset()
+                    obs_in = jnp.asarray(obs, jnp.float32)
+                    plan = learner.reset_plan(state.weights, obs_in, k_reset)
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.total_steps:
                     run.update(
                         train=state,

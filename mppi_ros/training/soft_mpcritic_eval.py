@@ -12,22 +12,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.controllers.soft_mpcritic import control_step, initial_plan
+from mppi_ros.core.controllers.soft_mpcritic import control_step, episode_start
 from mppi_ros.core.speed import SpeedSettings
 from mppi_ros.training.config import dataclass_from_dict
 from mppi_ros.training.gym_tasks import get_task, load_task_bundle
 from mppi_ros.training.vehicle_task import VEHICLE_TASK, VehicleTaskConfig, VehicleTrackingEnv
 
 
-def _run_episodes(env, plan_step, weights, config, tuning, episodes: int, seed: int):
-    """Episodes of ``env`` under the online planner; ``(returns, lengths, steps_per_s)``."""
+def _run_episodes(env, plan_step, start, weights, tuning, episodes: int, seed: int):
+    """Episodes of ``env`` under the online planner, each started by ``start`` (planning at
+    its first observation); ``(returns, lengths, steps_per_s)``."""
     key = jax.random.PRNGKey(seed)
     returns, lengths, steps = [], [], 0
     started = time.perf_counter()
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         key, k_plan = jax.random.split(key)
-        plan = initial_plan(k_plan, config, tuning)
+        plan = start(weights, tuning, jnp.asarray(obs, jnp.float32), k_plan)
         total, length, done = 0.0, 0, False
         while not done:
             key, k_act = jax.random.split(key)
@@ -52,6 +53,7 @@ def evaluate_bundle(
     speed_profile: str = "constant",
     speed_scale: float = 1.0,
     reference_speed: float | None = None,
+    seeds: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Runs a softMPCritic bundle with its online planner (no learning) in the environment of
     its manifest: a gymnasium task, or the vehicle task on ``track`` (episodes from random
@@ -60,12 +62,17 @@ def evaluate_bundle(
     follows ``speed_profile`` x ``speed_scale`` capped at ``reference_speed`` (None: the
     bundle's speed), or that constant speed.
 
+    ``seeds``: evaluation seeds, ``episodes`` each (default: ``seed`` alone); episode ``e`` of
+    seed ``s`` resets the environment with seed ``s + e``.
+
     Returns:
-        ``{"model", "env", "episodes", "return_mean", "return_std", "returns", "lengths",
-        "steps_per_s"}`` (plus the closed-loop keys and ``"track"`` for a vehicle bundle).
+        ``{"model", "env", "episodes", "seeds", "return_mean", "return_std", "returns",
+        "lengths", "per_seed", "worst", "steps_per_s"}`` (plus the closed-loop keys and
+        ``"track"`` for a vehicle bundle).
     """
     bundle, problem, config, tuning = load_task_bundle(path)
     plan_step = jax.jit(functools.partial(control_step, problem, config))
+    start = jax.jit(functools.partial(episode_start, problem, config))
     vehicle = bundle.env.get("kind") == "vehicle"
     if vehicle:
         task_config = vehicle_config(bundle.env)
@@ -74,18 +81,36 @@ def evaluate_bundle(
     else:
         task = get_task(bundle.env["id"])
         env, name = task.make_env(), task.name
-    returns, lengths, steps_per_s = _run_episodes(
-        env, plan_step, bundle.weights, config, tuning, episodes, seed
+    runs = {}
+    for s in seeds or (seed,):
+        runs[s] = _run_episodes(env, plan_step, start, bundle.weights, tuning, episodes, s)
+    returns = [r for rets, _, _ in runs.values() for r in rets]
+    lengths = [n for _, lens, _ in runs.values() for n in lens]
+    worst_seed, worst_episode = min(
+        ((s, e) for s, (rets, _, _) in runs.items() for e in range(len(rets))),
+        key=lambda se: runs[se[0]][0][se[1]],
     )
     report = {
         "model": bundle.model_id,
         "env": name,
         "episodes": episodes,
+        "seeds": list(runs),
         "return_mean": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "returns": [round(r, 3) for r in returns],
         "lengths": lengths,
-        "steps_per_s": steps_per_s,
+        "per_seed": {
+            str(s): {"returns": [round(r, 3) for r in rets], "lengths": lens}
+            for s, (rets, lens, _) in runs.items()
+        },
+        # The worst episode: env reset seed = seed + episode.
+        "worst": {
+            "seed": worst_seed,
+            "episode": worst_episode,
+            "return": round(runs[worst_seed][0][worst_episode], 3),
+            "length": runs[worst_seed][1][worst_episode],
+        },
+        "steps_per_s": float(np.mean([sps for _, _, sps in runs.values()])),
     }
     if vehicle:
         report["track"] = track

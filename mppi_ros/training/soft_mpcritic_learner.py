@@ -31,8 +31,8 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     PlanResult,
     control_step,
     draw_members,
+    episode_start,
     improve,
-    initial_plan,
     shift_plan,
 )
 from mppi_ros.core.dynamics.ensemble import EnsembleModel, Normalizer
@@ -136,9 +136,12 @@ class SoftMPCriticLearner:
             step=jnp.zeros((), jnp.int32),
         )
 
-    def reset_plan(self, key: Array) -> Array:
+    @functools.partial(jax.jit, static_argnums=0)
+    def reset_plan(self, weights: CriticWeights, obs: Array, key: Array) -> Array:
+        """An episode's first plan, planned at its first observation (as in deployment)."""
         cfg = self.config
-        return initial_plan(key, cfg.online_config(), cfg.tuning(self.problem.act_dim))
+        tuning = cfg.tuning(self.problem.act_dim)
+        return episode_start(self.problem, cfg.online_config(), weights, tuning, obs, key)
 
     @functools.partial(jax.jit, static_argnums=0)
     def act(

@@ -46,6 +46,7 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     SoftMPCriticConfig,
     SoftTuning,
     improve,
+    start_plan,
 )
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics, wrap_angle
 
@@ -314,15 +315,22 @@ class SoftMPCritic:
             discount=jnp.float32(self.discount),
         )
         context = (obs.reference, obs.border, tuning)
+        # An episode's first step plans at its first state, as training starts episodes.
+        plan = jax.lax.cond(
+            cstate.steps == 0,
+            lambda: start_plan(
+                self.problem,
+                self.config,
+                cstate.weights,
+                soft,
+                obs.state,
+                jax.random.fold_in(key, 1),
+                context,
+            ),
+            lambda: cstate.plan,
+        )
         result = improve(
-            self.problem,
-            self.config,
-            cstate.weights,
-            soft,
-            obs.state,
-            cstate.plan,
-            key,
-            context=context,
+            self.problem, self.config, cstate.weights, soft, obs.state, plan, key, context=context
         )
         ensemble = self.problem.ensemble
 
