@@ -13,12 +13,11 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     CriticProblem,
     SoftMPCriticConfig,
     improve,
-    initial_plan,
     make_soft_tuning,
     sample_costs,
     shift_plan,
-    start_plan,
 )
+from mppi_ros.core.controllers.soft_mpcritic_start import initial_plan, start_plan
 from mppi_ros.core.dynamics.ensemble import EnsembleModel
 
 OBS, ACT = 3, 2

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mppi_ros.core.controllers.soft_mpcritic import control_step, episode_start
+from mppi_ros.core.controllers.soft_mpcritic import control_step
+from mppi_ros.core.controllers.soft_mpcritic_start import episode_start
 from mppi_ros.core.speed import SpeedSettings
 from mppi_ros.training.config import dataclass_from_dict
 from mppi_ros.training.gym_tasks import get_task, load_task_bundle

@@ -31,10 +31,10 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     PlanResult,
     control_step,
     draw_members,
-    episode_start,
     improve,
     shift_plan,
 )
+from mppi_ros.core.controllers.soft_mpcritic_start import episode_start
 from mppi_ros.core.dynamics.ensemble import EnsembleModel, Normalizer
 from mppi_ros.training.gym_tasks import get_task
 from mppi_ros.training.soft_mpcritic_config import SoftMPCriticTrainConfig

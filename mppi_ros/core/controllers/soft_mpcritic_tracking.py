@@ -46,8 +46,8 @@ from mppi_ros.core.controllers.soft_mpcritic import (
     SoftMPCriticConfig,
     SoftTuning,
     improve,
-    start_plan,
 )
+from mppi_ros.core.controllers.soft_mpcritic_start import start_plan
 from mppi_ros.core.dynamics import DynamicsModel, get_dynamics, wrap_angle
 
 Array = jax.Array
