@@ -740,19 +740,28 @@ def test_ackermann_commands_reach_their_steering_angle_and_speed(ros, nodes):
         msg.drive.steering_angle, msg.drive.speed = 0.1, 2.0
         return msg
 
+    def settled() -> list:
+        """The last 0.5 s of odometry once the servo has reached both targets (a loaded
+        machine slows the simulator down: wait for it, not for a fixed time)."""
+        if len(odom) < 20 or joints.last is None:
+            return []
+        recent = [m for t, m in odom.messages if t > odom.messages[-1][0] - 0.5]
+        speed = np.mean([m.twist.twist.linear.x for m in recent])
+        yaw_rate = [m.twist.twist.angular.z for m in recent]
+        done = abs(speed - 2.0) < 0.02 and abs(joints.last.position[0] - 0.1) < 0.003
+        return recent if done and len(recent) > 20 and np.ptp(yaw_rate) < 0.01 else []
+
     stop = _publish_periodically(ros, AckermannDriveStamped, "/drive", drive, 0.02)
     try:
-        ros.spin_for(2.5)
+        converged = ros.spin_until(lambda: bool(settled()), 60.0)
+        window = settled()
     finally:
         stop()
         for recorder in (odom, joints):
             ros.node.destroy_subscription(recorder.subscription)
-    settled = [m for t, m in odom.messages if t > odom.messages[-1][0] - 0.5]
-    speeds = np.array([m.twist.twist.linear.x for m in settled])
-    yaw_rates = np.array([m.twist.twist.angular.z for m in settled])
-    assert len(settled) > 20
-    assert speeds.mean() == pytest.approx(2.0, rel=0.02)
-    assert joints.last.position[0] == pytest.approx(0.1, abs=0.003)
+    last_speed = odom.last.twist.twist.linear.x if odom.last else None
+    assert converged, f"no convergence: speed {last_speed}, joint {joints.last}"
+    yaw_rates = np.array([m.twist.twist.angular.z for m in window])
     params = get_dynamics("single_track").default_params
     wheelbase = params.lf + params.lr
     # The dynamic model turns slightly less than the kinematic bicycle (as for twist above).
