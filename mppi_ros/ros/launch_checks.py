@@ -79,12 +79,17 @@ def _track(value: str, args: Mapping[str, str]) -> str | None:
     return None
 
 
-def _allocator(value: str, args: Mapping[str, str]) -> str | None:
-    try:
-        allocator_environment(value)
-    except ValueError as err:
-        return str(err)
-    return None
+def _accepted_by(fn: Callable[[str], object]) -> Callable[[str, Mapping[str, str]], str | None]:
+    """A check whose reason is the ``ValueError`` that ``fn(value)`` raises."""
+
+    def check(value: str, args: Mapping[str, str]) -> str | None:
+        try:
+            fn(value)
+        except ValueError as err:
+            return str(err)
+        return None
+
+    return check
 
 
 def _choice(valid: tuple[str, ...]) -> Callable[[str, Mapping[str, str]], str | None]:
@@ -94,14 +99,6 @@ def _choice(valid: tuple[str, ...]) -> Callable[[str, Mapping[str, str]], str | 
     return check
 
 
-def _target(value: str, args: Mapping[str, str]) -> str | None:
-    try:
-        f1tenth_topics(value)
-    except ValueError as err:
-        return str(err)
-    return None
-
-
 CHECKS: dict[str, Callable[[str, Mapping[str, str]], str | None]] = {
     "controller": _controller,
     "model_path": _model_path,
@@ -109,10 +106,10 @@ CHECKS: dict[str, Callable[[str, Mapping[str, str]], str | None]] = {
     "vehicle_params_file": _yaml_file,
     "sim_params_file": _yaml_file,
     "track": _track,
-    "allocator": _allocator,
+    "allocator": _accepted_by(allocator_environment),
     "autostart": _choice(TRUE_FALSE),
     "use_lifecycle_manager": _choice(TRUE_FALSE),
-    "target": _target,
+    "target": _accepted_by(f1tenth_topics),
 }
 
 
