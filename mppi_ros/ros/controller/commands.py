@@ -5,9 +5,11 @@ fault."""
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
+from rclpy.duration import Duration
 from rclpy.publisher import Publisher
 
 from mppi_ros.core.controllers import TrackingTuning
@@ -47,6 +49,11 @@ class CommandOutput:
         self._state: tuple[np.ndarray, float] | None = None
         self._braking = False
         self._recovered_at: float | None = None  # ROS seconds of the first command after a fault
+        # After :meth:`stop`'s brake nothing else goes out until :meth:`start`: a control
+        # cycle still running when the loop was told to stop (a join that timed out under
+        # load) once sent a drive command after the exit brake.
+        self._lock = threading.Lock()
+        self._stopped = False
 
     @property
     def limits(self) -> CommandLimits | None:
@@ -82,9 +89,32 @@ class CommandOutput:
         delays = np.asarray(self._live["actuation_delays"], np.float64)
         return np.broadcast_to(delays, (self.sent.control_dim,))
 
+    def start(self) -> None:
+        """Lets :meth:`publish` and :meth:`brake` send again (activation)."""
+        with self._lock:
+            self._stopped = False
+
+    def stop(self, stamp, *brake_args) -> None:
+        """The last command until :meth:`start`: a :meth:`brake` (same arguments after the
+        stamp); commands from a cycle still running are dropped."""
+        with self._lock:
+            self._stopped = True
+            self._brake(stamp, *brake_args)
+
+    def flush(self, timeout_s: float) -> bool:
+        """Waits until the subscribers acknowledged every command (reliable QoS), at most
+        ``timeout_s``: the process exits right after the brake on the way out."""
+        return self.publisher.wait_for_all_acked(Duration(seconds=timeout_s))
+
     def publish(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
         """The command for ``action`` at ``state``: raw control, or targets led by
-        ``target_lead_time`` (ackermann / twist); guarded by :meth:`_guard`."""
+        ``target_lead_time`` (ackermann / twist); guarded by :meth:`_guard`. Dropped after
+        :meth:`stop`."""
+        with self._lock:
+            if not self._stopped:
+                self._publish(action, state, stamp)
+
+    def _publish(self, action: np.ndarray, state: np.ndarray, stamp) -> None:
         limits, period = self.limits, self.period
         lead = float(self._live["target_lead_time"])
         speed = float(state[limits.speed_index]) if limits.speed_index is not None else 0.0
@@ -122,7 +152,13 @@ class CommandOutput:
             action[i] = without_reverse(float(action[i]), speed, self.period)
         return action
 
-    def brake(
+    def brake(self, stamp, *brake_args) -> None:
+        """:meth:`_brake`, unless :meth:`stop` sent the last command."""
+        with self._lock:
+            if not self._stopped:
+                self._brake(stamp, *brake_args)
+
+    def _brake(
         self,
         stamp,
         state: np.ndarray | None = None,

@@ -155,6 +155,7 @@ class ControllerNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._output.steering = 0.0
+        self._output.start()
         self._cstate = self._swap.active.init_state(int(self.get_parameter("seed").value))
         self._stats = LoopStats(self._stats.period)
         self._loop_stop = threading.Event()
@@ -202,8 +203,10 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def shutdown_cleanly(self) -> None:
-        """Process exit: stop the loop and brake (whatever the lifecycle state)."""
+        """Process exit: stop the loop, brake (whatever the lifecycle state), await the ack."""
         self._stop_control()
+        if self._output is not None and not self._output.flush(1.0):
+            self.get_logger().warning("the exit brake was not acknowledged within 1 s")
 
     def _stop_control(self) -> None:
         if self._loop_thread is not None:
@@ -216,12 +219,13 @@ class ControllerNode(LifecycleNode):
             faulthandler.cancel_dump_traceback_later()
         self._swap.retired.clear()
         if self._output is not None:
-            self._brake(self.get_clock().now().to_msg())
+            self._brake(self.get_clock().now().to_msg(), last=True)
 
-    def _brake(self, stamp, state=None) -> None:
-        """The safe stop along the reference last driven on (see :mod:`.safe_stop`)."""
+    def _brake(self, stamp, state=None, last: bool = False) -> None:
+        """The safe stop along the last reference (:mod:`.safe_stop`); ``last``: until activated."""
         active, tuning = self._swap.active, self.params.tuning
-        self._output.brake(stamp, state, self._stop_reference, active, tuning)
+        send = self._output.stop if last else self._output.brake
+        send(stamp, state, self._stop_reference, active, tuning)
 
     def _create_entities(self) -> None:
         self._visualisation = Visualisation(self)
