@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
@@ -121,9 +120,8 @@ class SoftMPCriticTrainer:
         start_step = int(state.step)
         env = self.make_env()
         obs, _ = env.reset(seed=cfg.seed + start_step)
-        key = jax.random.fold_in(state.key, 1)
-        key, k_plan = jax.random.split(key)
-        plan = learner.reset_plan(state.weights, jnp.asarray(obs, jnp.float32), k_plan)
+        key, result, warm = learner.control(state.weights, state.key, obs, None, True)
+        state = state.replace(key=key)
         returns = list(np.asarray(run["returns"]))
         episode_return, length = 0.0, 0
         bar = progress_bar(cfg.total_steps, start_step, progress)
@@ -132,32 +130,29 @@ class SoftMPCriticTrainer:
         with open(self.work / METRICS, "a", newline="") as f:
             writer = csv.writer(f)
             for step in range(start_step, cfg.total_steps):
-                key, k_act, k_reset = jax.random.split(key, 3)
-                result, next_plan = learner.act(
-                    state.weights, jnp.asarray(obs, jnp.float32), plan, k_act
-                )
-                action = np.asarray(result.action)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                transition = (
-                    jnp.asarray(obs, jnp.float32),
-                    result.action,
-                    jnp.float32(-reward),
-                    jnp.asarray(next_obs, jnp.float32),
-                    jnp.float32(terminated),
-                    result.plan,
-                )
+                # The only host sync of a step: the action for the environment.
+                next_obs, reward, terminated, truncated, _ = env.step(np.asarray(result.action))
+                done = terminated or truncated
+                act_obs = env.reset()[0] if done else next_obs
                 if step < cfg.learning_starts:
-                    state = learner.store(state, transition)
+                    transition = (obs, result.action, -reward, next_obs, terminated, result.plan)
+                    state = learner.store(state, _float32(transition))
                     if step + 1 == cfg.learning_starts:
                         state = learner.normalise_ensemble(state)
+                    key, result, warm = learner.control(
+                        state.weights, state.key, act_obs, warm, done
+                    )
+                    state = state.replace(key=key)
                 else:
-                    state, metrics = learner.learn(state, transition)
+                    host = learner.pack(obs, next_obs, -reward, terminated, done, act_obs)
+                    state, metrics, result, warm = learner.step(
+                        state, host, result.action, result.plan, warm
+                    )
                 episode_return += float(reward)
                 length += 1
-                plan = next_plan
-                obs = next_obs
+                obs = act_obs
                 bar.update(1)
-                if terminated or truncated:
+                if done:
                     returns.append(episode_return)
                     run["episodes"] += 1
                     elapsed = time.perf_counter() - started
@@ -180,9 +175,6 @@ class SoftMPCriticTrainer:
                     f.flush()
                     bar.set_postfix(ret=f"{episode_return:.0f}", refresh=False)
                     episode_return, length = 0.0, 0
-                    obs, _ = env.reset()
-                    obs_in = jnp.asarray(obs, jnp.float32)
-                    plan = learner.reset_plan(state.weights, obs_in, k_reset)
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.total_steps:
                     run.update(
                         train=state,
@@ -227,6 +219,11 @@ class SoftMPCriticTrainer:
                 "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
             },
         )
+
+
+def _float32(transition: tuple) -> tuple:
+    """Host values of a transition as float32 (device arrays pass through)."""
+    return tuple(x if isinstance(x, jax.Array) else np.float32(x) for x in transition)
 
 
 def train_soft_mpcritic(

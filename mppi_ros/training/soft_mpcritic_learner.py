@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -37,51 +38,10 @@ from mppi_ros.core.controllers.soft_mpcritic import (
 from mppi_ros.core.controllers.soft_mpcritic_start import episode_start
 from mppi_ros.core.dynamics.ensemble import EnsembleModel, Normalizer
 from mppi_ros.training.gym_tasks import get_task
+from mppi_ros.training.replay_buffer import Replay, write
 from mppi_ros.training.soft_mpcritic_config import SoftMPCriticTrainConfig
 
 Array = jax.Array
-
-
-@struct.dataclass
-class Replay:
-    """Ring buffer on the device; ``plan`` is refined in place by target computations."""
-
-    obs: Array
-    act: Array
-    cost: Array
-    next_obs: Array
-    terminated: Array
-    plan: Array
-    size: Array
-    cursor: Array
-
-    @classmethod
-    def empty(cls, capacity: int, obs_dim: int, act_dim: int, plan_len: int) -> Replay:
-        z = functools.partial(jnp.zeros, dtype=jnp.float32)
-        return cls(
-            obs=z((capacity, obs_dim)),
-            act=z((capacity, act_dim)),
-            cost=z((capacity,)),
-            next_obs=z((capacity, obs_dim)),
-            terminated=z((capacity,)),
-            plan=z((capacity, plan_len, act_dim)),
-            size=jnp.zeros((), jnp.int32),
-            cursor=jnp.zeros((), jnp.int32),
-        )
-
-    def add(self, obs, act, cost, next_obs, terminated, plan) -> Replay:
-        i = self.cursor
-        capacity = self.obs.shape[0]
-        return self.replace(
-            obs=self.obs.at[i].set(obs),
-            act=self.act.at[i].set(act),
-            cost=self.cost.at[i].set(cost),
-            next_obs=self.next_obs.at[i].set(next_obs),
-            terminated=self.terminated.at[i].set(terminated),
-            plan=self.plan.at[i].set(plan),
-            size=jnp.minimum(self.size + 1, capacity),
-            cursor=(i + 1) % capacity,
-        )
 
 
 @struct.dataclass
@@ -159,10 +119,10 @@ class SoftMPCriticLearner:
             key,
         )
 
-    def _targets(self, weights, target_q, replay: Replay, idx: Array, key: Array):
+    def _targets(self, weights, target_q, batch: tuple, key: Array):
         cfg = self.config
         tuning = cfg.tuning(self.problem.act_dim)
-        stored = replay.plan[idx]
+        _, _, cost, next_obs, terminated, stored = batch
         if cfg.cold_start:
             start = jnp.zeros_like(stored)
         else:
@@ -171,7 +131,7 @@ class SoftMPCriticLearner:
         config = cfg.target_config()
         k_members, key = jax.random.split(key)
         members = draw_members(k_members, self.problem, config)  # shared by batch
-        keys = jax.random.split(key, idx.shape[0])
+        keys = jax.random.split(key, stored.shape[0])
 
         def target_plan(obs: Array, plan: Array, k: Array) -> PlanResult:
             s, context = self.problem.split(obs)
@@ -179,16 +139,15 @@ class SoftMPCriticLearner:
                 self.problem, config, planner_weights, tuning, s, plan, k, members, context
             )
 
-        result = jax.vmap(target_plan)(replay.next_obs[idx], start, keys)
-        target = replay.cost[idx] + tuning.discount * (1.0 - replay.terminated[idx]) * result.value
+        result = jax.vmap(target_plan)(next_obs, start, keys)
+        target = cost + tuning.discount * (1.0 - terminated) * result.value
         # Write back: slots 1..H of the stored plan are the refined plan's steps 0..H-1 at s'.
         written = jnp.concatenate([stored[:, :1], result.plan[:, :-1]], axis=1)
         return jax.lax.stop_gradient(target), stored, written, result
 
-    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
     def store(self, state: TrainState, transition: tuple) -> TrainState:
         """Stores one transition without learning (the ``learning_starts`` phase)."""
-        return state.replace(replay=state.replay.add(*transition))
+        return state.replace(replay=_store(state.replay, transition))
 
     def normalise_ensemble(self, state: TrainState) -> TrainState:
         """Sets the ensemble's input and change statistics from the stored transitions."""
@@ -204,52 +163,118 @@ class SoftMPCriticLearner:
         )
         return state.replace(weights=state.weights.replace(dynamics=dynamics))
 
-    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
     def learn(self, state: TrainState, transition: tuple) -> tuple[TrainState, StepMetrics]:
         """Stores one transition, then one Q update and one ensemble update (Algorithm 2)."""
-        cfg, problem = self.config, self.problem
-        replay = state.replay.add(*transition)
-        key, k_q, k_plan, k_model = jax.random.split(state.key, 4)
-        idx = jax.random.randint(k_q, (cfg.batch_size,), 0, replay.size)
-        target, stored, written, result = self._targets(
-            state.weights, state.target_q, replay, idx, k_plan
+        core, metrics, idx, written = self._learn(_without_replay(state), state.replay, transition)
+        return core.replace(replay=write(state.replay, transition, idx, written)), metrics
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def control(self, weights: CriticWeights, key: Array, obs: Array, warm, new_episode):
+        """Online MPPI at ``obs`` from ``warm``, or from the planned episode start when
+        ``new_episode`` (``warm`` may then be ``None``). Returns the next key, the result and
+        the next warm start (for the steps that do not learn)."""
+        key, k_start, k_act = jax.random.split(key, 3)
+        start = lambda: self.reset_plan(weights, obs, k_start)
+        if warm is None:
+            warm = start()
+        else:
+            warm = jax.lax.cond(new_episode, start, lambda: warm)
+        result, next_plan = self.act(weights, obs, warm, k_act)
+        return key, result, next_plan
+
+    def step(
+        self, state: TrainState, host: np.ndarray, action: Array, plan: Array, warm: Array
+    ) -> tuple[TrainState, StepMetrics, PlanResult, Array]:
+        """One environment step of Algorithm 2 once the environment moved: :meth:`learn`
+        from the transition and the next control step with the updated weights, in one
+        compiled call with one host transfer (plus the buffer write).
+
+        Args:
+            host: :meth:`pack`'s vector: the observation, the next one, the cost, the
+                termination flag, a new-episode flag and the observation to act at next (the
+                next observation, or the reset one when the episode ended).
+            action: The executed action (the last result's, on the device).
+            plan: The plan stored with the transition (the last result's).
+            warm: The next warm start (replaced by a planned start at a new episode).
+        """
+        core, metrics, idx, written, transition, result, next_plan = self._step(
+            _without_replay(state), state.replay, host, action, plan, warm
         )
-        replay = replay.replace(plan=replay.plan.at[idx].set(written))
+        replay = write(state.replay, transition, idx, written)
+        return core.replace(replay=replay), metrics, result, next_plan
+
+    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+    def _step(self, core: TrainState, replay: Replay, host, action, plan, warm):
+        n = self.problem.obs_dim
+        obs, next_obs, act_obs = host[:n], host[n : 2 * n], host[2 * n + 3 :]
+        cost, terminated, new_episode = host[2 * n], host[2 * n + 1], host[2 * n + 2]
+        transition = (obs, action, cost, next_obs, terminated, plan)
+        core, metrics, idx, written = self._update(core, replay, transition)
+        key, k_start, k_act = jax.random.split(core.key, 3)
+        warm = jax.lax.cond(
+            new_episode > 0.5,
+            lambda: self.reset_plan(core.weights, act_obs, k_start),
+            lambda: warm,
+        )
+        result, next_plan = self.act(core.weights, act_obs, warm, k_act)
+        core = core.replace(key=key)
+        return core, metrics, idx, written, transition, result, next_plan
+
+    @staticmethod
+    def pack(obs, next_obs, cost: float, terminated: bool, new_episode: bool, act_obs):
+        """The host side of :meth:`step` as one float32 vector (a single transfer)."""
+        flags = np.array([cost, terminated, new_episode], np.float32)
+        parts = (np.asarray(obs), np.asarray(next_obs), flags, np.asarray(act_obs))
+        return np.concatenate(parts, dtype=np.float32)
+
+    @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+    def _learn(self, core: TrainState, replay: Replay, transition: tuple):
+        return self._update(core, replay, transition)
+
+    def _update(self, core: TrainState, replay: Replay, transition: tuple):
+        """The updates of :meth:`learn`, reading ``replay`` (as the transition's write will
+        leave it) but not writing it; returns the state without its buffer, the metrics,
+        and the sampled indices with their refined plans for :func:`write`."""
+        cfg, problem = self.config, self.problem
+        key, k_q, k_plan, k_model = jax.random.split(core.key, 4)
+        idx, batch = replay.sample(k_q, cfg.batch_size, transition)
+        _, model_batch = replay.sample(k_model, cfg.batch_size, transition)
+        target, stored, written, result = self._targets(core.weights, core.target_q, batch, k_plan)
 
         def q_loss(q_params):
-            features = jax.vmap(problem.observed_features)(replay.obs[idx])
+            features = jax.vmap(problem.observed_features)(batch[0])
             # each critic regresses the same target
-            return problem.q_loss(q_params, features, replay.act[idx], target)
+            return problem.q_loss(q_params, features, batch[1], target)
 
-        loss_q, grads = jax.value_and_grad(q_loss)(state.weights.q)
+        loss_q, grads = jax.value_and_grad(q_loss)(core.weights.q)
         opt = self.optimizer
-        updates, q_opt = opt.update(grads, state.q_opt, state.weights.q)
-        q_params = optax.apply_updates(state.weights.q, updates)
-        step = state.step + 1
+        updates, q_opt = opt.update(grads, core.q_opt, core.weights.q)
+        q_params = optax.apply_updates(core.weights.q, updates)
+        step = core.step + 1
         tau = jnp.where(step % cfg.target_every == 0, cfg.tau, 0.0)
-        target_q = optax.incremental_update(q_params, state.target_q, tau)
+        target_q = optax.incremental_update(q_params, core.target_q, tau)
 
-        midx = jax.random.randint(k_model, (cfg.batch_size,), 0, replay.size)
         ensemble = problem.ensemble
-        dynamics = state.weights.dynamics
+        dynamics = core.weights.dynamics
+        m_obs, m_act, _, m_next, _, _ = model_batch
 
         def model_loss(net):
             return ensemble.loss(
                 dynamics.replace(net=net),
-                jax.vmap(problem.dynamics_state)(replay.obs[midx]),
-                replay.act[midx],
-                jax.vmap(problem.dynamics_state)(replay.next_obs[midx]),
+                jax.vmap(problem.dynamics_state)(m_obs),
+                m_act,
+                jax.vmap(problem.dynamics_state)(m_next),
             )
 
         loss_m, grads = jax.value_and_grad(model_loss)(dynamics.net)
-        updates, dynamics_opt = opt.update(grads, state.dynamics_opt, dynamics.net)
+        updates, dynamics_opt = opt.update(grads, core.dynamics_opt, dynamics.net)
         net = optax.apply_updates(dynamics.net, updates)
-        new_state = TrainState(
+        new_core = TrainState(
             weights=CriticWeights(q=q_params, dynamics=dynamics.replace(net=net)),
             target_q=target_q,
             q_opt=q_opt,
             dynamics_opt=dynamics_opt,
-            replay=replay,
+            replay=None,
             key=key,
             step=step,
         )
@@ -259,7 +284,18 @@ class SoftMPCriticLearner:
             target_value=jnp.mean(result.value),
             plan_change=jnp.mean(jnp.abs(written - stored)),
         )
-        return new_state, metrics
+        return new_core, metrics, idx, written
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _store(replay: Replay, transition: tuple) -> Replay:
+    return replay.add(*transition)
+
+
+def _without_replay(state: TrainState) -> TrainState:
+    """The state minus its buffer: the update calls donate this part and only read the
+    buffer (see :mod:`~mppi_ros.training.replay_buffer`)."""
+    return state.replace(replay=None)
 
 
 def make_learner(config: SoftMPCriticTrainConfig) -> SoftMPCriticLearner:
