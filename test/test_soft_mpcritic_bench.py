@@ -90,3 +90,45 @@ def test_bench_amortisation_fills_the_table(tmp_path):
     saved = yaml.safe_load((tmp_path / "runs" / "n5_cold_10" / "seed0" / "run.yaml").read_text())
     assert saved["cold_start"] is True and saved["target_iterations"] == 10
     assert saved["target_samples"] == 5
+
+
+def test_dot_flops_counts_scan_trips_and_the_cheaper_cond_branch():
+    import jax
+    import jax.numpy as jnp
+
+    from mppi_ros.bench.soft_mpcritic_speed import dot_flops
+
+    def f(x, w, flag):
+        def body(c, _):
+            return jnp.tanh(c @ w), None  # (4, 5) @ (5, 5): 2 * 4 * 5 * 5 = 200
+
+        c, _ = jax.lax.scan(body, x, None, length=3)
+        big = lambda: (c @ w @ w @ w).sum()  # three products: 600
+        return jax.lax.cond(flag, big, lambda: (c @ w).sum())  # the cheaper: 200
+
+    jaxpr = jax.make_jaxpr(f)(jnp.ones((4, 5)), jnp.ones((5, 5)), True).jaxpr
+    assert dot_flops(jaxpr) == 3 * 200 + 200
+
+
+def test_bench_soft_mpcritic_speed_reports_run_steady_state_and_profile(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    args = ["bench", "soft-mpcritic-speed", "--config", str(config), "--steps", "400"]
+    args += ["--critics", "1", "--profile-steps", "20", "--out", str(tmp_path / "run")]
+    out = cli(*args, "--json", str(tmp_path / "speed.json"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads((tmp_path / "speed.json").read_text())
+    assert report["steps"] == 400 and report["config"]["critics"] == 1
+    whole, process = report["whole_run"], report["process"]
+    assert whole["steps_per_s"] == pytest.approx(400 / whole["wall_s"], rel=0.01)
+    assert process["wall_s"] > whole["wall_s"]  # imports and start-up come on top
+    assert 80 <= report["steady"]["from_step"] < report["steady"]["to_step"] <= 400
+    assert report["returns"]["episodes"] >= 1
+    profile = report["profile"]
+    assert profile["steps"] == 20 and profile["compiled_step_ms"] > 0 and profile["env_ms"] > 0
+    # The roofline is the measured matmul rate over the step's matmul work.
+    expected = profile["matmul_gflops_measured"] * 1e3 / profile["matmul_mflop_per_step"]
+    assert profile["roofline_steps_per_s"] == pytest.approx(expected, rel=0.01)
+    # A second run into the same folder is refused with a clear error.
+    again = cli(*args)
+    assert again.returncode == 2 and "already holds a run" in again.stderr

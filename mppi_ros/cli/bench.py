@@ -165,6 +165,25 @@ def cmd_bench_amortisation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soft_mpcritic_speed(args: argparse.Namespace) -> int:
+    """``mppi-ros bench soft-mpcritic-speed``: training throughput; 2 for bad options."""
+    import dataclasses
+
+    from mppi_ros.bench import soft_mpcritic_speed as speed
+
+    try:
+        config = _soft_mpcritic_config(args)
+        if args.critics is not None:
+            config = dataclasses.replace(config, critics=args.critics)
+        out = Path(args.out or f"bench_output/speed_{config.task}_{config.total_steps}")
+        bench = speed.SpeedBench(config, out, profile_steps=args.profile_steps)
+    except ValueError as err:
+        print(f"mppi-ros bench soft-mpcritic-speed: error: {err}", file=sys.stderr)
+        return 2
+    _emit(speed.run(bench, log=lambda m: print(m, file=sys.stderr)), args.json)
+    return 0
+
+
 def cmd_bench_latency(args: argparse.Namespace) -> int:
     """``mppi-ros bench latency``: controller step times."""
     from mppi_ros.bench import latency
@@ -385,3 +404,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--target-samples", type=_int_list, default=(10, 20, 50), help="N: samples per target"
     )
     amo.set_defaults(func=cmd_bench_amortisation)
+    spd = bench_sub.add_parser(
+        "soft-mpcritic-speed",
+        help="softMPCritic training steps/s: whole run, steady state, profile and roofline",
+    )
+    spd.add_argument("--env", default=None, help="gymnasium task (default: the config's)")
+    spd.add_argument("--config", default=None, help="training YAML (default: paper settings)")
+    spd.add_argument("--steps", type=int, default=15_000, help="environment steps of the run")
+    spd.add_argument("--critics", type=int, default=None, help="override the config's critics")
+    spd.add_argument("--profile-steps", type=int, default=300, help="steps of the profile")
+    spd.add_argument("--out", default=None, help="the run's folder (must be new)")
+    spd.add_argument("--json", default=None)
+    spd.set_defaults(func=cmd_bench_soft_mpcritic_speed)

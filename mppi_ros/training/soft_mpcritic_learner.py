@@ -165,7 +165,7 @@ class SoftMPCriticLearner:
 
     def learn(self, state: TrainState, transition: tuple) -> tuple[TrainState, StepMetrics]:
         """Stores one transition, then one Q update and one ensemble update (Algorithm 2)."""
-        core, metrics, idx, written = self._learn(_without_replay(state), state.replay, transition)
+        core, metrics, idx, written = self._learn(without_replay(state), state.replay, transition)
         return core.replace(replay=write(state.replay, transition, idx, written)), metrics
 
     @functools.partial(jax.jit, static_argnums=0)
@@ -197,14 +197,17 @@ class SoftMPCriticLearner:
             plan: The plan stored with the transition (the last result's).
             warm: The next warm start (replaced by a planned start at a new episode).
         """
-        core, metrics, idx, written, transition, result, next_plan = self._step(
-            _without_replay(state), state.replay, host, action, plan, warm
+        core, metrics, idx, written, transition, result, next_plan = self.update_and_act(
+            without_replay(state), state.replay, host, action, plan, warm
         )
         replay = write(state.replay, transition, idx, written)
         return core.replace(replay=replay), metrics, result, next_plan
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
-    def _step(self, core: TrainState, replay: Replay, host, action, plan, warm):
+    def update_and_act(self, core: TrainState, replay: Replay, host, action, plan, warm):
+        """The compiled part of :meth:`step` (``core``: :func:`without_replay`, donated;
+        ``replay`` is only read). Returns the new core, the metrics, the sampled indices with
+        their refined plans, the transition, the control result and the next warm start."""
         n = self.problem.obs_dim
         obs, next_obs, act_obs = host[:n], host[n : 2 * n], host[2 * n + 3 :]
         cost, terminated, new_episode = host[2 * n], host[2 * n + 1], host[2 * n + 2]
@@ -292,7 +295,7 @@ def _store(replay: Replay, transition: tuple) -> Replay:
     return replay.add(*transition)
 
 
-def _without_replay(state: TrainState) -> TrainState:
+def without_replay(state: TrainState) -> TrainState:
     """The state minus its buffer: the update calls donate this part and only read the
     buffer (see :mod:`~mppi_ros.training.replay_buffer`)."""
     return state.replace(replay=None)
